@@ -1,0 +1,184 @@
+"""The ``headline-cluster`` command: a thin click layer over the library."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from functools import wraps
+
+import click
+
+from . import __version__
+from .errors import HeadlineClusterError
+from .group import LINKAGES
+from .records import INPUT_FORMATS, read_records
+from .settings import LEVELS
+from .stories import REPRESENTATIVES, collapse
+
+
+def _reports_errors(command: Callable) -> Callable:
+    """Turn the library's user-facing errors into a one-line message and exit code 2."""
+
+    @wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except HeadlineClusterError as exc:
+            click.echo(f"Error: {exc}", err=True)
+            sys.exit(2)
+
+    return wrapper
+
+
+model_option = click.option(
+    "--model",
+    "-m",
+    metavar="NAME_OR_PATH",
+    envvar="HEADLINE_CLUSTER_MODEL",
+    show_envvar=True,
+    help="sentence-transformers model name or local folder. Default: multilingual-e5-small, offline.",
+)
+input_format_option = click.option(
+    "--input-format",
+    type=click.Choice(INPUT_FORMATS),
+    help="Input format; by default taken from the file extension (stdin: txt).",
+)
+text_field_option = click.option(
+    "--text-field", metavar="NAME", help="Column or key holding the headline (default: text, then title)."
+)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="headline-cluster")
+def main() -> None:
+    """Group near-duplicate news headlines into stories (Arabic first, any language)."""
+
+
+@main.command(name="collapse")
+@click.argument("file", default="-", metavar="[FILE|-]")
+@input_format_option
+@text_field_option
+@click.option(
+    "--threshold",
+    "-t",
+    type=click.FloatRange(-1.0, 1.0),
+    help="Similarity needed to group (default: the model's calibrated value for --level).",
+)
+@click.option(
+    "--level",
+    type=click.Choice(LEVELS),
+    default="story",
+    show_default=True,
+    help="story: same news event; duplicate: the same headline reworded.",
+)
+@click.option(
+    "--linkage",
+    type=click.Choice(LINKAGES),
+    default="average",
+    show_default=True,
+    help="How groups are compared; average and complete prevent chaining.",
+)
+@click.option(
+    "--representative",
+    type=click.Choice(REPRESENTATIVES),
+    default="central",
+    show_default=True,
+    help="Which member represents a story: most central, first in input, or earliest published_at.",
+)
+@model_option
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="Output format.",
+)
+@click.option(
+    "--explain",
+    is_flag=True,
+    help="Show for each member the member it is most similar to (json: linked_to, link_score).",
+)
+@click.option("--quiet", "-q", is_flag=True, help="No summary line on stderr.")
+@_reports_errors
+def collapse_command(
+    file: str,
+    input_format: str | None,
+    text_field: str | None,
+    threshold: float | None,
+    level: str,
+    linkage: str,
+    representative: str,
+    model: str | None,
+    output_format: str,
+    explain: bool,
+    quiet: bool,
+) -> None:
+    """Collapse a related-articles list to its distinct stories, one representative each.
+
+    FILE is txt (one headline per line), csv/tsv with a header, or jsonl; '-' reads stdin.
+    """
+    read = read_records(file, input_format=input_format, text_field=text_field)
+    headlines = [{"text": r.text, "published_at": r.published_at} for r in read.records]
+    result = collapse(
+        headlines,
+        threshold=threshold,
+        model=model,
+        level=level,
+        linkage=linkage,
+        representative=representative,
+    )
+    if output_format == "json":
+        click.echo(json.dumps(result.to_dict(explain=explain), ensure_ascii=False, indent=2))
+    else:
+        for story in result.stories:
+            rep = story.representative
+            click.echo(f"[{rep.index}] {rep.text}")
+            for member in story.duplicates:
+                link = ""
+                if explain and member.linked_to is not None:
+                    link = f"  (closest: [{member.linked_to}] {member.link_score:.3f})"
+                click.echo(f"    {member.score:.3f}  [{member.index}] {member.text}{link}")
+    if not quiet:
+        click.echo(
+            f"{len(result.texts)} headlines -> {len(result.stories)} stories "
+            f"(duplicate ratio {result.duplicate_ratio:.2f}, threshold {result.threshold:.3f}, {result.model})",
+            err=True,
+        )
+
+
+@main.command(name="explain")
+@click.argument("file", default="-", metavar="[FILE|-]")
+@click.argument("i", type=int)
+@click.argument("j", type=int)
+@input_format_option
+@text_field_option
+@click.option("--threshold", "-t", type=click.FloatRange(-1.0, 1.0), help="Similarity needed to group.")
+@click.option(
+    "--level", type=click.Choice(LEVELS), default="story", show_default=True, help="Grouping level."
+)
+@model_option
+@_reports_errors
+def explain_command(
+    file: str,
+    i: int,
+    j: int,
+    input_format: str | None,
+    text_field: str | None,
+    threshold: float | None,
+    level: str,
+    model: str | None,
+) -> None:
+    """Say why headlines I and J of FILE (0-based) are, or are not, one story."""
+    read = read_records(file, input_format=input_format, text_field=text_field)
+    result = collapse([r.text for r in read.records], threshold=threshold, model=model, level=level)
+    try:
+        explanation = result.explain(i, j)
+    except IndexError as exc:
+        raise click.BadParameter(str(exc)) from exc
+    click.echo(explanation.reason)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

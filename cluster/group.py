@@ -1,0 +1,218 @@
+"""Grouping: from pairwise similarities to stories, without chaining.
+
+The algorithm, in three steps:
+
+1. **Candidate graph.** Every pair whose similarity reaches the threshold is an edge. Pairs below it
+   can never be merged directly, so the connected components of this graph bound every story.
+2. **Linkage inside each component.** Agglomerative clustering merges the two closest groups while
+   their linkage similarity reaches the threshold. ``average`` (the default) uses the mean similarity
+   over all cross pairs, ``complete`` the minimum, ``single`` the maximum (plain connected components,
+   which chain). With average linkage, A~B and B~C do not pull A and C together when A and C are far
+   apart: the mean of the three pairs falls below the threshold.
+3. Stories are numbered by the position of their first member.
+
+Inside a component of up to :data:`DENSE_COMPONENT_LIMIT` items the linkage uses every pair's real
+similarity. Larger components (which only appear at very low thresholds) use the sparse form of the
+same rule, in which pairs below the threshold count as similarity 0; it is never more permissive.
+"""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import sparse
+from scipy.cluster import hierarchy
+from scipy.sparse import csgraph
+
+LINKAGES = ("average", "complete", "single")
+DENSE_COMPONENT_LIMIT = 4000
+_EXACT_PAIRS_LIMIT = 20_000  # up to this many items, candidate pairs come from exact blockwise products
+_BLOCK_ROWS = 1024
+
+
+class CosineSimilarity:
+    """Cosine similarity of unit vectors: the default pairwise score."""
+
+    def __init__(self, vectors: np.ndarray):
+        self.vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+
+    def __len__(self) -> int:
+        return len(self.vectors)
+
+    def block(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        return self.vectors[rows] @ self.vectors[cols].T
+
+    def pair(self, i: int, j: int) -> float:
+        return float(self.vectors[i] @ self.vectors[j])
+
+    def candidates(self, threshold: float) -> sparse.csr_matrix:
+        """Symmetric sparse matrix of all pairs i != j with similarity >= threshold."""
+        n = len(self)
+        if n > _EXACT_PAIRS_LIMIT:
+            return _candidates_from_index(self.vectors, threshold)
+        rows, cols, vals = [], [], []
+        for start in range(0, n, _BLOCK_ROWS):
+            stop = min(start + _BLOCK_ROWS, n)
+            scores = self.vectors[start:stop] @ self.vectors[start:].T  # upper triangle only
+            r, c = np.nonzero(scores >= threshold)
+            keep = c + start > r + start
+            rows.append(r[keep] + start)
+            cols.append(c[keep] + start)
+            vals.append(scores[r[keep], c[keep]])
+        return _symmetric(n, rows, cols, vals)
+
+
+def _candidates_from_index(vectors: np.ndarray, threshold: float) -> sparse.csr_matrix:
+    from .index import VectorIndex
+
+    index = VectorIndex.build(np.arange(len(vectors), dtype=np.int64), vectors)
+    rows, cols, vals = [], [], []
+    for start in range(0, len(vectors), 4096):
+        for offset, hits in enumerate(index.range_search(vectors[start : start + 4096], threshold)):
+            i = start + offset
+            pairs = [(h.id, h.score) for h in hits if h.id > i]
+            if pairs:
+                rows.append(np.full(len(pairs), i))
+                cols.append(np.array([p[0] for p in pairs]))
+                vals.append(np.array([p[1] for p in pairs], dtype=np.float32))
+    return _symmetric(len(vectors), rows, cols, vals)
+
+
+def _symmetric(n: int, rows: list, cols: list, vals: list) -> sparse.csr_matrix:
+    if rows:
+        r, c, v = np.concatenate(rows), np.concatenate(cols), np.concatenate(vals).astype(np.float32)
+    else:
+        r = c = np.zeros(0, dtype=np.int64)
+        v = np.zeros(0, dtype=np.float32)
+    upper = sparse.coo_matrix((v, (r, c)), shape=(n, n))
+    return (upper + upper.T).tocsr()
+
+
+@dataclass
+class Grouping:
+    """The outcome of grouping: a story label per item, and the graph it was cut from."""
+
+    labels: np.ndarray
+    threshold: float
+    linkage: str
+    edges: sparse.csr_matrix
+
+    @property
+    def n_stories(self) -> int:
+        return int(self.labels.max()) + 1 if len(self.labels) else 0
+
+    def groups(self) -> list[np.ndarray]:
+        """Member positions of each story, in story order; members in input order."""
+        order = np.argsort(self.labels, kind="stable")
+        bounds = np.searchsorted(self.labels[order], np.arange(self.n_stories + 1))
+        return [order[bounds[s] : bounds[s + 1]] for s in range(self.n_stories)]
+
+
+def group(similarity, threshold: float, *, linkage: str = "average") -> Grouping:
+    """Group the items of ``similarity`` (anything with ``len``, ``block`` and ``candidates``)."""
+    if linkage not in LINKAGES:
+        raise ValueError(f"unknown linkage {linkage!r}: use one of {', '.join(LINKAGES)}")
+    n = len(similarity)
+    edges = similarity.candidates(threshold)
+    labels = np.full(n, -1, dtype=np.int64)
+    if n == 0:
+        return Grouping(labels, threshold, linkage, edges)
+    n_components, component = csgraph.connected_components(edges, directed=False)
+    next_label = 0
+    order = np.argsort(component, kind="stable")
+    bounds = np.searchsorted(component[order], np.arange(n_components + 1))
+    for c in range(n_components):
+        members = order[bounds[c] : bounds[c + 1]]
+        if len(members) == 1 or linkage == "single":
+            labels[members] = next_label
+            next_label += 1
+            continue
+        if len(members) <= DENSE_COMPONENT_LIMIT:
+            sub = _dense_linkage(similarity.block(members, members), threshold, linkage)
+        else:
+            sub = _sparse_linkage(edges[members][:, members].tocoo(), threshold, linkage)
+        labels[members] = sub + next_label
+        next_label += int(sub.max()) + 1
+    return Grouping(_renumber_by_first_member(labels), threshold, linkage, edges)
+
+
+def _dense_linkage(scores: np.ndarray, threshold: float, linkage: str) -> np.ndarray:
+    distance = 1.0 - np.asarray(scores, dtype=np.float64)
+    np.fill_diagonal(distance, 0.0)
+    distance = np.clip((distance + distance.T) / 2.0, 0.0, None)
+    tree = hierarchy.linkage(_condensed(distance), method=linkage)
+    # fcluster cuts at merge heights <= t: merge while 1 - linkage similarity <= 1 - threshold.
+    cut = 1.0 - threshold + 1e-9
+    return hierarchy.fcluster(tree, t=cut, criterion="distance").astype(np.int64) - 1
+
+
+def _condensed(square: np.ndarray) -> np.ndarray:
+    upper = np.triu_indices(len(square), k=1)
+    return square[upper]
+
+
+def _sparse_linkage(edges: sparse.coo_matrix, threshold: float, linkage: str) -> np.ndarray:
+    """Agglomerative clustering over a sparse graph; absent pairs count as similarity 0."""
+    n = edges.shape[0]
+    size = [1] * n
+    alive = [True] * n
+    parent = list(range(n))
+    # links[a][b] = [sum of similarities, number of pairs, minimum] between groups a and b
+    links: list[dict[int, list[float]]] = [{} for _ in range(n)]
+    for i, j, v in zip(edges.row, edges.col, edges.data, strict=True):
+        if i != j:
+            links[i][j] = [float(v), 1.0, float(v)]
+
+    def value(a: int, b: int) -> float:
+        total, count, smallest = links[a][b]
+        if linkage == "average":
+            return total / (size[a] * size[b])
+        return smallest if count == size[a] * size[b] else 0.0  # complete: a missing pair is below
+
+    heap = [(-value(i, j), i, j) for i in range(n) for j in links[i] if i < j]
+    heapq.heapify(heap)
+    while heap:
+        negative, a, b = heapq.heappop(heap)
+        if -negative < threshold:
+            break
+        if not (alive[a] and alive[b]) or b not in links[a] or value(a, b) != -negative:
+            continue  # stale: one side was merged since this entry was pushed
+        alive[b] = False
+        parent[b] = a
+        del links[a][b]
+        for other, (total, count, smallest) in list(links[b].items()):
+            if other == a:
+                continue
+            del links[other][b]
+            if other in links[a]:
+                old = links[a][other]
+                merged = [old[0] + total, old[1] + count, min(old[2], smallest)]
+            else:
+                merged = [total, count, smallest]
+            links[a][other] = merged
+            links[other][a] = merged
+        links[b] = {}
+        size[a] += size[b]
+        for other in links[a]:
+            heapq.heappush(heap, (-value(a, other), min(a, other), max(a, other)))
+    roots = [_find(parent, i) for i in range(n)]
+    _, labels = np.unique(np.array(roots), return_inverse=True)
+    return labels.astype(np.int64)
+
+
+def _find(parent: list[int], i: int) -> int:
+    while parent[i] != i:
+        parent[i] = parent[parent[i]]
+        i = parent[i]
+    return i
+
+
+def _renumber_by_first_member(labels: np.ndarray) -> np.ndarray:
+    _, first = np.unique(labels, return_index=True)
+    order = np.argsort(first, kind="stable")
+    mapping = np.empty(len(order), dtype=np.int64)
+    mapping[order] = np.arange(len(order))
+    _, inverse = np.unique(labels, return_inverse=True)
+    return mapping[inverse]

@@ -1,0 +1,314 @@
+"""Stories: collapse a list of headlines into distinct stories, one representative each.
+
+``collapse`` runs the whole pipeline (normalize, embed, group) and returns a :class:`CollapseResult`
+that explains itself: each story's members with their similarity to the representative and the
+strongest link that brought them in, the duplicate ratio, and ``explain(i, j)`` for any pair.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+import numpy as np
+
+from .embed import Embedder, default_cache, resolve_model_name
+from .errors import InputError
+from .group import CosineSimilarity, Grouping, group
+from .normalize import normalize
+from .settings import level_settings
+
+REPRESENTATIVES = ("central", "first", "earliest")
+TEXT_FIELDS = ("text", "title")
+
+
+@dataclass(frozen=True)
+class Member:
+    """One headline of a story. ``score``: similarity to the story's representative.
+
+    ``linked_to``/``link_score``: the member it is most similar to, the strongest edge that brought it
+    into the story (None for a story of one).
+    """
+
+    index: int
+    text: str
+    score: float
+    linked_to: int | None = None
+    link_score: float | None = None
+
+
+@dataclass(frozen=True)
+class Story:
+    id: int
+    representative: Member
+    members: list[Member]
+
+    @property
+    def size(self) -> int:
+        return len(self.members)
+
+    @property
+    def duplicates(self) -> list[Member]:
+        """The members other than the representative."""
+        return [m for m in self.members if m.index != self.representative.index]
+
+
+@dataclass(frozen=True)
+class Explanation:
+    i: int
+    j: int
+    similarity: float
+    threshold: float
+    same_story: bool
+    reason: str
+
+
+@dataclass
+class CollapseResult:
+    """Distinct stories of a headline list, in the input order of their representatives."""
+
+    model: str
+    threshold: float
+    level: str
+    linkage: str
+    texts: list[str]
+    normalized: list[str]
+    stories: list[Story]
+    _similarity: CosineSimilarity = field(repr=False)
+    _grouping: Grouping = field(repr=False)
+    _representative: str = field(repr=False, default="central")
+    _times: list | None = field(repr=False, default=None)
+
+    @property
+    def representatives(self) -> list[Member]:
+        return [s.representative for s in self.stories]
+
+    @property
+    def selected(self) -> list[str]:
+        """The collapsed list: one headline per story, in input order."""
+        return [s.representative.text for s in self.stories]
+
+    @property
+    def filtered(self) -> list[Member]:
+        """Headlines dropped because another one represents their story."""
+        return sorted((m for s in self.stories for m in s.duplicates), key=lambda m: m.index)
+
+    @property
+    def duplicate_ratio(self) -> float:
+        return 1.0 - len(self.stories) / len(self.texts) if self.texts else 0.0
+
+    def story_of(self, index: int) -> Story:
+        label = int(self._grouping.labels[index])
+        return next(s for s in self.stories if self._label_of(s) == label)
+
+    def _label_of(self, story: Story) -> int:
+        return int(self._grouping.labels[story.representative.index])
+
+    def explain(self, i: int, j: int) -> Explanation:
+        """Why headlines ``i`` and ``j`` are, or are not, one story."""
+        n = len(self.texts)
+        for position in (i, j):
+            if not 0 <= position < n:
+                raise IndexError(f"headline {position} does not exist: the input has {n} (0-based)")
+        sim = self._similarity.pair(i, j)
+        labels = self._grouping.labels
+        same = bool(labels[i] == labels[j])
+        t = self.threshold
+        if i == j:
+            reason = "the same headline"
+        elif same and sim >= t:
+            reason = f"same story: similarity {sim:.3f} reaches the threshold {t:.3f}"
+        elif same:
+            story = np.flatnonzero(labels == labels[i])
+            mean_i = self._mean_to(i, story)
+            mean_j = self._mean_to(j, story)
+            reason = (
+                f"same story: their own similarity {sim:.3f} is below the threshold {t:.3f}, but each is close "
+                f"to the story as a whole (mean similarity to its members {mean_i:.3f} and {mean_j:.3f})"
+            )
+        elif sim < t:
+            reason = f"different stories: similarity {sim:.3f} is below the threshold {t:.3f}"
+        else:
+            a = np.flatnonzero(labels == labels[i])
+            b = np.flatnonzero(labels == labels[j])
+            between = float(self._similarity.block(a, b).mean())
+            reason = (
+                f"different stories although similarity {sim:.3f} reaches the threshold {t:.3f}: their stories "
+                f"are apart as wholes ({self.linkage} linkage similarity {between:.3f} between their "
+                f"{len(a)} and {len(b)} members is below the threshold), which keeps stories from chaining"
+            )
+        return Explanation(i, j, sim, t, same, reason)
+
+    def _mean_to(self, i: int, members: np.ndarray) -> float:
+        others = members[members != i]
+        return float(self._similarity.block(np.array([i]), others).mean()) if len(others) else 1.0
+
+    def rethreshold(self, threshold: float) -> CollapseResult:
+        """The same input grouped at another threshold, without embedding again."""
+        return _assemble(
+            self.model,
+            self.level,
+            self.linkage,
+            self._representative,
+            self.texts,
+            self.normalized,
+            self._similarity,
+            threshold,
+            self._times,
+        )
+
+    def to_dict(self, *, explain: bool = False) -> dict:
+        """The stable JSON shape of ``headline-cluster collapse --format json``."""
+
+        def member(m: Member) -> dict:
+            item = {"index": m.index, "text": m.text, "score": round(m.score, 4)}
+            if explain:
+                item["linked_to"] = m.linked_to
+                item["link_score"] = None if m.link_score is None else round(m.link_score, 4)
+            return item
+
+        return {
+            "model": self.model,
+            "threshold": self.threshold,
+            "stories": [
+                {
+                    "id": s.id,
+                    "representative": {"index": s.representative.index, "text": s.representative.text},
+                    "members": [member(m) for m in s.members],
+                }
+                for s in self.stories
+            ],
+        }
+
+
+@lru_cache(maxsize=4)
+def get_embedder(model: str) -> Embedder:
+    """One embedder per model and process, sharing the per-user embedding cache."""
+    return Embedder(model, cache=default_cache())
+
+
+def headline_texts(headlines: Sequence[str | Mapping], text_field: str | None = None) -> list[str]:
+    """The text of each headline: strings as they are, mappings by ``text_field`` (else text, title)."""
+    texts = []
+    for position, item in enumerate(headlines):
+        if isinstance(item, str):
+            text = item
+        elif isinstance(item, Mapping):
+            fields = (text_field,) if text_field else TEXT_FIELDS
+            text = next((item[f] for f in fields if isinstance(item.get(f), str)), None)
+            if text is None:
+                raise InputError(f"headline {position} has no text field (looked for {', '.join(fields)})")
+        else:
+            raise InputError(f"headline {position} is a {type(item).__name__}: pass strings or mappings")
+        if not text.strip():
+            raise InputError(f"headline {position} is empty")
+        texts.append(text.strip())
+    return texts
+
+
+def collapse(
+    headlines: Sequence[str | Mapping],
+    *,
+    threshold: float | None = None,
+    model: str | None = None,
+    level: str = "story",
+    linkage: str = "average",
+    representative: str = "central",
+    text_field: str | None = None,
+    embedder: Embedder | None = None,
+    prefixes: Sequence[str] | None = None,
+) -> CollapseResult:
+    """Group ``headlines`` into stories and pick one representative each.
+
+    ``threshold`` defaults to the model's calibrated value for ``level`` (``story`` or ``duplicate``).
+    ``representative``: ``central`` (most similar to the rest of its story), ``first`` (input order) or
+    ``earliest`` (by a ``published_at`` datetime in mapping input; ties and missing times by input order).
+    """
+    if representative not in REPRESENTATIVES:
+        raise ValueError(f"unknown representative rule {representative!r}: use one of {REPRESENTATIVES}")
+    texts = headline_texts(headlines, text_field)
+    if not texts:
+        raise InputError("no headlines to collapse")
+    if embedder is None:
+        embedder = get_embedder(resolve_model_name(model))
+    if threshold is None:
+        threshold = level_settings(embedder.name, level).threshold
+    normalized = [normalize(t, prefixes=prefixes) for t in texts]
+    vectors = embedder.encode(normalized)
+    times = [item.get("published_at") if isinstance(item, Mapping) else None for item in headlines]
+    return _assemble(
+        embedder.name,
+        level,
+        linkage,
+        representative,
+        texts,
+        normalized,
+        CosineSimilarity(vectors),
+        threshold,
+        times,
+    )
+
+
+def _assemble(
+    model: str,
+    level: str,
+    linkage: str,
+    representative: str,
+    texts: list[str],
+    normalized: list[str],
+    similarity: CosineSimilarity,
+    threshold: float,
+    times: list | None,
+) -> CollapseResult:
+    grouping = group(similarity, threshold, linkage=linkage)
+    stories = []
+    for members in grouping.groups():
+        scores = similarity.block(members, members)
+        rep = members[_pick_representative(members, scores, representative, times)]
+        rep_row = scores[list(members).index(rep)]
+        story_members = []
+        for position, index in enumerate(members):
+            linked_to = link_score = None
+            if len(members) > 1:
+                row = scores[position].copy()
+                row[position] = -np.inf
+                best = int(np.argmax(row))
+                linked_to, link_score = int(members[best]), float(row[best])
+            story_members.append(
+                Member(int(index), texts[index], float(rep_row[position]), linked_to, link_score)
+            )
+        rep_member = next(m for m in story_members if m.index == rep)
+        stories.append((int(rep), rep_member, story_members))
+    stories.sort(key=lambda s: s[0])
+    result_stories = [Story(n, rep_member, members) for n, (_, rep_member, members) in enumerate(stories)]
+    return CollapseResult(
+        model,
+        threshold,
+        level,
+        linkage,
+        texts,
+        normalized,
+        result_stories,
+        similarity,
+        grouping,
+        representative,
+        times,
+    )
+
+
+def _pick_representative(members: np.ndarray, scores: np.ndarray, rule: str, times: list | None) -> int:
+    """Position (within ``members``) of the story's representative."""
+    if len(members) == 1 or rule == "first":
+        return 0
+    if rule == "earliest" and times:
+        stamps = [times[i] for i in members]
+        dated = [(stamp, position) for position, stamp in enumerate(stamps) if stamp is not None]
+        if dated:
+            return min(
+                dated, key=lambda item: (str(item[0]) if isinstance(item[0], str) else item[0], item[1])
+            )[1]
+        return 0
+    # central: highest mean similarity to the other members; argmax keeps the earliest on ties
+    centrality = (scores.sum(axis=1) - np.diag(scores)) / (len(members) - 1)
+    return int(np.argmax(np.round(centrality, 6)))
