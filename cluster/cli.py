@@ -142,8 +142,8 @@ def collapse_command(
                 click.echo(f"    {member.score:.3f}  [{member.index}] {member.text}{link}")
     if not quiet:
         click.echo(
-            f"{len(result.texts)} headlines -> {len(result.stories)} stories "
-            f"(duplicate ratio {result.duplicate_ratio:.2f}, threshold {result.threshold:.3f}, {result.model})",
+            f"{len(result.texts)} headlines -> {len(result.stories)} stories (duplicate ratio "
+            f"{result.duplicate_ratio:.2f}, threshold {result.threshold:.3f}, {result.model})",
             err=True,
         )
 

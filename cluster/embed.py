@@ -219,8 +219,8 @@ def _load_quietly(name: str, loader, dtype):  # -> SentenceTransformer
         looks_local = name.startswith(("/", ".", "~")) or Path(path).exists()
         if looks_local and not Path(path).is_dir():
             raise ModelLoadError(
-                f"the model folder {name!r} does not exist. The default model {DEFAULT_MODEL!r} works offline; "
-                f"pass --model with an existing sentence-transformers folder (or set ${MODEL_ENV})"
+                f"the model folder {name!r} does not exist. The default model {DEFAULT_MODEL!r} works "
+                f"offline; pass --model with an existing sentence-transformers folder (or set ${MODEL_ENV})"
             )
     # float32 on the CPU: a half-precision checkpoint otherwise runs several times slower here.
     kwargs = {"device": "cpu", "model_kwargs": {"dtype": dtype}}

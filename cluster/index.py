@@ -89,11 +89,13 @@ class VectorIndex:
         queries = _as_matrix(queries)
         if len(self) == 0:
             return [[] for _ in range(len(queries))]
-        # FAISS keeps results strictly above the radius for inner product; step just below it.
-        limits, scores, ids = self._index.range_search(queries, float(np.nextafter(threshold, -1.0)))
+        # FAISS keeps results strictly above the radius for inner product, in float32: step one float32
+        # below the threshold so that a score equal to it is kept.
+        radius = np.nextafter(np.float32(threshold), np.float32(-np.inf))
+        limits, scores, ids = self._index.range_search(queries, float(radius))
         results = []
         for q in range(len(queries)):
-            lo, hi = limits[q], limits[q + 1]
+            lo, hi = int(limits[q]), int(limits[q + 1])
             order = np.argsort(-scores[lo:hi], kind="stable")
             results.append([Neighbor(int(ids[lo + o]), float(scores[lo + o])) for o in order])
         return results

@@ -124,8 +124,8 @@ class CollapseResult:
             mean_i = self._mean_to(i, story)
             mean_j = self._mean_to(j, story)
             reason = (
-                f"same story: their own similarity {sim:.3f} is below the threshold {t:.3f}, but each is close "
-                f"to the story as a whole (mean similarity to its members {mean_i:.3f} and {mean_j:.3f})"
+                f"same story: their own similarity {sim:.3f} is below the threshold {t:.3f}, but each is "
+                f"close to the story as a whole (mean similarity to its members {mean_i:.3f} and {mean_j:.3f})"
             )
         elif sim < t:
             reason = f"different stories: similarity {sim:.3f} is below the threshold {t:.3f}"

@@ -1,0 +1,40 @@
+"""Shared fixtures. The default model is converted once per test session into a private cache."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+
+# Before any product module reads it: never touch the user's own cache or settings.
+os.environ.setdefault("HEADLINE_CLUSTER_CACHE", tempfile.mkdtemp(prefix="headline-cluster-tests-"))
+os.environ.pop("HEADLINE_CLUSTER_MODEL", None)
+os.environ.pop("HEADLINE_CLUSTER_CONFIG", None)
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"shared data not found at {SHARED_DATA}")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def embedder():
+    """The default model with an in-memory cache, loaded once per session."""
+    from cluster.embed import Embedder, EmbeddingCache
+
+    return Embedder(cache=EmbeddingCache())
+
+
+@pytest.fixture(scope="session")
+def seed_rows(shared_data: Path) -> list[dict[str, str]]:
+    import csv
+
+    with open(shared_data / "seed_related.tsv", encoding="utf-8", newline="") as handle:
+        return list(csv.DictReader(handle, delimiter="\t"))
