@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .default_model import DEFAULT_MODEL, cache_root
 from .errors import InputError
+from .similarity import HybridParams
 
 LEVELS = ("story", "duplicate")
 CONFIG_ENV = "HEADLINE_CLUSTER_CONFIG"
@@ -23,6 +24,11 @@ CONFIG_ENV = "HEADLINE_CLUSTER_CONFIG"
 class LevelSettings:
     threshold: float
     source: str  # how the value was obtained, shown to users next to it
+    # The pairwise score the threshold belongs to (see cluster.similarity): a threshold fitted for the
+    # hybrid score is meaningless for plain cosine and the other way round.
+    similarity: str = "cosine"
+    params: HybridParams = field(default_factory=HybridParams)
+    linkage: str = "average"
 
 
 # Default-model values. story: the level an aggregator groups at (one news event, reworded).
@@ -36,9 +42,7 @@ BUILTIN: dict[str, dict[str, LevelSettings]] = {
 # Models we know nothing about: values typical of cosine models trained for paraphrase detection.
 GENERIC = {
     "story": LevelSettings(0.75, "generic default for an uncalibrated model: run headline-cluster calibrate"),
-    "duplicate": LevelSettings(
-        0.85, "generic default for an uncalibrated model: run headline-cluster calibrate"
-    ),
+    "duplicate": LevelSettings(0.85, "generic default for an uncalibrated model: run headline-cluster calibrate"),
 }
 
 
@@ -53,9 +57,7 @@ def load_config(path: Path | None = None) -> dict:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(
-            f"cannot read the settings: {exc}", path=str(path), hint="fix or delete the file"
-        ) from exc
+        raise InputError(f"cannot read the settings: {exc}", path=str(path), hint="fix or delete the file") from exc
     if not isinstance(data, dict):
         raise InputError("the settings file must hold a JSON object", path=str(path))
     return data
@@ -66,11 +68,38 @@ def level_settings(model: str, level: str = "story") -> LevelSettings:
     if level not in LEVELS:
         raise ValueError(f"unknown level {level!r}: use one of {', '.join(LEVELS)}")
     calibrated = load_config().get("models", {}).get(model, {}).get(level)
-    if isinstance(calibrated, dict) and "threshold" in calibrated:
-        return LevelSettings(
-            float(calibrated["threshold"]), calibrated.get("source", f"calibrated ({config_path()})")
-        )
     from .embed import is_default_model
 
     key = DEFAULT_MODEL if is_default_model(model) else model
-    return BUILTIN.get(key, GENERIC)[level]
+    builtin = BUILTIN.get(key, GENERIC)[level]
+    if isinstance(calibrated, dict) and "threshold" in calibrated:
+        # A calibrated threshold keeps the built-in score it was fitted with (calibrate records which).
+        try:
+            threshold = float(calibrated["threshold"])
+        except (TypeError, ValueError):
+            raise InputError(f"models.{model}.{level}.threshold is not a number", path=str(config_path())) from None
+        return replace(
+            builtin,
+            threshold=threshold,
+            source=str(calibrated.get("source", f"calibrated ({config_path()})")),
+        )
+    return builtin
+
+
+def save_threshold(model: str, level: str, threshold: float, source: str, path: Path | None = None) -> Path:
+    """Store a calibrated threshold for ``model`` at ``level`` in the config; other entries are kept."""
+    if level not in LEVELS:
+        raise ValueError(f"unknown level {level!r}: use one of {', '.join(LEVELS)}")
+    path = path or config_path()
+    config = load_config(path)
+    models = config.setdefault("models", {})
+    if not isinstance(models, dict):
+        raise InputError("'models' in the settings file must be a JSON object", path=str(path))
+    entry = models.setdefault(model, {})
+    entry[level] = {"threshold": round(float(threshold), 4), "source": source}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Write then rename, so a reader never sees half a file.
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(json.dumps(config, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    temporary.replace(path)
+    return path

@@ -1,0 +1,275 @@
+"""``headline-cluster eval pairs|clusters`` and ``headline-cluster calibrate``: measure and fit on labels.
+
+Both score with the product's own pipeline (normalize, embed, the level's similarity from
+``cluster.settings``, ``group``), so a figure printed here is what ``collapse`` does with the same
+settings. Import it through ``cluster.cli``, which registers these commands at its end.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import date
+from pathlib import Path
+
+import click
+import numpy as np
+
+from .cli import _reports_errors, input_format_option, model_option, text_field_option
+from .embed import resolve_model_name
+from .errors import InputError
+from .evaluate import Cuts, cluster_metrics, pair_metrics, read_pairs
+from .group import LINKAGES, group
+from .normalize import normalize
+from .records import read_records
+from .settings import LEVELS, LevelSettings, level_settings, save_threshold
+from .similarity import SIMILARITIES, build_similarity
+from .stories import get_embedder
+
+level_option = click.option(
+    "--level",
+    type=click.Choice(LEVELS),
+    default="story",
+    show_default=True,
+    help="Whose settings score the pairs: story (same news event) or duplicate (same headline reworded).",
+)
+similarity_option = click.option(
+    "--similarity",
+    type=click.Choice(SIMILARITIES),
+    help="Pairwise score (default: the one the level's settings use).",
+)
+format_option = click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="Output format.",
+)
+lower_option = click.option(
+    "--lower-is-similar",
+    is_flag=True,
+    help="Lower gold scores mean more similar (SemEval-2022 'Overall': 1 same story ... 4 different).",
+)
+same_cut_option = click.option(
+    "--same-cut",
+    type=float,
+    help="Gold score from which a pair is 'same' (default 4, or <= 1.5 with --lower-is-similar).",
+)
+diff_cut_option = click.option(
+    "--diff-cut",
+    type=float,
+    help="Gold score up to which a pair is 'different' (default 2, or >= 3.5 with --lower-is-similar).",
+)
+
+
+def _cuts(lower_is_similar: bool, same_cut: float | None, diff_cut: float | None) -> Cuts:
+    cuts = Cuts.default(lower_is_similar, same_cut, diff_cut)
+    overlapping = cuts.same <= cuts.diff if not lower_is_similar else cuts.same >= cuts.diff
+    if overlapping:
+        raise click.BadParameter(
+            f"the 'same' cut {cuts.same:g} and the 'different' cut {cuts.diff:g} overlap ({cuts.describe()})"
+        )
+    return cuts
+
+
+def _settings(model_name: str, level: str, similarity: str | None) -> LevelSettings:
+    settings = level_settings(model_name, level)
+    if similarity is not None and similarity != settings.similarity:
+        # The level's threshold was fitted for its own score; another score keeps the weights only.
+        settings = LevelSettings(settings.threshold, settings.source, similarity, settings.params, settings.linkage)
+    return settings
+
+
+def score_pairs(
+    texts_a: Sequence[str], texts_b: Sequence[str], model: str | None, settings: LevelSettings
+) -> np.ndarray:
+    """The product's similarity of each pair (texts_a[k], texts_b[k]), scored in one collection."""
+    embedder = get_embedder(resolve_model_name(model))
+    normalized = [normalize(t) for t in [*texts_a, *texts_b]]
+    vectors = embedder.encode(normalized)
+    similarity = build_similarity(vectors, normalized, params=settings.params, kind=settings.similarity)
+    n = len(texts_a)
+    rows, cols = np.arange(n), np.arange(n, 2 * n)
+    if hasattr(similarity, "pairs"):
+        return similarity.pairs(rows, cols)
+    return np.einsum("ij,ij->i", vectors[rows], vectors[cols])
+
+
+def _emit(figures: dict, output_format: str, labels: dict[str, str]) -> None:
+    if output_format == "json":
+        click.echo(json.dumps(figures))
+        return
+    width = max(len(label) for label in labels.values())
+    for key, label in labels.items():
+        value = figures[key]
+        shown = f"{value:.4f}" if isinstance(value, float) else str(value)
+        click.echo(f"{label:<{width}}  {shown}")
+
+
+@click.group(name="eval")
+def eval_group() -> None:
+    """Measure the product's similarity and grouping on labelled data."""
+
+
+@eval_group.command(name="pairs")
+@click.argument("file", type=click.Path(dir_okay=False))
+@lower_option
+@same_cut_option
+@diff_cut_option
+@level_option
+@similarity_option
+@model_option
+@format_option
+@_reports_errors
+def eval_pairs_command(
+    file: str,
+    lower_is_similar: bool,
+    same_cut: float | None,
+    diff_cut: float | None,
+    level: str,
+    similarity: str | None,
+    model: str | None,
+    output_format: str,
+) -> None:
+    """Score the pairs of FILE and compare with its gold scores.
+
+    FILE is a TSV whose header names score, text_a and text_b. Prints Spearman and Pearson correlation,
+    ROC-AUC and the best F1 (with its threshold) of 'same' against 'different' pairs, and n.
+    """
+    cuts = _cuts(lower_is_similar, same_cut, diff_cut)
+    pairs = read_pairs(file)
+    settings = _settings(resolve_model_name(model), level, similarity)
+    scores = score_pairs(pairs.texts_a, pairs.texts_b, model, settings)
+    figures = pair_metrics(scores, pairs.gold, cuts)
+    labels = {
+        "n": "pairs",
+        "spearman": "Spearman",
+        "pearson": "Pearson",
+        "auc": f"ROC-AUC ({cuts.describe()})",
+        "best_f1": "best F1",
+        "best_threshold": "  at threshold",
+    }
+    _emit(figures, output_format, labels)
+
+
+@eval_group.command(name="clusters")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--label-field", default="story", show_default=True, help="Column or key holding the true story.")
+@input_format_option
+@text_field_option
+@click.option(
+    "--time-field",
+    default="published_at",
+    show_default=True,
+    help="Column or key holding the publication time (used when the level's similarity uses time).",
+)
+@click.option(
+    "--threshold", "-t", type=click.FloatRange(-1.0, 1.0), help="Similarity needed to group (default: the level's)."
+)
+@level_option
+@click.option("--linkage", type=click.Choice(LINKAGES), help="How groups are compared (default: the level's).")
+@similarity_option
+@model_option
+@format_option
+@_reports_errors
+def eval_clusters_command(
+    file: str,
+    label_field: str,
+    input_format: str | None,
+    text_field: str | None,
+    time_field: str,
+    threshold: float | None,
+    level: str,
+    linkage: str | None,
+    similarity: str | None,
+    model: str | None,
+    output_format: str,
+) -> None:
+    """Group the headlines of a labelled FILE (jsonl, csv or tsv) and compare with the true stories.
+
+    Prints pairwise and B-cubed precision, recall and F1, the adjusted Rand index, and the numbers of
+    predicted and true stories.
+    """
+    read = read_records(file, input_format=input_format, text_field=text_field, time_field=time_field)
+    labels = [_label(record, label_field, read.name) for record in read.records]
+    settings = _settings(resolve_model_name(model), level, similarity)
+    embedder = get_embedder(resolve_model_name(model))
+    normalized = [normalize(r.text) for r in read.records]
+    vectors = embedder.encode(normalized)
+    times = [r.published_at for r in read.records]
+    scorer = build_similarity(vectors, normalized, times=times, params=settings.params, kind=settings.similarity)
+    grouping = group(
+        scorer,
+        settings.threshold if threshold is None else threshold,
+        linkage=linkage or settings.linkage,
+    )
+    figures = cluster_metrics(labels, grouping.labels.tolist())
+    names = {
+        "n": "headlines",
+        "true_stories": "true stories",
+        "pred_stories": "predicted stories",
+        "pairwise_precision": "pairwise precision",
+        "pairwise_recall": "pairwise recall",
+        "pairwise_f1": "pairwise F1",
+        "bcubed_precision": "B-cubed precision",
+        "bcubed_recall": "B-cubed recall",
+        "bcubed_f1": "B-cubed F1",
+        "ari": "adjusted Rand index",
+    }
+    _emit(figures, output_format, names)
+
+
+def _label(record, field: str, name: str) -> str:
+    known = {"id": record.id, "source": record.source, "url": record.url}
+    value = record.extra.get(field) if field not in known else known[field]
+    if value is None or not str(value).strip():
+        raise InputError(
+            f"no {field!r} label", path=name, line=record.line, hint="every row needs its true story; see --label-field"
+        )
+    return str(value).strip()
+
+
+@click.command(name="calibrate")
+@click.argument("file", type=click.Path(dir_okay=False))
+@lower_option
+@same_cut_option
+@diff_cut_option
+@level_option
+@model_option
+@click.option("--dry-run", is_flag=True, help="Print the fitted threshold without writing the config.")
+@_reports_errors
+def calibrate_command(
+    file: str,
+    lower_is_similar: bool,
+    same_cut: float | None,
+    diff_cut: float | None,
+    level: str,
+    model: str | None,
+    dry_run: bool,
+) -> None:
+    """Fit the --level threshold to your labelled pairs in FILE and store it for the other commands.
+
+    FILE is a TSV whose header names score, text_a and text_b (as for `eval pairs`). The threshold is the
+    one with the best F1 of 'same' against 'different' pairs under the level's own similarity; it is
+    written to the settings file (HEADLINE_CLUSTER_CONFIG, else config.json in the cache folder).
+    """
+    cuts = _cuts(lower_is_similar, same_cut, diff_cut)
+    pairs = read_pairs(file)
+    model_name = resolve_model_name(model)
+    settings = level_settings(model_name, level)
+    scores = score_pairs(pairs.texts_a, pairs.texts_b, model, settings)
+    figures = pair_metrics(scores, pairs.gold, cuts)
+    threshold = round(figures["best_threshold"], 4)
+    source = (
+        f"calibrated on {Path(file).name} ({figures['n']} pairs, best F1 {figures['best_f1']:.3f}, "
+        f"{settings.similarity} similarity, {date.today().isoformat()})"
+    )
+    click.echo(
+        f"{level} threshold for {model_name}: {threshold:.4f} (was {settings.threshold:.4f}); "
+        f"best F1 {figures['best_f1']:.3f}, AUC {figures['auc']:.3f} on {figures['n']} pairs"
+    )
+    if dry_run:
+        return
+    path = save_threshold(model_name, level, threshold, source)
+    click.echo(f"written to {path}")
