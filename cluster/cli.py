@@ -180,5 +180,10 @@ def explain_command(
     click.echo(explanation.reason)
 
 
+from .cli_eval import calibrate_command, eval_group  # noqa: E402
+
+main.add_command(eval_group)
+main.add_command(calibrate_command)
+
 if __name__ == "__main__":  # pragma: no cover
     main()
