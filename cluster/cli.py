@@ -185,5 +185,10 @@ from .cli_eval import calibrate_command, eval_group  # noqa: E402
 main.add_command(eval_group)
 main.add_command(calibrate_command)
 
+from .cli_index import index_group, nightly_command  # noqa: E402
+
+main.add_command(index_group)
+main.add_command(nightly_command)
+
 if __name__ == "__main__":  # pragma: no cover
     main()

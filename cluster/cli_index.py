@@ -1,0 +1,419 @@
+"""``headline-cluster index ...`` and ``headline-cluster nightly``: a thin layer over HeadlineIndex."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import sys
+import time
+from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import click
+
+from .cli import _reports_errors, input_format_option, model_option, text_field_option
+from .errors import InputError
+from .settings import LEVELS
+from .store import COMMIT_EVERY, Headline, HeadlineIndex, StoryInfo, atomic_write_text, parse_duration, read_input
+
+_UTC = timezone.utc
+_SHOWN_INVALID = 10
+
+index_option = click.option(
+    "--index",
+    "-i",
+    "index_path",
+    required=True,
+    metavar="DIR",
+    envvar="HEADLINE_CLUSTER_INDEX",
+    show_envvar=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="The index folder, such as indexes/news.",
+)
+quiet_option = click.option(
+    "--quiet", "-q", is_flag=True, help="No progress bar, summary or notices (for cron); errors still print."
+)
+output_format_option = click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="Output format.",
+)
+
+
+def _open(index_path: Path, *, quiet: bool = False, **settings) -> HeadlineIndex:
+    on_wait = (lambda message: None) if quiet else None
+    return HeadlineIndex.open(index_path, on_wait=on_wait, **settings)
+
+
+@click.group(name="index")
+def index_group() -> None:
+    """A persistent headline index: every headline gets a story id that stays stable."""
+
+
+@index_group.command(name="add")
+@click.argument("files", nargs=-1, metavar="[FILE|-]...")
+@index_option
+@input_format_option
+@click.option("--id-field", default="id", show_default=True, metavar="NAME", help="Column or key of the id.")
+@text_field_option
+@click.option(
+    "--time-field", default="published_at", show_default=True, metavar="NAME", help="Column or key of the time."
+)
+@click.option("--source-field", default="source", show_default=True, metavar="NAME", help="Column or key.")
+@click.option("--url-field", default="url", show_default=True, metavar="NAME", help="Column or key.")
+@click.option("--update", is_flag=True, help="Replace headlines whose id is present (default: keep them).")
+@click.option(
+    "--skip-invalid",
+    is_flag=True,
+    help="Skip and count invalid rows. Without it, one invalid row stops the run and nothing is added.",
+)
+@click.option(
+    "--window",
+    metavar="DURATION",
+    help="Stories a headline may join: those with a headline this close in time (default: the index's, 72h).",
+)
+@model_option
+@click.option(
+    "--threshold",
+    "-t",
+    type=click.FloatRange(-1.0, 1.0),
+    help="Similarity needed to join a story; fixed when the index is created (default: the model's value).",
+)
+@click.option("--level", type=click.Choice(LEVELS), help="Grouping level; fixed when the index is created.")
+@click.option(
+    "--commit-every",
+    type=click.IntRange(min=1),
+    default=COMMIT_EVERY,
+    show_default=True,
+    help="Commit after this many headlines; a killed run keeps what it committed.",
+)
+@quiet_option
+@_reports_errors
+def add_command(
+    files: tuple[str, ...],
+    index_path: Path,
+    input_format: str | None,
+    id_field: str,
+    text_field: str | None,
+    time_field: str,
+    source_field: str,
+    url_field: str,
+    update: bool,
+    skip_invalid: bool,
+    window: str | None,
+    model: str | None,
+    threshold: float | None,
+    level: str | None,
+    commit_every: int,
+    quiet: bool,
+) -> None:
+    """Add headlines from FILEs (txt, csv, tsv or jsonl; '-' or nothing: standard input).
+
+    Ids already in the index are skipped; headlines without an id get one derived from their text.
+    Each new headline joins a story at once, or starts one. Run it again after an interruption: it adds
+    what is missing.
+    """
+    started = time.monotonic()
+    if not files:
+        if sys.stdin.isatty():
+            raise InputError("no input", hint="name one or more files, or pipe headlines into standard input")
+        files = ("-",)
+    window_length = parse_duration(window) if window else None
+    try:
+        read = read_input(
+            files,
+            input_format=input_format,
+            text_field=text_field,
+            id_field=id_field,
+            time_field=time_field,
+            source_field=source_field,
+            url_field=url_field,
+            skip_invalid=skip_invalid,
+        )
+    except InputError as exc:
+        if exc.line is None:
+            raise
+        hint = f"{exc.hint}; " if exc.hint else ""
+        raise InputError(
+            exc.reason,
+            path=exc.path,
+            line=exc.line,
+            hint=f"{hint}nothing was added: fix the row, or pass --skip-invalid to skip invalid rows",
+        ) from None
+    if not quiet:
+        for row in read.invalid[:_SHOWN_INVALID]:
+            click.echo(f"skipped {row.path}:{row.line}: {row.reason}", err=True)
+        if len(read.invalid) > _SHOWN_INVALID:
+            click.echo(f"... and {len(read.invalid) - _SHOWN_INVALID:,} more invalid rows skipped", err=True)
+    settings = {"model": model, "threshold": threshold, "level": level, "window": window_length}
+    with _open(index_path, quiet=quiet, create=True, **settings) as index, _progress_bar(not quiet) as progress:
+        result = index.add(
+            read.records, update=update, window=window_length, commit_every=commit_every, progress=progress
+        )
+    if not quiet:
+        elapsed = time.monotonic() - started
+        rate = result.processed / elapsed if elapsed > 0 else 0.0
+        updated = f", updated {result.updated:,}" if update else ""
+        click.echo(
+            f"added {result.added:,}, already present {result.present:,}{updated}, invalid {len(read.invalid):,} "
+            f"in {elapsed:.1f} s ({rate:,.0f} headlines/s); {index_path} holds {result.headlines:,} headlines "
+            f"in {result.stories:,} stories",
+            err=True,
+        )
+
+
+class _Bar:
+    """A progress bar on standard error, created on the first report (when the total is known)."""
+
+    def __init__(self) -> None:
+        self.bar = None
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.bar is None:
+            self.bar = click.progressbar(length=total, label="indexing", file=sys.stderr, show_pos=True)
+            self.bar.__enter__()
+        self.bar.update(done - self.bar.pos)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)
+
+
+def _stderr_is_terminal() -> bool:
+    return sys.stderr.isatty()
+
+
+@contextlib.contextmanager
+def _progress_bar(wanted: bool) -> Iterator[Callable[[int, int], None] | None]:
+    """A _Bar when ``wanted`` and standard error is a terminal, else None (cron, pipes, --quiet)."""
+    bar = _Bar() if wanted and _stderr_is_terminal() else None
+    try:
+        yield bar
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+@index_group.command(name="stats")
+@index_option
+@output_format_option
+@_reports_errors
+def stats_command(index_path: Path, output_format: str) -> None:
+    """Counts, settings, and whether vectors.faiss is in step with the database."""
+    with _open(index_path) as index:
+        info = index.stats()
+    if output_format == "json":
+        click.echo(json.dumps(info, ensure_ascii=False, indent=2))
+        return
+    faiss_info = info["faiss"]
+    if faiss_info["in_step"]:
+        state = "in step with the database"
+    else:
+        state = "NOT in step with the database: run headline-cluster index repair"
+    vectors = faiss_info.get("vectors", 0)
+    kind = faiss_info.get("kind", "none")
+    size = faiss_info.get("bytes", 0) / 1e6
+    span = f" from {info['earliest']} to {info['latest']}" if info["earliest"] else ""
+    lines = [
+        ("index", info["path"]),
+        ("model", f"{info['model']} (dimension {info['dimension']})"),
+        (
+            "grouping",
+            f"level {info['level']}, threshold {info['threshold']:.3f}, {info['linkage']} linkage, "
+            f"online window {info['window_hours']:g}h",
+        ),
+        ("headlines", f"{info['headlines']:,}{span} ({info['embeddings']:,} distinct texts embedded)"),
+        ("stories", f"{info['stories']:,} ({info['merges']:,} merges and {info['splits']:,} splits recorded)"),
+        ("vectors.faiss", f"{kind}, {vectors:,} vectors, {size:.1f} MB: {state}"),
+    ]
+    nightly = info.get("last_nightly")
+    if nightly:
+        lines.append(
+            (
+                "last nightly",
+                f"{nightly['since']} .. {nightly['until']}: {nightly['state']}"
+                + (f", {nightly['stories']:,} stories" if "stories" in nightly else ""),
+            )
+        )
+    width = max(len(name) for name, _ in lines)
+    for name, value in lines:
+        click.echo(f"{name:<{width}}  {value}")
+
+
+@index_group.command(name="query")
+@click.argument("text")
+@index_option
+@click.option("-k", "k", type=click.IntRange(min=1), default=10, show_default=True, help="How many hits.")
+@click.option("--explain", is_flag=True, help="For each hit, whether the query would join its story, and why.")
+@output_format_option
+@model_option
+@_reports_errors
+def query_command(index_path: Path, text: str, k: int, explain: bool, output_format: str, model: str | None) -> None:
+    """The headlines most similar to TEXT, best first, with their story ids."""
+    with _open(index_path, model=model) as index:
+        hits = index.query(text, k, explain=explain)
+        threshold = index.threshold
+    if output_format == "json":
+        click.echo(json.dumps([hit.to_dict() for hit in hits], ensure_ascii=False, indent=2))
+        return
+    if not hits:
+        click.echo("no headlines in the index", err=True)
+    for rank, hit in enumerate(hits, start=1):
+        headline = hit.headline
+        where = " · ".join(x for x in (headline.id, headline.published_at, headline.source) if x)
+        click.echo(f"{rank:>3}. {hit.score:.3f}  {headline.story_id}  {headline.text}  [{where}]")
+        if explain and hit.story_similarity is not None:
+            verdict = "would join it" if hit.would_join else "would not join it"
+            relation = ">=" if hit.would_join else "<"
+            click.echo(
+                f"       story {headline.story_id}: {hit.story_size:,} headline(s); the query's mean similarity "
+                f"to them is {hit.story_similarity:.3f} {relation} threshold {threshold:.3f}, so it {verdict}"
+            )
+
+
+@index_group.command(name="story")
+@click.argument("story_id")
+@index_option
+@output_format_option
+@_reports_errors
+def story_command(index_path: Path, story_id: str, output_format: str) -> None:
+    """One story with its members (an id merged away shows the story it went into)."""
+    with _open(index_path) as index:
+        story = index.story(story_id)
+    if story is None:
+        raise InputError(f"no story {story_id!r} in this index", path=str(index_path))
+    if output_format == "json":
+        click.echo(json.dumps(story.to_dict(), ensure_ascii=False, indent=2))
+        return
+    _print_story(story, story_id)
+
+
+def _print_story(story: StoryInfo, asked: str) -> None:
+    if story.id != asked:
+        click.echo(f"{asked} was merged into {story.id}")
+    click.echo(f"{story.id}: {story.size:,} headline(s), {story.first_seen} .. {story.last_seen}")
+    for member in story.members:
+        mark = "*" if member.headline.row == story.representative.row else " "
+        click.echo(f" {mark} {member.score:.3f}  {member.headline.text}  [{member.headline.id}]")
+
+
+@index_group.command(name="remove")
+@index_option
+@click.option("--id", "ids", multiple=True, required=True, metavar="ID", help="A headline id; repeat for more.")
+@quiet_option
+@_reports_errors
+def remove_command(index_path: Path, ids: tuple[str, ...], quiet: bool) -> None:
+    """Remove headlines by id; their stories shrink."""
+    with _open(index_path, quiet=quiet) as index:
+        result = index.remove(ids)
+    if not quiet:
+        missing = f"; not in the index: {', '.join(result.missing)}" if result.missing else ""
+        click.echo(f"removed {len(result.removed):,}{missing}", err=True)
+
+
+@index_group.command(name="export")
+@index_option
+@click.option("--format", "output_format", type=click.Choice(["jsonl", "csv"]), default="jsonl", show_default=True)
+@click.option(
+    "--output", "-o", type=click.Path(dir_okay=False, path_type=Path), help="Write to this file (default: stdout)."
+)
+@_reports_errors
+def export_command(index_path: Path, output_format: str, output: Path | None) -> None:
+    """Every headline with its story id, in the order added; the jsonl output can be added to a new index."""
+    with _open(index_path) as index:
+        lines = _export_lines(index.headlines(), output_format)
+        if output is None:
+            for line in lines:
+                click.echo(line, nl=False)
+        else:
+            atomic_write_text(output, "".join(lines))
+
+
+_EXPORT_FIELDS = ("id", "text", "published_at", "source", "url", "story_id", "added_at")
+
+
+def _export_lines(headlines: Iterator[Headline], output_format: str) -> Iterator[str]:
+    if output_format == "jsonl":
+        for headline in headlines:
+            yield json.dumps(headline.to_dict(), ensure_ascii=False) + "\n"
+        return
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(_EXPORT_FIELDS)
+    for headline in headlines:
+        item = headline.to_dict()
+        writer.writerow(["" if item[f] is None else item[f] for f in _EXPORT_FIELDS])
+        yield buffer.getvalue()
+        buffer.seek(0)
+        buffer.truncate()
+
+
+@index_group.command(name="repair")
+@index_option
+@_reports_errors
+def repair_command(index_path: Path) -> None:
+    """Check the index and rebuild vectors.faiss from the database."""
+    with _open(index_path) as index:
+        fixed = index.repair()
+        count = index.count()
+    for item in fixed:
+        click.echo(f"repaired: {item}", err=True)
+    if not fixed:
+        click.echo(f"nothing was wrong; vectors.faiss rewritten ({count:,} headlines)", err=True)
+
+
+def _moment(value: str | None, option: str) -> datetime | None:
+    if value is None:
+        return None
+    text = value.strip()
+    if text.lower() == "now":
+        return datetime.now(tz=_UTC)
+    try:
+        moment = datetime.fromisoformat(text[:-1] + "+00:00" if text[-1:] in "Zz" else text)
+    except ValueError:
+        raise click.BadParameter(
+            f"cannot read {value!r}: write an ISO 8601 time such as 2024-05-01 or 2024-05-01T06:00:00Z",
+            param_hint=option,
+        ) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=_UTC)
+
+
+@click.command(name="nightly")
+@index_option
+@click.option("--since", metavar="TIME", help="Start of the window (ISO 8601, UTC unless it says otherwise).")
+@click.option("--until", metavar="TIME", help="End of the window, excluded (default: now).")
+@click.option("--last", metavar="DURATION", help="The window is this long, ending at --until (default: 48h).")
+@click.option(
+    "--out", "-o", required=True, type=click.Path(file_okay=False, path_type=Path), help="Folder for the outputs."
+)
+@quiet_option
+@_reports_errors
+def nightly_command(
+    index_path: Path, since: str | None, until: str | None, last: str | None, out: Path, quiet: bool
+) -> None:
+    """Re-group a time window with the batch algorithm and keep story ids stable.
+
+    Writes OUT/stories.jsonl, OUT/headlines.csv and OUT/report.html. The same window twice gives
+    byte-identical stories.jsonl and headlines.csv; a killed run, run again, completes.
+    """
+    if since is not None and last is not None:
+        raise click.UsageError("give --since or --last, not both")
+    end = _moment(until, "--until") or datetime.now(tz=_UTC)
+    start = _moment(since, "--since") or end - (parse_duration(last) if last else timedelta(hours=48))
+    with _open(index_path, quiet=quiet) as index:
+        result = index.nightly(start, end, out=out)
+    if not quiet:
+        resumed = " (resumed an interrupted run)" if result.resumed else ""
+        click.echo(
+            f"nightly {result.since} .. {result.until}{resumed}: {result.headlines:,} headlines in "
+            f"{result.stories:,} stories; this run: {result.merges:,} merges, {result.splits:,} splits, "
+            f"{result.new_stories:,} new ids, {result.changed:,} headlines changed story; wrote "
+            + ", ".join(str(p) for p in result.outputs.values()),
+            err=True,
+        )

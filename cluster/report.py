@@ -1,0 +1,203 @@
+"""The nightly HTML report: one self-contained page, pictures as inline SVG, nothing fetched.
+
+What it shows, in order: the counts of the window; a histogram of story sizes; the similarity of pairs
+inside stories next to pairs that reached the threshold but were kept in different stories (the
+picture to look at when tuning the threshold); the largest stories with their members; and the merges
+and splits this run recorded. The page is a function of its data alone (no clock, no random ids).
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from .store import StoryInfo
+
+_WIDTH = 720
+_HEIGHT = 220
+_MARGIN = (40, 30, 16, 36)  # left, right, top, bottom
+_BLUE = "#3b6ea8"
+_ORANGE = "#d9822b"
+_SIZE_BINS = ((1, 1), (2, 2), (3, 3), (4, 4), (5, 5), (6, 10), (11, 20), (21, 50), (51, None))
+_MEMBERS_SHOWN = 12
+
+
+@dataclass
+class ReportData:
+    title: str
+    since: str
+    until: str
+    model: str
+    threshold: float
+    linkage: str
+    headlines: int
+    sizes: Sequence[int]
+    within_pairs: np.ndarray  # similarities of headline pairs inside one story
+    apart_pairs: np.ndarray  # pairs at or above the threshold that ended in different stories
+    largest: Sequence[StoryInfo]
+    changes: Sequence[tuple[str, str, str, str]]  # (kind, old id, new id, reason)
+    new_stories: int
+    changed: int
+
+
+def render_report(data: ReportData) -> str:
+    sizes = list(data.sizes)
+    stories = len(sizes)
+    singletons = sum(size == 1 for size in sizes)
+    merges = sum(kind == "merge" for kind, *_ in data.changes)
+    splits = sum(kind == "split" for kind, *_ in data.changes)
+    counts = [
+        ("headlines in the window", f"{data.headlines:,}"),
+        ("stories", f"{stories:,}"),
+        ("headlines per story", f"{data.headlines / stories:.2f}" if stories else "-"),
+        ("stories of one headline", f"{singletons:,}"),
+        ("largest story", f"{max(sizes):,}" if sizes else "-"),
+        ("merges / splits / new ids (this run)", f"{merges:,} / {splits:,} / {data.new_stories:,}"),
+        ("headlines whose story id changed (this run)", f"{data.changed:,}"),
+    ]
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>{_e(data.title)}</title>",
+        f"<style>{_STYLE}</style></head><body>",
+        f"<h1>{_e(data.title)}</h1>",
+        f"<p class=muted>window {_e(data.since)} to {_e(data.until)} (end excluded) · model {_e(data.model)} · "
+        f"threshold {data.threshold:.3f} · {_e(data.linkage)} linkage</p>",
+        "<table class=counts>",
+        *(f"<tr><th>{_e(name)}</th><td>{value}</td></tr>" for name, value in counts),
+        "</table>",
+        "<h2>Story sizes</h2>",
+        "<p class=muted>How many stories have each number of headlines (all their headlines, also those "
+        "outside the window).</p>",
+        _size_histogram(sizes),
+        "<h2>Similarity of grouped pairs</h2>",
+        f"<p class=muted><span style='color:{_BLUE}'>■</span> pairs of headlines in the same story; "
+        f"<span style='color:{_ORANGE}'>■</span> pairs at or above the threshold that average linkage kept in "
+        "different stories (they would have chained). The line is the threshold.</p>",
+        _similarity_histogram(data.within_pairs, data.apart_pairs, data.threshold),
+        "<h2>Largest stories</h2>",
+        *(_story_block(story) for story in data.largest),
+        "<h2>Merges and splits recorded by this run</h2>",
+        _changes_table(data.changes),
+        "</body></html>",
+        "",
+    ]
+    return "\n".join(parts)
+
+
+def _e(text: object) -> str:
+    return html.escape(str(text), quote=True)
+
+
+def _size_histogram(sizes: Sequence[int]) -> str:
+    labels, values = [], []
+    for low, high in _SIZE_BINS:
+        labels.append(str(low) if low == high else (f"{low}-{high}" if high else f"{low}+"))
+        values.append(sum(1 for s in sizes if s >= low and (high is None or s <= high)))
+    return _bars(labels, [values], [_BLUE], "stories")
+
+
+def _similarity_histogram(within: np.ndarray, apart: np.ndarray, threshold: float) -> str:
+    both = np.concatenate([within, apart])
+    if not len(both):
+        return "<p class=muted>No pairs in this window.</p>"
+    low = float(np.floor(min(both.min(), threshold) * 50) / 50)
+    edges = np.linspace(low, 1.0, int(round((1.0 - low) * 100)) + 1)
+    if len(edges) < 2:
+        edges = np.array([low, 1.0])
+    inside, _ = np.histogram(np.clip(within, low, 1.0), bins=edges)
+    outside, _ = np.histogram(np.clip(apart, low, 1.0), bins=edges)
+    labels = [f"{edge:.2f}" for edge in edges[:-1]]
+    marker = (threshold - low) / (1.0 - low) if low < 1.0 else None
+    return _bars(labels, [inside.tolist(), outside.tolist()], [_BLUE, _ORANGE], "pairs", marker=marker)
+
+
+def _bars(
+    labels: Sequence[str],
+    series: Sequence[Sequence[int]],
+    colours: Sequence[str],
+    unit: str,
+    marker: float | None = None,
+) -> str:
+    """A bar chart as SVG: series side by side in each slot; ``marker`` draws a line at that fraction."""
+    left, right, top, bottom = _MARGIN
+    plot_w = _WIDTH - left - right
+    plot_h = _HEIGHT - top - bottom
+    peak = max((max(values) for values in series if len(values)), default=0) or 1
+    slot = plot_w / max(len(labels), 1)
+    bar = slot * 0.8 / len(series)
+    shapes = [
+        f'<svg width="{_WIDTH}" height="{_HEIGHT}" '
+        f'viewBox="0 0 {_WIDTH} {_HEIGHT}" role="img" aria-label="bar chart of {_e(unit)}">',
+        f'<line x1="{left}" y1="{top + plot_h}" x2="{left + plot_w}" y2="{top + plot_h}" stroke="#888"/>',
+        f'<text x="{left - 6}" y="{top + 4}" text-anchor="end" class=axis>{peak:,}</text>',
+        f'<text x="{left - 6}" y="{top + plot_h}" text-anchor="end" class=axis>0</text>',
+    ]
+    every = max(1, len(labels) // 12)  # label at most about a dozen slots so the text does not collide
+    for i, label in enumerate(labels):
+        x0 = left + i * slot + slot * 0.1
+        for j, values in enumerate(series):
+            height = plot_h * values[i] / peak
+            shapes.append(
+                f'<rect x="{x0 + j * bar:.1f}" y="{top + plot_h - height:.1f}" width="{bar:.1f}" '
+                f'height="{height:.1f}" fill="{colours[j]}"><title>{_e(label)}: {values[i]:,} {_e(unit)}</title></rect>'
+            )
+        if i % every == 0:
+            shapes.append(
+                f'<text x="{left + (i + 0.5) * slot:.1f}" y="{_HEIGHT - bottom + 14}" text-anchor="middle" '
+                f"class=axis>{_e(label)}</text>"
+            )
+    if marker is not None:
+        x = left + marker * plot_w
+        shapes.append(
+            f'<line x1="{x:.1f}" y1="{top}" x2="{x:.1f}" y2="{top + plot_h}" stroke="#c0392b" stroke-dasharray="4 3"/>'
+        )
+    shapes.append("</svg>")
+    return "".join(shapes)
+
+
+def _story_block(story: StoryInfo) -> str:
+    rows = []
+    for member in story.members[:_MEMBERS_SHOWN]:
+        headline = member.headline
+        rep = " class=rep" if headline.row == story.representative.row else ""
+        width = max(0.0, min(1.0, member.score)) * 60
+        rows.append(
+            f"<tr{rep}><td class=num>{member.score:.3f}</td>"
+            f'<td><svg width="60" height="8"><rect width="{width:.1f}" height="8" fill="{_BLUE}"/></svg></td>'
+            f"<td dir=auto>{_e(headline.text)}</td><td class=muted>{_e(headline.published_at or '')}</td>"
+            f"<td class=muted>{_e(headline.source or '')}</td></tr>"
+        )
+    more = story.size - min(story.size, _MEMBERS_SHOWN)
+    if more:
+        rows.append(f"<tr><td></td><td></td><td class=muted>... and {more:,} more</td><td></td><td></td></tr>")
+    return (
+        f"<h3>{_e(story.id)} · {story.size:,} headlines · {_e(story.first_seen)} to {_e(story.last_seen)}</h3>"
+        f"<table class=story><tr><th>score</th><th></th><th>headline</th><th>published</th><th>source</th></tr>"
+        f"{''.join(rows)}</table>"
+    )
+
+
+def _changes_table(changes: Sequence[tuple[str, str, str, str]]) -> str:
+    if not changes:
+        return "<p class=muted>None: every story kept its id.</p>"
+    rows = "".join(
+        f"<tr><td>{_e(kind)}</td><td>{_e(old)}</td><td>{_e(new)}</td><td>{_e(reason)}</td></tr>"
+        for kind, old, new, reason in changes[:200]
+    )
+    more = f"<p class=muted>... and {len(changes) - 200:,} more.</p>" if len(changes) > 200 else ""
+    return f"<table class=story><tr><th>kind</th><th>old id</th><th>new id</th><th>why</th></tr>{rows}</table>{more}"
+
+
+_STYLE = (
+    "body{font-family:system-ui,sans-serif;margin:2em auto;max-width:60em;color:#222}"
+    "h1{font-size:1.4em}h2{font-size:1.15em;margin-top:1.6em}h3{font-size:1em;margin:1.2em 0 .3em}"
+    ".muted{color:#777}.counts th{text-align:left;font-weight:normal;padding-right:2em}"
+    ".counts td{text-align:right;font-variant-numeric:tabular-nums}"
+    "table.story{border-collapse:collapse;width:100%}table.story td,table.story th{padding:2px 6px;"
+    "border-bottom:1px solid #eee;text-align:left;vertical-align:top}"
+    "tr.rep td{font-weight:600}.num{font-variant-numeric:tabular-nums}.axis{font-size:10px;fill:#555}"
+)
