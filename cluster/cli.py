@@ -190,5 +190,9 @@ from .cli_index import index_group, nightly_command  # noqa: E402
 main.add_command(index_group)
 main.add_command(nightly_command)
 
+from .cli_serve import serve_command  # noqa: E402
+
+main.add_command(serve_command)
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -1,0 +1,147 @@
+"""``headline-cluster serve``: run the HTTP service (cluster.service) with uvicorn."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import socket
+from pathlib import Path
+
+import click
+
+from .cli import _reports_errors, model_option
+from .errors import InputError
+from .store import MAX_HEADLINE_CHARS
+
+_DEFAULTS = {"max_headlines": 1000, "max_text_chars": MAX_HEADLINE_CHARS, "max_body_bytes": 4 * 1024 * 1024}
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A socket bound to host:port, before the model loads: a taken port fails at once, with a message."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except socket.gaierror as exc:
+        raise InputError(f"cannot resolve --host {host!r}: {exc.strerror}") from None
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        raise InputError(
+            f"cannot listen on {host}:{port}: {exc.strerror}", hint="choose another --port, or stop what uses it"
+        ) from None
+    return sock
+
+
+@click.command(name="serve")
+@click.option(
+    "--index",
+    "-i",
+    "index_path",
+    required=True,
+    metavar="DIR",
+    envvar="HEADLINE_CLUSTER_INDEX",
+    show_envvar=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="The index folder, such as indexes/news.",
+)
+@click.option("--create", is_flag=True, help="Create the index when the folder holds none (default: refuse).")
+@click.option(
+    "--host", default="127.0.0.1", show_default=True, help="Address to listen on; keep loopback behind a proxy."
+)
+@click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True, help="0 picks a free port.")
+@click.option(
+    "--api-key-env",
+    metavar="VAR",
+    help="Name of the environment variable holding the API key; every /v1 call must then send it.",
+)
+@model_option
+@click.option(
+    "--max-headlines",
+    type=click.IntRange(min=1),
+    default=_DEFAULTS["max_headlines"],
+    show_default=True,
+    help="Headlines per request.",
+)
+@click.option(
+    "--max-text-chars",
+    type=click.IntRange(1, MAX_HEADLINE_CHARS),
+    default=_DEFAULTS["max_text_chars"],
+    show_default=True,
+    help="Characters per headline (or similar text).",
+)
+@click.option(
+    "--max-body-bytes",
+    type=click.IntRange(min=1),
+    default=_DEFAULTS["max_body_bytes"],
+    show_default=True,
+    help="Request body size; larger bodies get 413.",
+)
+@click.option("--access-log/--no-access-log", default=True, show_default=True, help="Log one line per request.")
+@click.option(
+    "--log-level",
+    type=click.Choice(["critical", "error", "warning", "info", "debug"]),
+    default="info",
+    show_default=True,
+)
+@_reports_errors
+def serve_command(
+    index_path: Path,
+    create: bool,
+    host: str,
+    port: int,
+    api_key_env: str | None,
+    model: str | None,
+    max_headlines: int,
+    max_text_chars: int,
+    max_body_bytes: int,
+    access_log: bool,
+    log_level: str,
+) -> None:
+    """Serve the index over HTTP: /v1/collapse, /v1/headlines, /v1/stories, /v1/similar, /healthz, /metrics.
+
+    The model loads once at start-up. OpenAPI docs at /docs. Stop with Ctrl-C (or SIGTERM).
+    """
+    # Imported here: the other commands should not pay for loading FastAPI and uvicorn.
+    import uvicorn
+
+    from .service import Limits, create_app
+
+    api_key = None
+    if api_key_env is not None:
+        api_key = os.environ.get(api_key_env, "")
+        if not api_key.strip():
+            raise InputError(
+                f"the environment variable {api_key_env} (named by --api-key-env) is not set or empty",
+                hint=f"export {api_key_env}=... with the key clients must send",
+            )
+    if not _is_loopback(host) and api_key is None:
+        click.echo(
+            f"Warning: listening on {host} without an API key: anyone who reaches it can add headlines "
+            "(pass --api-key-env VAR)",
+            err=True,
+        )
+    sock = _listen(host, port)
+    try:
+        limits = Limits(max_headlines=max_headlines, max_text_chars=max_text_chars, max_body_bytes=max_body_bytes)
+        app = create_app(index_path, api_key=api_key, model=model, limits=limits, create=create)
+        bound = sock.getsockname()[1]
+        shown = f"[{host}]" if ":" in host else host
+        click.echo(
+            f"serving {index_path} on http://{shown}:{bound} (docs: /docs; API key {'required' if api_key else 'off'})",
+            err=True,
+        )
+        config = uvicorn.Config(app, log_level=log_level, access_log=access_log, lifespan="on")
+        uvicorn.Server(config).run(sockets=[sock])
+    finally:
+        sock.close()
