@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from cluster import group as group_module
-from cluster.group import CosineSimilarity, group
+from cluster.group import LINKAGES, CosineSimilarity, group
 
 
 def unit_vectors_at(degrees: list[float]) -> np.ndarray:
@@ -101,11 +101,71 @@ def test_sparse_and_dense_paths_agree_on_separated_clusters(monkeypatch) -> None
 
 
 def test_index_backed_candidates_match_exact_ones(monkeypatch) -> None:
+    # Probing every cell makes the cell-blocked search exhaustive: it must then find exactly the
+    # exact pairs, with the same float32 scores up to rounding.
     rng = np.random.default_rng(3)
-    vectors = rng.normal(size=(300, 16)).astype(np.float32)
+    vectors = rng.normal(size=(600, 16)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     exact = CosineSimilarity(vectors).candidates(0.6)
     monkeypatch.setattr(group_module, "_EXACT_PAIRS_LIMIT", 10)
+    monkeypatch.setattr(group_module, "_PROBES", 10_000)
     via_index = CosineSimilarity(vectors).candidates(0.6)
     assert exact.nnz > 0
     assert sorted(zip(*exact.nonzero(), strict=True)) == sorted(zip(*via_index.nonzero(), strict=True))
+    assert np.allclose(exact.toarray(), via_index.toarray(), atol=1e-6)  # float32 rounding only
+
+
+def clustered_vectors(n_stories: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Unit vectors in stories of heavy-tailed sizes, with pair similarities around 0.9."""
+    rng = np.random.default_rng(seed)
+    sizes = np.minimum(1 + rng.pareto(1.5, n_stories).astype(int), 40)
+    story = np.repeat(np.arange(n_stories), sizes)
+    common = rng.normal(size=48)
+    centers = common + 0.9 * rng.normal(size=(n_stories, 48))
+    spread = rng.uniform(0.15, 0.5, n_stories)[story, None]
+    vectors = centers[story] + spread * np.linalg.norm(centers[story], axis=1, keepdims=True) / 7 * rng.normal(
+        size=(len(story), 48)
+    )
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    order = rng.permutation(len(story))
+    return vectors[order].astype(np.float32), story[order]
+
+
+@pytest.mark.parametrize("linkage", LINKAGES)
+def test_component_shortcuts_match_the_plain_agglomerative_step(monkeypatch, linkage: str) -> None:
+    # Cliques and components of one or two items skip the linkage step: the labels must be those of
+    # running the linkage on every component (the reference below is the engine before the shortcut).
+    vectors, _ = clustered_vectors(120, seed=5)
+    similarity = CosineSimilarity(vectors)
+    fast = group(similarity, 0.9, linkage=linkage)
+    reference = reference_group(similarity, 0.9, linkage)
+    assert fast.labels.tolist() == reference.tolist()
+    assert 1 < fast.n_stories < len(vectors)
+
+
+def reference_group(similarity: CosineSimilarity, threshold: float, linkage: str) -> np.ndarray:
+    from scipy.sparse import csgraph
+
+    edges = similarity.candidates(threshold)
+    _, component = csgraph.connected_components(edges, directed=False)
+    labels = np.zeros(len(similarity), dtype=np.int64)
+    next_label = 0
+    for c in np.unique(component):
+        members = np.flatnonzero(component == c)
+        if linkage == "single" or len(members) == 1:
+            sub = np.zeros(len(members), dtype=np.int64)
+        else:
+            sub = group_module._dense_linkage(similarity.block(members, members), threshold, linkage)
+        labels[members] = sub + next_label
+        next_label += int(sub.max()) + 1
+    return group_module._renumber_by_first_member(labels)
+
+
+def test_index_backed_grouping_matches_exact_grouping(monkeypatch) -> None:
+    # Above the exact-pairs limit the candidate graph comes from the inverted-file index with its
+    # default probes; on well-separated stories it must give the same stories as the exact path.
+    vectors, _ = clustered_vectors(400, seed=11)
+    exact = group(CosineSimilarity(vectors), 0.9).labels
+    monkeypatch.setattr(group_module, "_EXACT_PAIRS_LIMIT", 100)
+    approximate = group(CosineSimilarity(vectors), 0.9)
+    assert approximate.labels.tolist() == exact.tolist()
