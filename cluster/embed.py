@@ -9,6 +9,7 @@ batching, which keeps padding (and so wasted work) low.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import socket
@@ -26,12 +27,27 @@ from .errors import ModelLoadError
 MODEL_ENV = "HEADLINE_CLUSTER_MODEL"
 """Environment variable naming the model when no ``--model`` / ``model=`` is given."""
 
+QUANTIZE_ENV = "HEADLINE_CLUSTER_QUANTIZE"
+"""Environment variable choosing the weight precision when no ``quantize=`` is given: ``int8`` or ``none``."""
+
+QUANTIZATIONS = ("none", "int8")
+
 _DEFAULT_ALIASES = {DEFAULT_MODEL, "default", f"intfloat/{DEFAULT_MODEL}"}
 
 
 def resolve_model_name(model: str | None) -> str:
     """The model the user asked for: the argument, else $HEADLINE_CLUSTER_MODEL, else the default."""
     return model or os.environ.get(MODEL_ENV) or DEFAULT_MODEL
+
+
+def resolve_quantize(quantize: str | None) -> str:
+    """The precision the user asked for: the argument, else $HEADLINE_CLUSTER_QUANTIZE, else ``none``."""
+    value = (quantize or os.environ.get(QUANTIZE_ENV) or "none").strip().lower()
+    if value in {"", "fp32", "float32", "off"}:
+        value = "none"
+    if value not in QUANTIZATIONS:
+        raise ValueError(f"unknown quantization {value!r}: use one of {', '.join(QUANTIZATIONS)}")
+    return value
 
 
 def is_default_model(name: str) -> bool:
@@ -134,18 +150,45 @@ class Embedder:
     """
 
     def __init__(
-        self, model: str | None = None, *, cache: EmbeddingCache | None = None, batch_size: int = 64
+        self,
+        model: str | None = None,
+        *,
+        cache: EmbeddingCache | None = None,
+        batch_size: int = 64,
+        quantize: str | None = None,
     ):
         self.name = resolve_model_name(model)
+        self.quantize = resolve_quantize(quantize)
         self.batch_size = batch_size
         self.cache = cache if cache is not None else EmbeddingCache()
-        self._model = _load_model(self.name)
-        self.model_id = _model_id(self.name)
-        dimension = getattr(self._model, "get_embedding_dimension", None) or (
-            self._model.get_sentence_embedding_dimension
-        )
-        self.dimension = int(dimension())
+        self._loaded = None
+        self._dimension: int | None = None
+        if is_default_model(self.name):
+            # The default model is always loadable (it is converted from a local package), so loading
+            # waits for the first text not in the cache: a process whose texts are all cached never
+            # imports torch or reads the weights (seconds saved per cold start).
+            self._dimension = _folder_dimension(default_model_dir())
+        else:
+            self._loaded = _load_model(self.name, self.quantize)  # a bad name fails at construction
+        # Vectors of a quantized model differ slightly from fp32 ones: they are cached apart.
+        suffix = "" if self.quantize == "none" else f"+{self.quantize}"
+        self.model_id = _model_id(self.name) + suffix
         self._encode_lock = threading.Lock()
+
+    @property
+    def _model(self):  # -> SentenceTransformer
+        if self._loaded is None:
+            self._loaded = _load_model(self.name, self.quantize)
+        return self._loaded
+
+    @property
+    def dimension(self) -> int:
+        if self._dimension is None:
+            getter = getattr(self._model, "get_embedding_dimension", None) or (
+                self._model.get_sentence_embedding_dimension
+            )
+            self._dimension = int(getter())
+        return self._dimension
 
     @property
     def max_tokens(self) -> int:
@@ -191,9 +234,21 @@ def _model_id(name: str) -> str:
     return name
 
 
+def _folder_dimension(folder: Path) -> int | None:
+    """The output dimension a sentence-transformers folder declares (its pooling config), if any."""
+    try:
+        config = json.loads((folder / "1_Pooling" / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    value = config.get("embedding_dimension", config.get("word_embedding_dimension"))
+    return int(value) if isinstance(value, int) else None
+
+
 @lru_cache(maxsize=4)
-def _load_model(name: str):  # -> SentenceTransformer
-    """Load (once per process) the model called ``name``."""
+def _load_model(name: str, quantize: str = "none"):  # -> SentenceTransformer
+    """Load (once per process and precision) the model called ``name``."""
+    if quantize != "none":
+        return _quantized(_load_model(name), quantize)
     import torch
     from sentence_transformers import SentenceTransformer
     from transformers.utils import logging as transformers_logging
@@ -209,6 +264,34 @@ def _load_model(name: str):  # -> SentenceTransformer
     finally:
         for logger, level in zip(quiet, levels, strict=True):
             logger.setLevel(level)
+
+
+def _quantized(model, quantize: str):  # -> SentenceTransformer
+    """A copy of ``model`` with int8 weights in its linear layers (activations quantized per call).
+
+    Weights are quantized per output channel. The feed-forward output projections stay float32: their
+    input (after GELU) has outlier channels that one int8 scale per tensor cannot hold. Measured on
+    600 real headlines (mean cosine to fp32, speed-up, same run): every linear layer, per tensor:
+    0.978, 1.7x; every layer per channel: 0.986, 2.0x; all but the feed-forward outputs: 0.995, 1.4x.
+    """
+    import copy
+    import warnings
+
+    import torch
+
+    if quantize != "int8":
+        raise ValueError(f"unknown quantization {quantize!r}: use one of {', '.join(QUANTIZATIONS)}")
+    linear = [name for name, module in model.named_modules() if isinstance(module, torch.nn.Linear)]
+    keep_fp32 = {name for name in linear if name.endswith("output.dense") and "attention" not in name}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the eager quantization API warns that it is being deprecated
+        from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+
+        return quantize_dynamic(
+            copy.deepcopy(model),
+            {name: per_channel_dynamic_qconfig for name in linear if name not in keep_fp32},
+            dtype=torch.qint8,
+        )
 
 
 def _load_quietly(name: str, loader, dtype):  # -> SentenceTransformer
