@@ -3,9 +3,9 @@
 ``HybridSimilarity`` has the interface of :class:`cluster.group.CosineSimilarity` (``len``, ``block``,
 ``pair``, ``candidates``), so ``group()`` and ``collapse`` can use either. Its score is
 
-    score = cosine + lexical_weight * (lexical - lexical_center)
+    score = min(1, 1 - script_scale * (1 - cosine) + lexical_weight * (lexical - lexical_center)
                    - number_penalty * [both mention numbers and share none]
-                   - time_penalty * min(1, |t_i - t_j| / time_scale)        (when both times are known)
+                   - time_penalty * min(1, |t_i - t_j| / time_scale))       (when both times are known)
 
 - ``lexical``: cosine of character n-gram vectors of the normalized headlines (n-grams taken inside
   words, with word-boundary marks). Arabic attaches clitics (و ب ل ف ك, the article ال) to the next
@@ -16,10 +16,14 @@
 - numbers: two headlines that both state numbers but no number in common usually report different
   events (scores, tolls, dates), which embeddings blur.
 - time: for the story level, headlines published far apart are less likely to be the same event.
+- script: thresholds are calibrated for Arabic; for headlines in other scripts the distance 1 - cosine
+  is scaled by a per-level factor fitted on dev data, because the model's cosine scale differs by
+  language.
 
-The corrections are bounded: the score never exceeds ``cosine + max_bonus``. ``candidates`` therefore
-takes plain-cosine candidates at ``threshold - max_bonus`` from the exact (or FAISS) search and re-scores
-only those pairs, so the hybrid costs one sparse product over the candidate pairs more than cosine.
+The corrections are bounded, and the score never exceeds 1. ``candidates`` therefore takes plain-cosine
+candidates from the lowest cosine that could still reach the threshold (``HybridParams.cosine_floor``)
+with the exact (or FAISS) search and re-scores only those pairs, so the hybrid costs one sparse product
+over the candidate pairs more than cosine.
 """
 
 from __future__ import annotations
@@ -34,9 +38,20 @@ from scipy import sparse
 
 from .group import CosineSimilarity
 
-__all__ = ["HybridParams", "HybridSimilarity", "build_similarity", "char_ngrams", "number_set"]
+__all__ = [
+    "HybridParams",
+    "HybridSimilarity",
+    "build_similarity",
+    "char_ngrams",
+    "is_arabic_script",
+    "number_set",
+]
 
 SIMILARITIES = ("cosine", "hybrid")
+# The same limits as cluster.group uses for plain cosine, so both search candidates the same way.
+_EXACT_PAIRS_LIMIT = 20_000
+_BLOCK_ROWS = 1024
+_PAIR_CHUNK = 65_536
 
 
 @dataclass(frozen=True)
@@ -50,11 +65,22 @@ class HybridParams:
     number_penalty: float = 0.0
     time_penalty: float = 0.0
     time_scale_hours: float = 24.0
+    # Per-language calibration: the same model puts unrelated Arabic headlines higher on the cosine scale
+    # than unrelated English ones, so one threshold cannot serve both. Thresholds are stated for Arabic
+    # (the product's first language); for a headline written mostly in another script the distance
+    # 1 - cosine is multiplied by this factor (a mixed pair by the mean of 1 and the factor). Scaling the
+    # distance, rather than adding an offset, keeps every score at most 1, which linkage relies on, and
+    # makes average linkage over such headlines exactly cosine linkage at 1 - (1 - threshold) / factor.
+    other_script_scale: float = 1.0
 
-    @property
-    def max_bonus(self) -> float:
-        """The most the corrections can add to the cosine (lexical similarity 1, no penalty)."""
-        return max(0.0, self.lexical_weight * (1.0 - self.lexical_center))
+    def cosine_floor(self, threshold: float, scripts_present: int = 2) -> float:
+        """The lowest cosine whose pair can still score ``threshold`` (the candidate search bound).
+
+        ``scripts_present``: 1 when every headline is Arabic (no script scaling applies), else 2.
+        """
+        bonus = max(0.0, self.lexical_weight * (1.0 - self.lexical_center))
+        scale = min(1.0, self.other_script_scale) if scripts_present > 1 else 1.0
+        return 1.0 - (1.0 - threshold + bonus) / scale
 
 
 _WORD = re.compile(r"[^\W_]+")
@@ -76,6 +102,16 @@ def char_ngrams(text: str, sizes: Sequence[int] = (3,)) -> list[str]:
             else:
                 grams.extend(marked[k : k + n] for k in range(len(marked) - n + 1))
     return grams
+
+
+_LETTER = re.compile(r"[^\W\d_]")
+_ARABIC_LETTER = re.compile(r"[\u0600-\u06FF\u0750-\u077F\u08A0-\u08FF\uFB50-\uFDFF\uFE70-\uFEFF]")
+
+
+def is_arabic_script(text: str) -> bool:
+    """Whether at least half of the letters of ``text`` are Arabic-script letters."""
+    letters = len(_LETTER.findall(text))
+    return letters > 0 and 2 * len(_ARABIC_LETTER.findall(text)) >= letters
 
 
 def number_set(text: str) -> frozenset[str]:
@@ -147,6 +183,12 @@ class HybridSimilarity:
         if p.number_penalty:
             self._numbers = [number_set(t) for t in normalized_texts]
         self.hours = _hours(times, len(self.cosine)) if p.time_penalty else None
+        # Per headline, the factor on its pairs' distance (see HybridParams.other_script_scale).
+        self._scale: np.ndarray | None = None
+        if p.other_script_scale != 1.0:
+            other = np.array([not is_arabic_script(t) for t in normalized_texts])
+            if other.any():
+                self._scale = np.where(other, p.other_script_scale, 1.0).astype(np.float32)
 
     def __len__(self) -> int:
         return len(self.cosine)
@@ -177,13 +219,16 @@ class HybridSimilarity:
         """Apply the corrections to cosines of the aligned pairs (rows[k], cols[k])."""
         p = self.params
         score = cos.astype(np.float32, copy=True)
+        if self._scale is not None:
+            score = 1.0 - 0.5 * (self._scale[rows] + self._scale[cols]) * (1.0 - score)
         if self.lexical is not None:
             score += p.lexical_weight * (lexical - p.lexical_center)
         if self._numbers is not None:
             score -= p.number_penalty * self._number_clash(rows, cols)
         if self.hours is not None:
             score -= p.time_penalty * self._time_gap(rows, cols)
-        return score
+        # Linkage reads 1 - score as a distance, which must not go negative.
+        return np.minimum(score, 1.0)
 
     def block(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
         rows, cols = np.asarray(rows), np.asarray(cols)
@@ -208,23 +253,56 @@ class HybridSimilarity:
         """Scores of the aligned pairs (rows[k], cols[k])."""
         rows, cols = np.asarray(rows, dtype=np.int64), np.asarray(cols, dtype=np.int64)
         v = self.cosine.vectors
-        cos = np.einsum("ij,ij->i", v[rows], v[cols])
-        lexical = None
-        if self.lexical is not None:
-            lexical = np.asarray(self.lexical[rows].multiply(self.lexical[cols]).sum(axis=1)).ravel()
-        return self._correct(cos, rows, cols, lexical)
+        out = np.empty(len(rows), dtype=np.float32)
+        # In chunks: gathering both vectors of millions of pairs at once would take gigabytes.
+        for start in range(0, len(rows), _PAIR_CHUNK):
+            r, c = rows[start : start + _PAIR_CHUNK], cols[start : start + _PAIR_CHUNK]
+            cos = np.einsum("ij,ij->i", v[r], v[c])
+            lexical = None
+            if self.lexical is not None:
+                lexical = np.asarray(self.lexical[r].multiply(self.lexical[c]).sum(axis=1)).ravel()
+            out[start : start + _PAIR_CHUNK] = self._correct(cos, r, c, lexical)
+        return out
 
     def candidates(self, threshold: float) -> sparse.csr_matrix:
         """Symmetric sparse matrix of all pairs i != j whose hybrid score reaches ``threshold``."""
         n = len(self)
-        # Second pass: only pairs whose cosine could reach the threshold with the largest possible bonus.
-        loose = self.cosine.candidates(threshold - self.params.max_bonus - 1e-6)
-        upper = sparse.triu(loose, k=1).tocoo()
-        rows, cols = upper.row.astype(np.int64), upper.col.astype(np.int64)
+        rows, cols = self._loose_pairs(threshold)
+        # Second pass: the full score only for pairs that could reach the threshold.
         scores = self.pairs(rows, cols) if len(rows) else np.zeros(0, dtype=np.float32)
         keep = scores >= threshold
         kept = sparse.coo_matrix((scores[keep], (rows[keep], cols[keep])), shape=(n, n))
         return (kept + kept.T).tocsr()
+
+    def _loose_pairs(self, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+        """Pairs i < j that could reach ``threshold``: script-scaled cosine plus the largest lexical bonus.
+
+        Up to _EXACT_PAIRS_LIMIT items this is exact per pair, blockwise like CosineSimilarity, so an
+        Arabic list with a few English headlines does not widen the search for its Arabic pairs. Beyond
+        it, the FAISS range search of CosineSimilarity at the loosest cosine bound is used.
+        """
+        n = len(self)
+        p = self.params
+        if n > _EXACT_PAIRS_LIMIT:
+            scripts = 1 if self._scale is None else 2
+            upper = sparse.triu(self.cosine.candidates(p.cosine_floor(threshold, scripts) - 1e-6), k=1).tocoo()
+            return upper.row.astype(np.int64), upper.col.astype(np.int64)
+        bound = threshold - max(0.0, p.lexical_weight * (1.0 - p.lexical_center)) - 1e-6
+        vectors = self.cosine.vectors
+        all_rows, all_cols = [], []
+        for start in range(0, n, _BLOCK_ROWS):
+            stop = min(start + _BLOCK_ROWS, n)
+            scores = vectors[start:stop] @ vectors[start:].T  # upper triangle only
+            if self._scale is not None:
+                factor = 0.5 * (self._scale[start:stop, None] + self._scale[None, start:])
+                scores = 1.0 - factor * (1.0 - scores)
+            r, c = np.nonzero(scores >= bound)
+            keep = c > r
+            all_rows.append(r[keep] + start)
+            all_cols.append(c[keep] + start)
+        if not all_rows:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+        return np.concatenate(all_rows).astype(np.int64), np.concatenate(all_cols).astype(np.int64)
 
 
 def build_similarity(

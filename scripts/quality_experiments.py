@@ -120,21 +120,32 @@ def fit_threshold(params: HybridParams, linkage: str, grid: np.ndarray) -> tuple
     return best[1], best[0]
 
 
-def cmd_clusters(variants: list[tuple[str, HybridParams, str]] | None = None) -> None:
-    grid = np.round(np.arange(0.78, 0.96, 0.01), 3)
-    variants = variants or [
-        ("cosine average", HybridParams(), "average"),
-        ("cosine single", HybridParams(), "single"),
-        ("cosine complete", HybridParams(), "complete"),
-        ("lexical 0.2 average", HybridParams(lexical_weight=0.2, ngram=(3, 4)), "average"),
-        ("lexical 0.3 average", HybridParams(lexical_weight=0.3, ngram=(3, 4)), "average"),
-        ("time 0.05/24h average", HybridParams(time_penalty=0.05), "average"),
-        ("time 0.1/24h average", HybridParams(time_penalty=0.1), "average"),
-        ("lexical 0.2 + time 0.05 avg", HybridParams(lexical_weight=0.2, ngram=(3, 4), time_penalty=0.05), "average"),
-    ]
+CLUSTER_VARIANTS: dict[str, tuple[HybridParams, str]] = {
+    "cosine average": (HybridParams(), "average"),
+    "cosine single": (HybridParams(), "single"),
+    "cosine complete": (HybridParams(), "complete"),
+    "lexical 0.05 average": (HybridParams(lexical_weight=0.05, lexical_center=0.2), "average"),
+    "lexical 0.1 average": (HybridParams(lexical_weight=0.1, lexical_center=0.2), "average"),
+    "numbers 0.03 average": (HybridParams(number_penalty=0.03), "average"),
+    "time 0.02/24h average": (HybridParams(time_penalty=0.02), "average"),
+    "time 0.05/24h average": (HybridParams(time_penalty=0.05), "average"),
+    "time 0.1/24h average": (HybridParams(time_penalty=0.1), "average"),
+    "time 0.05/12h average": (HybridParams(time_penalty=0.05, time_scale_hours=12), "average"),
+    "time 0.05/48h average": (HybridParams(time_penalty=0.05, time_scale_hours=48), "average"),
+    "time 0.05/24h complete": (HybridParams(time_penalty=0.05), "complete"),
+    "time 0.05/24h + lexical 0.05": (
+        HybridParams(time_penalty=0.05, lexical_weight=0.05, lexical_center=0.2),
+        "average",
+    ),
+}
+
+
+def cmd_clusters(names: list[str] | None = None) -> None:
+    grid = np.round(np.arange(0.70, 0.93, 0.01), 3)
     print("| variant | threshold (fitted on dev) | dev B3 F1 | test B3 F1 | test ARI | test pred/true stories |")
     print("|---|---|---|---|---|---|")
-    for name, params, linkage in variants:
+    for name in names or list(CLUSTER_VARIANTS):
+        params, linkage = CLUSTER_VARIANTS[name]
         t, dev_f1 = fit_threshold(params, linkage, grid)
         m = cluster_eval("test", params, t, linkage)
         print(
@@ -147,11 +158,15 @@ def cmd_clusters(variants: list[tuple[str, HybridParams, str]] | None = None) ->
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("what", choices=["pairs", "prompts", "clusters"])
+    parser.add_argument("variants", nargs="*", help="clusters: only these variants (names as printed)")
     args = parser.parse_args(argv)
     if not SPLITS.is_dir():
         print("error: build/splits missing: run python scripts/split_data.py first", file=sys.stderr)
         return 2
-    {"pairs": cmd_pairs, "prompts": cmd_prompts, "clusters": cmd_clusters}[args.what]()
+    if args.what == "clusters":
+        cmd_clusters(args.variants or None)
+    else:
+        {"pairs": cmd_pairs, "prompts": cmd_prompts}[args.what]()
     return 0
 
 

@@ -14,6 +14,7 @@ from cluster.similarity import (
     HybridSimilarity,
     build_similarity,
     char_ngrams,
+    is_arabic_script,
     lexical_matrix,
     number_set,
 )
@@ -26,6 +27,7 @@ TEXTS = [
     "football club signs new coach",
     "rain floods 3 villages",
     "rain floods 5 villages",
+    "البيت الابيض يعلق على القرار",
 ]
 
 
@@ -36,7 +38,9 @@ def random_unit(n: int, dim: int = 8, seed: int = 0, spread: float = 0.35) -> np
     return (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
 
 
-FULL = HybridParams(lexical_weight=0.2, lexical_center=0.3, number_penalty=0.05, time_penalty=0.04)
+FULL = HybridParams(
+    lexical_weight=0.2, lexical_center=0.3, number_penalty=0.05, time_penalty=0.04, other_script_scale=0.7
+)
 TIMES = [datetime(2024, 5, 1, tzinfo=timezone.utc) + timedelta(hours=7 * k) for k in range(len(TEXTS))]
 
 
@@ -114,12 +118,17 @@ def test_time_penalty_grows_with_the_gap_and_ignores_unknown_times() -> None:
     assert sim.pair(0, 3) == pytest.approx(1.0, abs=1e-6)
 
 
-def test_scores_never_exceed_cosine_plus_max_bonus() -> None:
+def test_scores_stay_at_most_one_and_above_the_floor_only_from_candidates() -> None:
     vectors = random_unit(len(TEXTS), seed=5)
     sim = HybridSimilarity(vectors, TEXTS, params=FULL)
     everything = np.arange(len(TEXTS))
-    bound = CosineSimilarity(vectors).block(everything, everything) + FULL.max_bonus + 1e-6
-    assert (sim.block(everything, everything) <= bound).all()
+    scores = sim.block(everything, everything)
+    assert (scores <= 1.0 + 1e-6).all()
+    cosine = CosineSimilarity(vectors).block(everything, everything)
+    for threshold in (0.7, 0.8, 0.9):
+        reaching = scores >= threshold
+        np.fill_diagonal(reaching, False)
+        assert (cosine[reaching] >= FULL.cosine_floor(threshold) - 1e-6).all()
 
 
 def test_group_accepts_the_hybrid() -> None:
@@ -140,3 +149,24 @@ def test_build_similarity_rejects_unknown_kind() -> None:
 def test_texts_and_vectors_must_match() -> None:
     with pytest.raises(ValueError, match="texts for"):
         HybridSimilarity(random_unit(3), ["a", "b"])
+
+
+def test_script_scale_moves_non_arabic_pairs_only() -> None:
+    unit = random_unit(1)[0]
+    other = random_unit(1, seed=9)[0]
+    mixed = 0.8 * unit + 0.6 * other
+    pair = np.stack([unit, mixed / np.linalg.norm(mixed)]).astype(np.float32)
+    cos = float(pair[0] @ pair[1])
+    vectors = np.concatenate([pair, pair])
+    texts = ["البيت الابيض يعلق", "الرئيس يعلق اليوم", "the white house reacts", "president reacts"]
+    sim = HybridSimilarity(vectors, texts, params=HybridParams(other_script_scale=0.5))
+    assert sim.pair(0, 1) == pytest.approx(cos, abs=1e-5)  # Arabic pair: as calibrated
+    assert sim.pair(2, 3) == pytest.approx(1 - 0.5 * (1 - cos), abs=1e-5)  # Latin pair: half the distance
+    assert sim.pair(0, 3) == pytest.approx(1 - 0.75 * (1 - cos), abs=1e-5)  # mixed: the mean factor
+    assert is_arabic_script("عاجل الان: apple") and not is_arabic_script("apple iphone عاجل")
+
+
+def test_all_arabic_lists_need_no_wider_candidate_search() -> None:
+    params = HybridParams(other_script_scale=0.5)
+    assert params.cosine_floor(0.9, scripts_present=1) == pytest.approx(0.9)
+    assert params.cosine_floor(0.9) == pytest.approx(0.8)
