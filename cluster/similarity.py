@@ -32,6 +32,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
+from typing import Protocol
 
 import numpy as np
 from scipy import sparse
@@ -39,6 +40,7 @@ from scipy import sparse
 from .group import CosineSimilarity
 
 __all__ = [
+    "PairwiseSimilarity",
     "HybridParams",
     "HybridSimilarity",
     "build_similarity",
@@ -48,6 +50,16 @@ __all__ = [
 ]
 
 SIMILARITIES = ("cosine", "hybrid")
+
+
+class PairwiseSimilarity(Protocol):
+    """What grouping and explanations need of a pairwise score."""
+
+    def __len__(self) -> int: ...
+    def block(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray: ...
+    def pair(self, i: int, j: int) -> float: ...
+    def candidates(self, threshold: float) -> sparse.csr_matrix: ...
+
 # The same limits as cluster.group uses for plain cosine, so both search candidates the same way.
 _EXACT_PAIRS_LIMIT = 20_000
 _BLOCK_ROWS = 1024

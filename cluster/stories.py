@@ -15,9 +15,10 @@ import numpy as np
 
 from .embed import Embedder, default_cache, resolve_model_name
 from .errors import InputError
-from .group import CosineSimilarity, Grouping, group
+from .group import Grouping, group
 from .normalize import normalize
 from .settings import level_settings
+from .similarity import PairwiseSimilarity, build_similarity
 
 REPRESENTATIVES = ("central", "first", "earliest")
 TEXT_FIELDS = ("text", "title")
@@ -75,7 +76,7 @@ class CollapseResult:
     texts: list[str]
     normalized: list[str]
     stories: list[Story]
-    _similarity: CosineSimilarity = field(repr=False)
+    _similarity: PairwiseSimilarity = field(repr=False)
     _grouping: Grouping = field(repr=False)
     _representative: str = field(repr=False, default="central")
     _times: list | None = field(repr=False, default=None)
@@ -232,22 +233,15 @@ def collapse(
         raise InputError("no headlines to collapse")
     if embedder is None:
         embedder = get_embedder(resolve_model_name(model))
+    settings = level_settings(embedder.name, level)
     if threshold is None:
-        threshold = level_settings(embedder.name, level).threshold
+        threshold = settings.threshold
     normalized = [normalize(t, prefixes=prefixes) for t in texts]
     vectors = embedder.encode(normalized)
     times = [item.get("published_at") if isinstance(item, Mapping) else None for item in headlines]
-    return _assemble(
-        embedder.name,
-        level,
-        linkage,
-        representative,
-        texts,
-        normalized,
-        CosineSimilarity(vectors),
-        threshold,
-        times,
-    )
+    # The threshold belongs to the pairwise score it was calibrated with (cluster.settings).
+    similarity = build_similarity(vectors, normalized, times=times, params=settings.params, kind=settings.similarity)
+    return _assemble(embedder.name, level, linkage, representative, texts, normalized, similarity, threshold, times)
 
 
 def _assemble(
@@ -257,7 +251,7 @@ def _assemble(
     representative: str,
     texts: list[str],
     normalized: list[str],
-    similarity: CosineSimilarity,
+    similarity: PairwiseSimilarity,
     threshold: float,
     times: list | None,
 ) -> CollapseResult:
