@@ -501,7 +501,6 @@ class HeadlineIndex:
         self._embedder = embedder
         self._notify = notify
         self._on_wait = on_wait
-        self._lock_fd: int | None = None
         self._lock_depth = 0
         # The search index as loaded from (or last written to) vectors.faiss, plus rows added since.
         self._vi: VectorIndex | None = None
@@ -641,8 +640,10 @@ class HeadlineIndex:
                 path=str(self.path),
                 hint="leave the option out to use the index's own settings, or add into a new index",
             )
-        if "level" in changes and "threshold" not in changes:
-            changes["threshold"] = level_settings(changes.get("model", self.model), changes["level"]).threshold
+        if "threshold" not in changes and ("level" in changes or "model" in changes):
+            # The default threshold belongs to a model and a level: follow the new ones.
+            setting = level_settings(changes.get("model", self.model), changes.get("level", self.level))
+            changes["threshold"], changes["threshold_source"] = setting.threshold, setting.source
         with self.lock(), self._transaction():
             self._set_meta(changes)
 
@@ -686,13 +687,20 @@ class HeadlineIndex:
 
     # -- locking and transactions -----------------------------------------------------------------------
 
-    @contextlib.contextmanager
-    def lock(self) -> Iterator[None]:
+    def lock(self) -> contextlib.AbstractContextManager[bool]:
         """Hold the writer lock (re-entrant). Also useful around a backup copy of the folder."""
+        return self._writer_lock(wait=True)
+
+    def _try_lock(self) -> contextlib.AbstractContextManager[bool]:
+        """The writer lock if it is free right now (yields True), else nothing (yields False)."""
+        return self._writer_lock(wait=False)
+
+    @contextlib.contextmanager
+    def _writer_lock(self, *, wait: bool) -> Iterator[bool]:
         if self._lock_depth:
             self._lock_depth += 1
             try:
-                yield
+                yield True
             finally:
                 self._lock_depth -= 1
             return
@@ -701,38 +709,18 @@ class HeadlineIndex:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
+                if not wait:
+                    yield False
+                    return
                 self._on_wait(f"waiting for another writer on {self.path} ...")
                 fcntl.flock(fd, fcntl.LOCK_EX)
-            self._lock_fd = fd
-            self._lock_depth = 1
-            try:
-                yield
-            finally:
-                self._lock_depth = 0
-                self._lock_fd = None
-        finally:
-            os.close(fd)  # closing the descriptor releases the flock
-
-    @contextlib.contextmanager
-    def _try_lock(self) -> Iterator[bool]:
-        """The writer lock if it is free right now (yields True), else nothing (yields False)."""
-        if self._lock_depth:
-            yield True
-            return
-        fd = os.open(self.path / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                yield False
-                return
             self._lock_depth = 1
             try:
                 yield True
             finally:
                 self._lock_depth = 0
         finally:
-            os.close(fd)
+            os.close(fd)  # closing the descriptor releases the flock
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[None]:
@@ -1035,10 +1023,12 @@ class HeadlineIndex:
             if convert and vi.kind == "flat" and len(vi) >= HNSW_FROM:
                 vi, max_row = self._build_search_index(True)
                 changed = True
+        saved = False
         if changed and (write or problem):
             with self._try_lock() as locked:
                 if locked:
                     self._save_search_index(vi, max_row)
+                    saved = True
             if problem:
                 done = (
                     "rebuilt it"
@@ -1049,6 +1039,8 @@ class HeadlineIndex:
             elif announce_lag:
                 self._notify(f"{'; '.join(notes)} (an interrupted run?): updated it from {DB_FILE}")
         self._vi, self._vi_max_row = vi, max_row
+        # A reader's catch-up stays in memory; the next write operation of this object saves it.
+        self._vi_unsaved = changed and not saved
         return vi
 
     def _loaded_search_index(self, *, retry: bool) -> tuple[VectorIndex | None, str | None, int]:

@@ -19,6 +19,7 @@ import pytest
 import cluster.store as store
 from cluster.errors import InputError
 from cluster.records import Record
+from cluster.settings import level_settings
 from cluster.store import FAISS_FILE, HeadlineIndex, parse_duration, read_input
 
 UTC = timezone.utc
@@ -319,6 +320,14 @@ def test_an_empty_index_may_change_settings(tmp_path: Path) -> None:
         assert index.threshold == 0.7
 
 
+def test_an_empty_index_that_changes_model_takes_that_models_threshold(tmp_path: Path) -> None:
+    with HeadlineIndex.open(tmp_path / "idx", create=True, model="multilingual-e5-small") as index:
+        assert index.threshold == 0.90  # nothing loads the model until something is embedded
+    with HeadlineIndex.open(tmp_path / "idx", embedder=FakeEmbedder()) as index:
+        assert index.model == "fake-64"
+        assert index.threshold == level_settings("fake-64", "story").threshold != 0.90
+
+
 def test_opening_a_missing_index_without_create_says_how_to_make_one(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="no headline index here.*index add"):
         HeadlineIndex.open(tmp_path / "nothing")
@@ -403,6 +412,9 @@ def test_readers_see_rows_committed_after_the_file_was_written(tmp_path: Path) -
         writer.db.execute("UPDATE meta SET value = '10' WHERE key = 'faiss_rows'")
         fresh = HeadlineIndex.open(tmp_path / "idx", embedder=FakeEmbedder(), notify=lambda m: None)
         assert len(fresh.query("topic1 report", k=50)) == 20
+        assert fresh.stats()["faiss"]["missing"] == 10  # a reader catches up in memory only
+        assert fresh.add(headlines(20)).present == 20
+        assert fresh.stats()["faiss"]["in_step"]  # ... and its next write saves what it caught up
         fresh.close()
 
 
