@@ -87,6 +87,14 @@ def _listen(host: str, port: int) -> socket.socket:
     show_default=True,
     help="Request body size; larger bodies get 413.",
 )
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="CPU threads the model may use (torch intra-op threads). One leaves a core for the rest of the "
+    "service; see docs/service.md for measurements.",
+)
 @click.option("--access-log/--no-access-log", default=True, show_default=True, help="Log one line per request.")
 @click.option(
     "--log-level",
@@ -105,6 +113,7 @@ def serve_command(
     max_headlines: int,
     max_text_chars: int,
     max_body_bytes: int,
+    threads: int,
     access_log: bool,
     log_level: str,
 ) -> None:
@@ -131,6 +140,9 @@ def serve_command(
             "(pass --api-key-env VAR)",
             err=True,
         )
+    import torch
+
+    torch.set_num_threads(threads)
     sock = _listen(host, port)
     try:
         limits = Limits(max_headlines=max_headlines, max_text_chars=max_text_chars, max_body_bytes=max_body_bytes)
@@ -141,7 +153,11 @@ def serve_command(
             f"serving {index_path} on http://{shown}:{bound} (docs: /docs; API key {'required' if api_key else 'off'})",
             err=True,
         )
-        config = uvicorn.Config(app, log_level=log_level, access_log=access_log, lifespan="on")
+        # A bounded graceful shutdown: queued requests get 10 s to finish, then the server stops anyway
+        # (every write is one SQLite transaction, so an interrupted one is rolled back, never half done).
+        config = uvicorn.Config(
+            app, log_level=log_level, access_log=access_log, lifespan="on", timeout_graceful_shutdown=10
+        )
         uvicorn.Server(config).run(sockets=[sock])
     finally:
         sock.close()

@@ -41,6 +41,7 @@ from starlette.routing import Match
 
 from . import __version__
 from .errors import InputError
+from .normalize import normalize
 from .store import MAX_HEADLINE_CHARS, EmbedderLike, HeadlineIndex, default_embedder
 from .stories import collapse
 
@@ -89,7 +90,7 @@ class CollapseItem(_Strict):
 class CollapseRequest(_Strict):
     headlines: list[str | CollapseItem] = Field(min_length=1, description="Headlines, in display order.")
     threshold: float | None = Field(
-        None, ge=-1.0, le=1.0, description="Similarity needed to group (default: the index's threshold)."
+        None, ge=-1.0, le=1.0, description="Similarity needed to group (default: the model's, as the CLI's)."
     )
 
 
@@ -508,8 +509,9 @@ class _Service:
         try:
             # Loaded here, once: the first request must not pay for the model load.
             self.embedder = embedder if embedder is not None else default_embedder(self.writer.model)
-            self.embedder.encode(["warm up"])  # torch initializes lazily on the first call
-            self.threshold = self.writer.threshold
+            # The default model loads lazily (on the first text not in the cache); max_tokens loads it now.
+            getattr(self.embedder, "max_tokens", None)
+            self.embedder.encode([normalize("warm up")])  # and the first inference initializes torch's kernels
             self.write_lock = asyncio.Lock()
             self._readers: queue.Queue[HeadlineIndex] = queue.Queue()
             self._all = [self.writer]
@@ -540,12 +542,22 @@ class _Service:
     def collapse(self, body: CollapseRequest) -> dict[str, Any]:
         items = [{"text": h} if isinstance(h, str) else {"text": h.text} for h in body.headlines]
         ids = [None if isinstance(h, str) else h.id for h in body.headlines]
-        threshold = body.threshold if body.threshold is not None else self.threshold
-        result = collapse(items, threshold=threshold, embedder=self.embedder).to_dict()
+        # threshold None: the engine's default for the model, exactly as `headline-cluster collapse` uses.
+        result = collapse(items, threshold=body.threshold, embedder=self.embedder).to_dict()
         for story in result["stories"]:
             for member in [story["representative"], *story["members"]]:
                 member["id"] = ids[member["index"]]
         return result
+
+    def embed_ahead(self, body: AddRequest) -> None:
+        """Embed a write's texts before it queues for the write lock (into the shared embedding cache).
+
+        The index then finds the vectors in the cache, so the lock is held only for the index's own work,
+        and one write's embedding overlaps the previous write's index update (two cores, two stages).
+        The index normalizes ``text.strip()`` the same way; were that to change, it would embed again
+        itself, which costs time but never correctness.
+        """
+        self.embedder.encode([normalize(h.text.strip()) for h in body.headlines])
 
     def add(self, body: AddRequest) -> AddResponse:
         index = self.writer
@@ -642,6 +654,10 @@ def _check_texts(texts: Sequence[tuple[str, str]], limits: Limits) -> None:
             )
 
 
+def _client_gone() -> JSONResponse:
+    return _error(499, "client_closed", "the client closed the connection before the write started")
+
+
 def _check_count(count: int, limits: Limits) -> None:
     if count > limits.max_headlines:
         raise ApiError(
@@ -732,11 +748,18 @@ def create_app(
         return await run_in_threadpool(service.collapse, body)
 
     @v1.post("/headlines", response_model=AddResponse, summary="Add headlines to the index")
-    async def add_endpoint(body: AddRequest) -> AddResponse:
+    async def add_endpoint(body: AddRequest, request: Request) -> AddResponse | JSONResponse:
         """Store headlines; each joins a story at once or starts one. Ids already stored are kept as they are."""
         _check_count(len(body.headlines), limits)
         _check_texts([(f"headlines[{i}].text", h.text) for i, h in enumerate(body.headlines)], limits)
+        # A client that gave up while queued is skipped (before embedding, before writing): ids make its
+        # retry safe, and under overload work for clients that left only grows the queue for the others.
+        if await request.is_disconnected():
+            return _client_gone()
+        await run_in_threadpool(service.embed_ahead, body)
         async with service.write_lock:  # one writer; waiting writers hold no worker thread
+            if await request.is_disconnected():
+                return _client_gone()
             return await run_in_threadpool(service.add, body)
 
     @v1.get("/headlines/{headline_id}", response_model=HeadlineOut, summary="One stored headline")
