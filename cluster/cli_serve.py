@@ -11,7 +11,7 @@ import click
 
 from .cli import _reports_errors, model_option
 from .errors import InputError
-from .store import MAX_HEADLINE_CHARS
+from .store import DB_FILE, MAX_HEADLINE_CHARS
 
 _DEFAULTS = {"max_headlines": 1000, "max_text_chars": MAX_HEADLINE_CHARS, "max_body_bytes": 4 * 1024 * 1024}
 
@@ -139,6 +139,13 @@ def serve_command(
             f"Warning: listening on {host} without an API key: anyone who reaches it can add headlines "
             "(pass --api-key-env VAR)",
             err=True,
+        )
+    if not create and not (index_path / DB_FILE).is_file():
+        raise InputError(
+            "no headline index here",
+            path=str(index_path),
+            hint="pass --create to start an empty one, or fill it first with: headline-cluster index add FILE --index "
+            + str(index_path),
         )
     import torch
 

@@ -371,3 +371,19 @@ def test_in_process_app_with_a_fake_embedder(tmp_path: Path) -> None:
         assert client.post("/v1/collapse", json={"headlines": ["topic2 a"]}).status_code == 401
         collapsed = client.post("/v1/collapse", json={"headlines": ["topic2 a", "topic2 b"]}, headers=headers)
         assert collapsed.status_code == 200 and len(collapsed.json()["stories"]) == 1
+
+
+def test_serve_command_bad_input(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+
+    from cluster.cli import main
+
+    runner = CliRunner()
+    missing = runner.invoke(main, ["serve", "--index", str(tmp_path / "none"), "--port", "0"])
+    assert missing.exit_code == 2
+    assert "no headline index here" in missing.output and "--create" in missing.output
+    monkeypatch.delenv(KEY_ENV, raising=False)
+    no_key = runner.invoke(main, ["serve", "--index", str(tmp_path), "--create", "--api-key-env", KEY_ENV])
+    assert no_key.exit_code == 2
+    assert f"{KEY_ENV} (named by --api-key-env) is not set" in no_key.output
+    assert "Traceback" not in missing.output + no_key.output
