@@ -34,7 +34,10 @@ index_option = click.option(
     help="The index folder, such as indexes/news.",
 )
 quiet_option = click.option(
-    "--quiet", "-q", is_flag=True, help="No progress bar, summary or notices (for cron); errors still print."
+    "--quiet",
+    "-q",
+    is_flag=True,
+    help="No progress bar, summary or notices (for cron); errors, repairs and skipped rows still print.",
 )
 output_format_option = click.option(
     "--format",
@@ -146,7 +149,13 @@ def add_command(
             line=exc.line,
             hint=f"{hint}nothing was added: fix the row, or pass --skip-invalid to skip invalid rows",
         ) from None
-    if not quiet:
+    if read.invalid and quiet:  # cron stays silent on clean runs, but dropped rows must not go unseen
+        first = read.invalid[0]
+        click.echo(
+            f"skipped {len(read.invalid):,} invalid row(s); the first: {first.path}:{first.line}: {first.reason}",
+            err=True,
+        )
+    elif read.invalid:
         for row in read.invalid[:_SHOWN_INVALID]:
             click.echo(f"skipped {row.path}:{row.line}: {row.reason}", err=True)
         if len(read.invalid) > _SHOWN_INVALID:

@@ -103,6 +103,15 @@ def test_skip_invalid_skips_and_counts(
     assert count(index) == 3 + valid
 
 
+def test_quiet_still_says_that_rows_were_skipped(tmp_path: Path, runner: CliRunner, index: Path) -> None:
+    path = tmp_path / "mixed.jsonl"
+    path.write_text(jsonl({"text": "topic1 fine"}, {"text": ""}, {"text": "topic3 ok"}, {"nope": 1}), encoding="utf-8")
+    result = add(runner, index, path, "--skip-invalid", "--quiet")
+    assert result.exit_code == 0
+    assert result.stderr == f"skipped 2 invalid row(s); the first: {path}:2: empty headline\n"
+    assert count(index) == 5
+
+
 def test_a_bad_row_in_a_new_index_creates_nothing(tmp_path: Path, runner: CliRunner) -> None:
     path = tmp_path / "bad.jsonl"
     path.write_text('{"text": ', encoding="utf-8")
