@@ -90,6 +90,17 @@ def test_nightly_twice_gives_byte_identical_outputs(tmp_path: Path) -> None:
     assert one["headlines.csv"] == two["headlines.csv"]
 
 
+def test_nightly_is_byte_identical_above_the_exact_pairs_limit(tmp_path: Path) -> None:
+    # Past 20,000 headlines the batch grouping finds candidate pairs another way (cluster/group.py).
+    with open_index(tmp_path / "idx") as index:
+        index.add(headlines(21_000, topics=3000, step=timedelta(seconds=10)))
+        first = index.nightly(T0, T0 + 3 * DAY, out=tmp_path / "one")
+        second = index.nightly(T0, T0 + 3 * DAY, out=tmp_path / "two")
+    assert (first.headlines, first.stories) == (21_000, 3000) and second.changes == []
+    one, two = read(tmp_path / "one"), read(tmp_path / "two")
+    assert one["stories.jsonl"] == two["stories.jsonl"] and one["headlines.csv"] == two["headlines.csv"]
+
+
 def test_outputs_describe_the_window(tmp_path: Path) -> None:
     with open_index(tmp_path / "idx") as index:
         index.add(headlines(40, topics=5))

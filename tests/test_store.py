@@ -7,7 +7,6 @@ milliseconds; test_cli_index.py has the end-to-end test with the real model.
 from __future__ import annotations
 
 import re
-import shutil
 import zlib
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta, timezone
@@ -462,8 +461,3 @@ def test_parse_duration(text: str, seconds: float) -> None:
 def test_parse_duration_rejects_nonsense(text: str) -> None:
     with pytest.raises(InputError, match="cannot read the duration"):
         parse_duration(text)
-
-
-def copy_index(source: Path, target: Path) -> Path:
-    shutil.copytree(source, target)
-    return target
