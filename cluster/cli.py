@@ -3,50 +3,18 @@
 from __future__ import annotations
 
 import json
-import sys
-from collections.abc import Callable
-from functools import wraps
 
 import click
 
 from . import __version__
-from .errors import HeadlineClusterError
+from .cli_common import input_format_option, model_option, reports_errors, text_field_option
+from .cli_eval import calibrate_command, eval_group
+from .cli_index import index_group, nightly_command
+from .cli_serve import serve_command
 from .group import LINKAGES
-from .records import INPUT_FORMATS, read_records
+from .records import read_records
 from .settings import LEVELS
 from .stories import REPRESENTATIVES, collapse
-
-
-def _reports_errors(command: Callable) -> Callable:
-    """Turn the library's user-facing errors into a one-line message and exit code 2."""
-
-    @wraps(command)
-    def wrapper(*args, **kwargs):
-        try:
-            return command(*args, **kwargs)
-        except HeadlineClusterError as exc:
-            click.echo(f"Error: {exc}", err=True)
-            sys.exit(2)
-
-    return wrapper
-
-
-model_option = click.option(
-    "--model",
-    "-m",
-    metavar="NAME_OR_PATH",
-    envvar="HEADLINE_CLUSTER_MODEL",
-    show_envvar=True,
-    help="sentence-transformers model name or local folder. Default: multilingual-e5-small, offline.",
-)
-input_format_option = click.option(
-    "--input-format",
-    type=click.Choice(INPUT_FORMATS),
-    help="Input format; by default taken from the file extension (stdin: txt).",
-)
-text_field_option = click.option(
-    "--text-field", metavar="NAME", help="Column or key holding the headline (default: text, then title)."
-)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -101,7 +69,7 @@ def main() -> None:
     help="Show for each member the member it is most similar to (json: linked_to, link_score).",
 )
 @click.option("--quiet", "-q", is_flag=True, help="No summary line on stderr.")
-@_reports_errors
+@reports_errors
 def collapse_command(
     file: str,
     input_format: str | None,
@@ -159,7 +127,7 @@ def collapse_command(
     "--level", type=click.Choice(LEVELS), default="story", show_default=True, help="Grouping level."
 )
 @model_option
-@_reports_errors
+@reports_errors
 def explain_command(
     file: str,
     i: int,
@@ -180,19 +148,8 @@ def explain_command(
     click.echo(explanation.reason)
 
 
-from .cli_eval import calibrate_command, eval_group  # noqa: E402
-
-main.add_command(eval_group)
-main.add_command(calibrate_command)
-
-from .cli_index import index_group, nightly_command  # noqa: E402
-
-main.add_command(index_group)
-main.add_command(nightly_command)
-
-from .cli_serve import serve_command  # noqa: E402
-
-main.add_command(serve_command)
+for command in (eval_group, calibrate_command, index_group, nightly_command, serve_command):
+    main.add_command(command)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -15,7 +15,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from .cli import _reports_errors, input_format_option, model_option, text_field_option
+from .cli_common import input_format_option, model_option, reports_errors, text_field_option
 from .embed import resolve_model_name
 from .errors import InputError
 from .evaluate import Cuts, cluster_metrics, pair_metrics, read_pairs
@@ -121,7 +121,7 @@ def eval_group() -> None:
 @similarity_option
 @model_option
 @format_option
-@_reports_errors
+@reports_errors
 def eval_pairs_command(
     file: str,
     lower_is_similar: bool,
@@ -172,7 +172,7 @@ def eval_pairs_command(
 @similarity_option
 @model_option
 @format_option
-@_reports_errors
+@reports_errors
 def eval_clusters_command(
     file: str,
     label_field: str,
@@ -238,7 +238,7 @@ def _label(record, field: str, name: str) -> str:
 @level_option
 @model_option
 @click.option("--dry-run", is_flag=True, help="Print the fitted threshold without writing the config.")
-@_reports_errors
+@reports_errors
 def calibrate_command(
     file: str,
     lower_is_similar: bool,

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import click
 
-from .cli import _reports_errors, input_format_option, model_option, text_field_option
+from .cli_common import input_format_option, model_option, reports_errors, text_field_option
 from .errors import InputError
 from .settings import LEVELS
 from .store import COMMIT_EVERY, Headline, HeadlineIndex, StoryInfo, atomic_write_text, parse_duration, read_input
@@ -97,7 +97,7 @@ def index_group() -> None:
     help="Commit after this many headlines; a killed run keeps what it committed.",
 )
 @quiet_option
-@_reports_errors
+@reports_errors
 def add_command(
     files: tuple[str, ...],
     index_path: Path,
@@ -212,7 +212,7 @@ def _progress_bar(wanted: bool) -> Iterator[Callable[[int, int], None] | None]:
 @index_group.command(name="stats")
 @index_option
 @output_format_option
-@_reports_errors
+@reports_errors
 def stats_command(index_path: Path, output_format: str) -> None:
     """Counts, settings, and whether vectors.faiss is in step with the database."""
     with _open(index_path) as index:
@@ -262,7 +262,7 @@ def stats_command(index_path: Path, output_format: str) -> None:
 @click.option("--explain", is_flag=True, help="For each hit, whether the query would join its story, and why.")
 @output_format_option
 @model_option
-@_reports_errors
+@reports_errors
 def query_command(index_path: Path, text: str, k: int, explain: bool, output_format: str, model: str | None) -> None:
     """The headlines most similar to TEXT, best first, with their story ids."""
     with _open(index_path, model=model) as index:
@@ -290,7 +290,7 @@ def query_command(index_path: Path, text: str, k: int, explain: bool, output_for
 @click.argument("story_id")
 @index_option
 @output_format_option
-@_reports_errors
+@reports_errors
 def story_command(index_path: Path, story_id: str, output_format: str) -> None:
     """One story with its members (an id merged away shows the story it went into)."""
     with _open(index_path) as index:
@@ -316,7 +316,7 @@ def _print_story(story: StoryInfo, asked: str) -> None:
 @index_option
 @click.option("--id", "ids", multiple=True, required=True, metavar="ID", help="A headline id; repeat for more.")
 @quiet_option
-@_reports_errors
+@reports_errors
 def remove_command(index_path: Path, ids: tuple[str, ...], quiet: bool) -> None:
     """Remove headlines by id; their stories shrink."""
     with _open(index_path, quiet=quiet) as index:
@@ -332,7 +332,7 @@ def remove_command(index_path: Path, ids: tuple[str, ...], quiet: bool) -> None:
 @click.option(
     "--output", "-o", type=click.Path(dir_okay=False, path_type=Path), help="Write to this file (default: stdout)."
 )
-@_reports_errors
+@reports_errors
 def export_command(index_path: Path, output_format: str, output: Path | None) -> None:
     """Every headline with its story id, in the order added; the jsonl output can be added to a new index."""
     with _open(index_path) as index:
@@ -365,7 +365,7 @@ def _export_lines(headlines: Iterator[Headline], output_format: str) -> Iterator
 
 @index_group.command(name="repair")
 @index_option
-@_reports_errors
+@reports_errors
 def repair_command(index_path: Path) -> None:
     """Check the index and rebuild vectors.faiss from the database."""
     with _open(index_path) as index:
@@ -402,7 +402,7 @@ def _moment(value: str | None, option: str) -> datetime | None:
     "--out", "-o", required=True, type=click.Path(file_okay=False, path_type=Path), help="Folder for the outputs."
 )
 @quiet_option
-@_reports_errors
+@reports_errors
 def nightly_command(
     index_path: Path, since: str | None, until: str | None, last: str | None, out: Path, quiet: bool
 ) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from .cli import _reports_errors, model_option
+from .cli_common import model_option, reports_errors
 from .errors import InputError
 from .store import DB_FILE, MAX_HEADLINE_CHARS
 
@@ -102,7 +102,7 @@ def _listen(host: str, port: int) -> socket.socket:
     default="info",
     show_default=True,
 )
-@_reports_errors
+@reports_errors
 def serve_command(
     index_path: Path,
     create: bool,

@@ -48,7 +48,7 @@ from .index import ANN_MIN_SIZE, VectorIndex
 from .normalize import normalize
 from .records import InvalidRow, ReadResult, Record, content_id, read_records
 from .settings import LEVELS, level_settings
-from .stories import _pick_representative, get_embedder
+from .stories import get_embedder, pick_representative
 
 if TYPE_CHECKING:
     from .nightly import NightlyResult
@@ -1389,7 +1389,7 @@ class HeadlineIndex:
                 continue
             vectors = _as_vectors([blob for _, _, blob in group], self.dimension or 0)
             positions = np.arange(len(group))
-            rep = _pick_representative(positions, vectors @ vectors.T, "central", None)
+            rep = pick_representative(positions, vectors @ vectors.T, "central", None)
             total = vectors.astype(np.float64).sum(axis=0)
             times = [t for _, t, _ in group]
             self.db.execute(

@@ -259,7 +259,7 @@ def _assemble(
     stories = []
     for members in grouping.groups():
         scores = similarity.block(members, members)
-        rep = members[_pick_representative(members, scores, representative, times)]
+        rep = members[pick_representative(members, scores, representative, times)]
         rep_row = scores[list(members).index(rep)]
         story_members = []
         for position, index in enumerate(members):
@@ -291,7 +291,7 @@ def _assemble(
     )
 
 
-def _pick_representative(members: np.ndarray, scores: np.ndarray, rule: str, times: list | None) -> int:
+def pick_representative(members: np.ndarray, scores: np.ndarray, rule: str, times: list | None) -> int:
     """Position (within ``members``) of the story's representative."""
     if len(members) == 1 or rule == "first":
         return 0
