@@ -31,9 +31,10 @@ DENSE_COMPONENT_LIMIT = 4000
 _EXACT_PAIRS_LIMIT = 20_000  # up to this many items, candidate pairs come from exact blockwise products
 _BLOCK_ROWS = 1024
 # Cell-blocked candidate search (above _EXACT_PAIRS_LIMIT items); values chosen by measured edge recall.
-# At 100k benchmark vectors: 4 probes and 64 points/cell, 10 iterations: recall 0.9970; 8 probes: 0.9997;
-# a coarser k-means (16 points/cell, 6 iterations) loses recall even with 16 probes (0.9989).
-_PROBES = 6
+# Measured edge recall (scripts/bench.py group, docs/performance.md): at 1M items 6 probes 0.980,
+# 12 probes 0.989, 24 probes 0.994, with no loss of speed (the k-means and assignment dominate).
+# At 100k, a coarser k-means (16 points/cell, 6 iterations) lost recall even with 16 probes (0.9989).
+_PROBES = 24
 _KMEANS_ITERATIONS = 8
 _KMEANS_POINTS_PER_CELL = 48
 _KMEANS_MAX_POINTS = 131_072  # caps the k-means cost at a million items
