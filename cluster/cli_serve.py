@@ -90,10 +90,10 @@ def _listen(host: str, port: int) -> socket.socket:
 @click.option(
     "--threads",
     type=click.IntRange(min=1),
-    default=1,
-    show_default=True,
-    help="CPU threads the model may use (torch intra-op threads). One leaves a core for the rest of the "
-    "service; see docs/service.md for measurements.",
+    default=lambda: os.cpu_count() or 1,
+    show_default="all cores",
+    help="CPU threads the model may use (torch intra-op threads). On a machine shared with other busy "
+    "processes, 1 avoids thrashing; see docs/service.md for measurements.",
 )
 @click.option("--access-log/--no-access-log", default=True, show_default=True, help="Log one line per request.")
 @click.option(
