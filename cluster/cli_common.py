@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from functools import wraps
+from pathlib import Path
 
 import click
 
@@ -41,4 +42,15 @@ input_format_option = click.option(
 )
 text_field_option = click.option(
     "--text-field", metavar="NAME", help="Column or key holding the headline (default: text, then title)."
+)
+index_option = click.option(
+    "--index",
+    "-i",
+    "index_path",
+    required=True,
+    metavar="DIR",
+    envvar="HEADLINE_CLUSTER_INDEX",
+    show_envvar=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="The index folder, such as indexes/news.",
 )

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import click
 
-from .cli_common import input_format_option, model_option, reports_errors, text_field_option
+from .cli_common import index_option, input_format_option, model_option, reports_errors, text_field_option
 from .errors import InputError
 from .settings import LEVELS
 from .store import COMMIT_EVERY, Headline, HeadlineIndex, StoryInfo, atomic_write_text, parse_duration, read_input
@@ -22,17 +22,6 @@ from .store import COMMIT_EVERY, Headline, HeadlineIndex, StoryInfo, atomic_writ
 _UTC = timezone.utc
 _SHOWN_INVALID = 10
 
-index_option = click.option(
-    "--index",
-    "-i",
-    "index_path",
-    required=True,
-    metavar="DIR",
-    envvar="HEADLINE_CLUSTER_INDEX",
-    show_envvar=True,
-    type=click.Path(file_okay=False, path_type=Path),
-    help="The index folder, such as indexes/news.",
-)
 quiet_option = click.option(
     "--quiet",
     "-q",

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from .cli_common import model_option, reports_errors
+from .cli_common import index_option, model_option, reports_errors
 from .errors import InputError
 from .store import DB_FILE, MAX_HEADLINE_CHARS
 
@@ -44,17 +44,7 @@ def _listen(host: str, port: int) -> socket.socket:
 
 
 @click.command(name="serve")
-@click.option(
-    "--index",
-    "-i",
-    "index_path",
-    required=True,
-    metavar="DIR",
-    envvar="HEADLINE_CLUSTER_INDEX",
-    show_envvar=True,
-    type=click.Path(file_okay=False, path_type=Path),
-    help="The index folder, such as indexes/news.",
-)
+@index_option
 @click.option("--create", is_flag=True, help="Create the index when the folder holds none (default: refuse).")
 @click.option(
     "--host", default="127.0.0.1", show_default=True, help="Address to listen on; keep loopback behind a proxy."

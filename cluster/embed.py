@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import os
 import socket
 import sqlite3
@@ -21,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .default_model import DEFAULT_MODEL, cache_root, default_model_dir, default_model_id
+from .default_model import DEFAULT_MODEL, cache_root, default_model_dir, default_model_id, quiet_model_loading
 from .errors import ModelLoadError
 
 MODEL_ENV = "HEADLINE_CLUSTER_MODEL"
@@ -251,19 +250,9 @@ def _load_model(name: str, quantize: str = "none"):  # -> SentenceTransformer
         return _quantized(_load_model(name), quantize)
     import torch
     from sentence_transformers import SentenceTransformer
-    from transformers.utils import logging as transformers_logging
 
-    # Loading chatter (weight-loading bars, prompt notices, retries) is noise for a CLI or service.
-    transformers_logging.disable_progress_bar()
-    quiet = [logging.getLogger(n) for n in ("sentence_transformers", "huggingface_hub")]
-    levels = [logger.level for logger in quiet]
-    for logger in quiet:
-        logger.setLevel(logging.ERROR)
-    try:
+    with quiet_model_loading():
         return _load_quietly(name, SentenceTransformer, torch.float32)
-    finally:
-        for logger, level in zip(quiet, levels, strict=True):
-            logger.setLevel(level)
 
 
 def _quantized(model, quantize: str):  # -> SentenceTransformer
