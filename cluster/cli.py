@@ -7,7 +7,7 @@ import json
 import click
 
 from . import __version__
-from .cli_common import input_format_option, model_option, reports_errors, text_field_option
+from .cli_common import input_format_option, model_option, output_format_option, reports_errors, text_field_option
 from .cli_eval import calibrate_command, eval_group
 from .cli_index import index_group, nightly_command
 from .cli_serve import serve_command
@@ -55,14 +55,7 @@ def main() -> None:
     help="Which member represents a story: most central, first in input, or earliest published_at.",
 )
 @model_option
-@click.option(
-    "--format",
-    "output_format",
-    type=click.Choice(["text", "json"]),
-    default="text",
-    show_default=True,
-    help="Output format.",
-)
+@output_format_option
 @click.option(
     "--explain",
     is_flag=True,

@@ -54,3 +54,11 @@ index_option = click.option(
     type=click.Path(file_okay=False, path_type=Path),
     help="The index folder, such as indexes/news.",
 )
+output_format_option = click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="Output format.",
+)

@@ -15,7 +15,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from .cli_common import input_format_option, model_option, reports_errors, text_field_option
+from .cli_common import input_format_option, model_option, output_format_option, reports_errors, text_field_option
 from .embed import resolve_model_name
 from .errors import InputError
 from .evaluate import Cuts, cluster_metrics, pair_metrics, read_pairs
@@ -37,14 +37,6 @@ similarity_option = click.option(
     "--similarity",
     type=click.Choice(SIMILARITIES),
     help="Pairwise score (default: the one the level's settings use).",
-)
-format_option = click.option(
-    "--format",
-    "output_format",
-    type=click.Choice(["text", "json"]),
-    default="text",
-    show_default=True,
-    help="Output format.",
 )
 lower_option = click.option(
     "--lower-is-similar",
@@ -120,7 +112,7 @@ def eval_group() -> None:
 @level_option
 @similarity_option
 @model_option
-@format_option
+@output_format_option
 @reports_errors
 def eval_pairs_command(
     file: str,
@@ -171,7 +163,7 @@ def eval_pairs_command(
 @click.option("--linkage", type=click.Choice(LINKAGES), help="How groups are compared (default: the level's).")
 @similarity_option
 @model_option
-@format_option
+@output_format_option
 @reports_errors
 def eval_clusters_command(
     file: str,

@@ -14,7 +14,14 @@ from pathlib import Path
 
 import click
 
-from .cli_common import index_option, input_format_option, model_option, reports_errors, text_field_option
+from .cli_common import (
+    index_option,
+    input_format_option,
+    model_option,
+    output_format_option,
+    reports_errors,
+    text_field_option,
+)
 from .errors import InputError
 from .settings import LEVELS
 from .store import COMMIT_EVERY, Headline, HeadlineIndex, StoryInfo, atomic_write_text, parse_duration, read_input
@@ -27,14 +34,6 @@ quiet_option = click.option(
     "-q",
     is_flag=True,
     help="No progress bar, summary or notices (for cron); errors, repairs and skipped rows still print.",
-)
-output_format_option = click.option(
-    "--format",
-    "output_format",
-    type=click.Choice(["text", "json"]),
-    default="text",
-    show_default=True,
-    help="Output format.",
 )
 
 
