@@ -73,7 +73,7 @@ def default_model_dir() -> Path:
     if stamp.is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    with _exclusive_lock(target.parent / (target.name + ".lock")):
+    with exclusive_lock(target.parent / (target.name + ".lock")):
         if stamp.is_file():  # another process converted it while we waited
             return target
         staging = Path(tempfile.mkdtemp(prefix=target.name + ".tmp-", dir=target.parent))
@@ -97,7 +97,7 @@ def default_model_id() -> str:
 
 
 @contextlib.contextmanager
-def _exclusive_lock(path: Path) -> Iterator[None]:
+def exclusive_lock(path: Path) -> Iterator[None]:
     with open(path, "a+") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:

@@ -27,9 +27,11 @@ MODEL_ENV = "HEADLINE_CLUSTER_MODEL"
 """Environment variable naming the model when no ``--model`` / ``model=`` is given."""
 
 QUANTIZE_ENV = "HEADLINE_CLUSTER_QUANTIZE"
-"""Environment variable choosing the weight precision when no ``quantize=`` is given: ``int8`` or ``none``."""
+"""Environment variable choosing the embedding variant when no ``quantize=`` is given: ``int8`` (the default,
+ONNX Runtime with int8 weights, see cluster.quantize) or ``none`` (float32 PyTorch)."""
 
 QUANTIZATIONS = ("none", "int8")
+DEFAULT_QUANTIZE = "int8"  # 2-3x faster than float32 on CPUs, same quality (docs/performance.md)
 
 _DEFAULT_ALIASES = {DEFAULT_MODEL, "default", f"intfloat/{DEFAULT_MODEL}"}
 
@@ -40,13 +42,21 @@ def resolve_model_name(model: str | None) -> str:
 
 
 def resolve_quantize(quantize: str | None) -> str:
-    """The precision the user asked for: the argument, else $HEADLINE_CLUSTER_QUANTIZE, else ``none``."""
-    value = (quantize or os.environ.get(QUANTIZE_ENV) or "none").strip().lower()
+    """The variant the user asked for: the argument, else $HEADLINE_CLUSTER_QUANTIZE, else ``int8``."""
+    value = (quantize or os.environ.get(QUANTIZE_ENV) or DEFAULT_QUANTIZE).strip().lower()
     if value in {"", "fp32", "float32", "off"}:
         value = "none"
     if value not in QUANTIZATIONS:
         raise ValueError(f"unknown quantization {value!r}: use one of {', '.join(QUANTIZATIONS)}")
     return value
+
+
+_VARIANT_SUFFIX = {"none": "", "int8": "+int8-onnx"}
+
+
+def variant_of_model_id(model_id: str) -> str:
+    """The embedding variant whose vectors are stored under ``model_id`` (see ``Embedder.model_id``)."""
+    return next((v for v, suffix in _VARIANT_SUFFIX.items() if suffix and model_id.endswith(suffix)), "none")
 
 
 def is_default_model(name: str) -> bool:
@@ -170,8 +180,7 @@ class Embedder:
         else:
             self._loaded = _load_model(self.name, self.quantize)  # a bad name fails at construction
         # Vectors of a quantized model differ slightly from fp32 ones: they are cached apart.
-        suffix = "" if self.quantize == "none" else f"+{self.quantize}"
-        self.model_id = _model_id(self.name) + suffix
+        self.model_id = _model_id(self.name) + _VARIANT_SUFFIX[self.quantize]
         self._encode_lock = threading.Lock()
 
     @property
@@ -245,42 +254,19 @@ def _folder_dimension(folder: Path) -> int | None:
 
 @lru_cache(maxsize=4)
 def _load_model(name: str, quantize: str = "none"):  # -> SentenceTransformer
-    """Load (once per process and precision) the model called ``name``."""
-    if quantize != "none":
-        return _quantized(_load_model(name), quantize)
+    """Load (once per process and variant) the model called ``name``."""
     import torch
     from sentence_transformers import SentenceTransformer
 
-    with quiet_model_loading():
-        return _load_quietly(name, SentenceTransformer, torch.float32)
-
-
-def _quantized(model, quantize: str):  # -> SentenceTransformer
-    """A copy of ``model`` with int8 weights in its linear layers (activations quantized per call).
-
-    Weights are quantized per output channel. The feed-forward output projections stay float32: their
-    input (after GELU) has outlier channels that one int8 scale per tensor cannot hold. Measured on
-    600 real headlines (mean cosine to fp32, speed-up, same run): every linear layer, per tensor:
-    0.978, 1.7x; every layer per channel: 0.986, 2.0x; all but the feed-forward outputs: 0.995, 1.4x.
-    """
-    import copy
-    import warnings
-
-    import torch
-
-    if quantize != "int8":
+    if quantize not in QUANTIZATIONS:
         raise ValueError(f"unknown quantization {quantize!r}: use one of {', '.join(QUANTIZATIONS)}")
-    linear = [name for name, module in model.named_modules() if isinstance(module, torch.nn.Linear)]
-    keep_fp32 = {name for name in linear if name.endswith("output.dense") and "attention" not in name}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the eager quantization API warns that it is being deprecated
-        from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+    with quiet_model_loading():
+        model = _load_quietly(name, SentenceTransformer, torch.float32)
+    if quantize == "int8":
+        from .quantize import quantize_int8
 
-        return quantize_dynamic(
-            copy.deepcopy(model),
-            {name: per_channel_dynamic_qconfig for name in linear if name not in keep_fp32},
-            dtype=torch.qint8,
-        )
+        model = quantize_int8(model, _model_id(name))
+    return model
 
 
 def _load_quietly(name: str, loader, dtype):  # -> SentenceTransformer

@@ -42,7 +42,7 @@ from starlette.routing import Match
 from . import __version__
 from .errors import InputError
 from .normalize import normalize
-from .store import MAX_HEADLINE_CHARS, EmbedderLike, HeadlineIndex, default_embedder
+from .store import MAX_HEADLINE_CHARS, EmbedderLike, HeadlineIndex
 from .stories import collapse
 
 __all__ = ["Limits", "create_app"]
@@ -508,7 +508,7 @@ class _Service:
         self.writer = HeadlineIndex.open(index_path, create=create, model=model, embedder=embedder, **_quiet())
         try:
             # Loaded here, once: the first request must not pay for the model load.
-            self.embedder = embedder if embedder is not None else default_embedder(self.writer.model)
+            self.embedder = embedder if embedder is not None else self.writer.embedder_in_use()
             # The default model loads lazily (on the first text not in the cache); max_tokens loads it now.
             getattr(self.embedder, "max_tokens", None)
             self.embedder.encode([normalize("warm up")])  # and the first inference initializes torch's kernels

@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import faiss
 import numpy as np
 
-from .embed import is_default_model, resolve_model_name, text_key
+from .embed import is_default_model, resolve_model_name, text_key, variant_of_model_id
 from .errors import InputError
 from .index import ANN_MIN_SIZE, VectorIndex
 from .normalize import normalize
@@ -144,9 +144,9 @@ class EmbedderLike(Protocol):
     def encode(self, texts: Sequence[str]) -> np.ndarray: ...
 
 
-def default_embedder(model: str) -> EmbedderLike:
-    """The embedder an index uses when none is passed: one per model and process, with the user cache."""
-    return get_embedder(model)
+def default_embedder(model: str, *, quantize: str | None = None) -> EmbedderLike:
+    """The embedder an index uses when none is passed, with the user cache."""
+    return get_embedder(model, quantize=quantize)
 
 
 # --- small helpers --------------------------------------------------------------------------------------
@@ -753,11 +753,15 @@ class HeadlineIndex:
 
     # -- embeddings ------------------------------------------------------------------------------------
 
-    def _get_embedder(self) -> EmbedderLike:
-        if self._embedder is None:
-            self._embedder = default_embedder(self.model)
-        embedder = self._embedder
+    def embedder_in_use(self) -> EmbedderLike:
+        """The embedder this index encodes with: the one passed in, else the model and variant it was built with."""
         stored_id = self._meta("model_id")
+        if self._embedder is None:
+            # An index keeps the embedding variant it was built with, whatever today's default is.
+            self._embedder = default_embedder(
+                self.model, quantize=None if stored_id is None else variant_of_model_id(stored_id)
+            )
+        embedder = self._embedder
         if stored_id is not None and embedder.model_id != stored_id:
             raise InputError(
                 f"the model files changed since this index was built (model id {embedder.model_id!r}, "
@@ -784,7 +788,7 @@ class HeadlineIndex:
         todo = {p.key: p.normalized for p in batch if p.key not in known}
         fresh: dict[bytes, np.ndarray] = {}
         if todo:
-            embedder = self._get_embedder()
+            embedder = self.embedder_in_use()
             vectors = np.asarray(embedder.encode(list(todo.values())), dtype=np.float32)
             dimension = self.dimension
             if dimension is not None and vectors.shape[1] != dimension:
@@ -1124,7 +1128,7 @@ class HeadlineIndex:
         if key in stored:  # a stored headline's vector: no need to load the model
             vector = stored[key]
         else:
-            vector = np.asarray(self._get_embedder().encode([normalized]), dtype=np.float32)[0]
+            vector = np.asarray(self.embedder_in_use().encode([normalized]), dtype=np.float32)[0]
         vi = self._search_index(write=False)
         if vi is None or k <= 0:
             return []

@@ -184,9 +184,9 @@ class CollapseResult:
 
 
 @lru_cache(maxsize=4)
-def get_embedder(model: str) -> Embedder:
-    """One embedder per model and process, sharing the per-user embedding cache."""
-    return Embedder(model, cache=default_cache())
+def get_embedder(model: str, quantize: str | None = None) -> Embedder:
+    """An embedder for ``model`` (and variant, default as configured) sharing the per-user embedding cache."""
+    return Embedder(model, cache=default_cache(), quantize=quantize)
 
 
 def headline_texts(headlines: Sequence[str | Mapping], text_field: str | None = None) -> list[str]:

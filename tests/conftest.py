@@ -12,6 +12,7 @@ import pytest
 os.environ.setdefault("HEADLINE_CLUSTER_CACHE", tempfile.mkdtemp(prefix="headline-cluster-tests-"))
 os.environ.pop("HEADLINE_CLUSTER_MODEL", None)
 os.environ.pop("HEADLINE_CLUSTER_CONFIG", None)
+os.environ.pop("HEADLINE_CLUSTER_QUANTIZE", None)
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 REPO = Path(__file__).resolve().parents[1]

@@ -21,7 +21,7 @@ from cluster.store import FAISS_FILE, HeadlineIndex
 
 @pytest.fixture(autouse=True)
 def fake_model(monkeypatch):
-    monkeypatch.setattr(store, "default_embedder", lambda model: FakeEmbedder())
+    monkeypatch.setattr(store, "default_embedder", lambda model, **_: FakeEmbedder())
 
 
 @pytest.fixture

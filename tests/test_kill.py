@@ -34,7 +34,7 @@ BOOT = (
     "import sys\n"
     f"sys.path[:0] = [{str(TESTS)!r}, {str(REPO)!r}]\n"
     "import cluster.cli, cluster.store, test_store\n"
-    "cluster.store.default_embedder = lambda model: test_store.FakeEmbedder()\n"
+    "cluster.store.default_embedder = lambda model, **_: test_store.FakeEmbedder()\n"
     "cluster.cli.main(sys.argv[1:], prog_name='headline-cluster')\n"
 )
 T0 = datetime(2024, 5, 1, tzinfo=timezone.utc)
