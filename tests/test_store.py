@@ -7,6 +7,7 @@ milliseconds; test_cli_index.py has the end-to-end test with the real model.
 from __future__ import annotations
 
 import re
+import sqlite3
 import zlib
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta, timezone
@@ -311,6 +312,34 @@ def test_opening_with_another_model_or_threshold_is_an_error(tmp_path: Path) -> 
         HeadlineIndex.open(tmp_path / "idx", threshold=0.9)
     with HeadlineIndex.open(tmp_path / "idx") as index:  # no settings named: the index's own
         assert (index.model, index.threshold) == ("fake-64", THRESHOLD)
+
+
+def test_an_index_keeps_the_embedding_variant_it_was_built_with(tmp_path: Path, monkeypatch) -> None:
+    # Built with float32 vectors, reopened after the default variant became int8: it must go on
+    # embedding in float32, or new vectors would not be comparable with the stored ones.
+    asked: list[str | None] = []
+
+    def embedder_for(model: str, *, quantize: str | None = None) -> FakeEmbedder:
+        asked.append(quantize)
+        fake = FakeEmbedder()
+        fake.model_id = "fake-64/1" + ("+int8-onnx" if (quantize or "int8") == "int8" else "")
+        return fake
+
+    monkeypatch.setattr(store, "default_embedder", embedder_for)
+    with HeadlineIndex.open(tmp_path / "idx", create=True, model="fake-64", notify=[].append) as index:
+        index.add(["topic1 first"])
+    assert asked == [None]  # a new index takes today's default variant
+    with HeadlineIndex.open(tmp_path / "idx", notify=[].append) as index:
+        index.add(["topic1 second"])
+        assert index.embedder_in_use().model_id == "fake-64/1+int8-onnx"
+    assert asked == [None, "int8"]
+    index_db = tmp_path / "idx" / "headlines.sqlite"
+    with sqlite3.connect(index_db) as db:  # as if built with float32 vectors
+        db.execute("UPDATE meta SET value = ? WHERE key = 'model_id'", ('"fake-64/1"',))
+    with HeadlineIndex.open(tmp_path / "idx", notify=[].append) as index:
+        index.add(["topic1 third"])
+        assert index.embedder_in_use().model_id == "fake-64/1"
+    assert asked[-1] == "none"
 
 
 def test_an_empty_index_may_change_settings(tmp_path: Path) -> None:
