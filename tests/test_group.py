@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from cluster import group as group_module
-from cluster.group import LINKAGES, CosineSimilarity, group
+from cluster.group import LINKAGES, Attach, CosineSimilarity, group
 
 
 def unit_vectors_at(degrees: list[float]) -> np.ndarray:
@@ -169,3 +169,125 @@ def test_index_backed_grouping_matches_exact_grouping(monkeypatch) -> None:
     monkeypatch.setattr(group_module, "_EXACT_PAIRS_LIMIT", 100)
     approximate = group(CosineSimilarity(vectors), 0.9)
     assert approximate.labels.tolist() == exact.tolist()
+
+
+# The attaching pass. A tight group of 20 within ±12° (every pair >= cos 24° = 0.914) and one item at
+# 25°: its mean similarity to the group is cos 25° x |centroid| = 0.8997, so average linkage at 0.9
+# leaves it apart, while its similarity to the group's representative (the centroid, at 0°) is
+# cos 25° = 0.906, and 11 of its 20 pairs reach 0.9 (those within 25.8°).
+FRAGMENT = unit_vectors_at([*np.linspace(-12, 12, 20), 25])
+
+
+def test_linkage_alone_leaves_the_fragment_apart() -> None:
+    result = group(CosineSimilarity(FRAGMENT), 0.9, attach=None)
+    assert result.n_stories == 2 and result.labels[-1] != result.labels[0]
+    assert result.attached == 0
+
+
+def test_fragment_joins_the_group_whose_representative_reaches_the_bar() -> None:
+    result = group(CosineSimilarity(FRAGMENT), 0.9, attach=Attach(margin=0.0))
+    assert result.labels.tolist() == [0] * 21
+    assert result.attached == 1
+    # The bar is relative to the threshold: 0.9 + 0.1 * margin; 0.906 passes 0.905 but not 0.91.
+    assert group(CosineSimilarity(FRAGMENT), 0.9, attach=Attach(margin=0.05)).n_stories == 1
+    assert group(CosineSimilarity(FRAGMENT), 0.9, attach=Attach(margin=0.1)).n_stories == 2
+
+
+def test_attaching_needs_a_much_larger_group_and_enough_linked_pairs() -> None:
+    assert group(CosineSimilarity(FRAGMENT), 0.9, attach=Attach(0.0, ratio=0.01)).n_stories == 2  # 20 < 100
+    assert group(CosineSimilarity(FRAGMENT), 0.9, attach=Attach(0.0, links=0.5)).n_stories == 1  # 11/20 linked
+    assert group(CosineSimilarity(FRAGMENT), 0.9, attach=Attach(0.0, links=0.6)).n_stories == 2
+
+
+def test_attaching_needs_a_candidate_edge() -> None:
+    # At 35° the item's best pair is cos 23° = 0.92 < 0.95: no edge to the group, so it stays alone even
+    # though a negative margin would let its representative score (cos 35° = 0.82) pass.
+    vectors = unit_vectors_at([*np.linspace(-12, 12, 20), 35])
+    assert group(CosineSimilarity(vectors), 0.95, attach=Attach(margin=-1.0)).n_stories == 2
+
+
+def test_attach_parameters_are_checked() -> None:
+    with pytest.raises(ValueError, match="ratio"):
+        Attach(0.1, ratio=0.0)
+    with pytest.raises(ValueError, match="links"):
+        Attach(0.1, links=1.5)
+    with pytest.raises(ValueError, match="margin"):
+        Attach(2.0)
+    assert Attach(0.4).bar(0.9) == pytest.approx(0.94)
+    with pytest.raises(ValueError, match="attach"):
+        group(CosineSimilarity(FRAGMENT), 0.9, attach="yes")
+
+
+def test_auto_takes_the_similaritys_setting_and_cosine_has_none() -> None:
+    assert group(CosineSimilarity(FRAGMENT), 0.9).n_stories == 2  # default "auto": plain cosine has no pass
+
+    class WithAttach(CosineSimilarity):
+        attach = Attach(margin=0.0)
+
+    assert group(WithAttach(FRAGMENT), 0.9).n_stories == 1
+    assert group(WithAttach(FRAGMENT), 0.9, attach=None).n_stories == 2
+
+
+def test_representatives_are_renormalized_means() -> None:
+    vectors = unit_vectors_at([0, 20, 40, 90])
+    labels = np.array([0, 0, 1, 2])
+    scores = CosineSimilarity(vectors).representative_scores(labels, np.array([0, 1]), np.array([1, 2]))
+    # group 0's centroid is at 10°: cos 30° to group 1 (40°); a one-item group is its own vector.
+    assert scores.tolist() == pytest.approx([np.cos(np.radians(30)), np.cos(np.radians(50))], abs=1e-6)
+
+
+class TableScores(CosineSimilarity):
+    """Representative scores from a table of (source group, target group) -> score."""
+
+    def __init__(self, vectors: np.ndarray, table: dict[tuple[int, int], float]):
+        super().__init__(vectors)
+        self.table = table
+
+    def representative_scores(self, labels, left, right):
+        return np.array(
+            [self.table.get((int(a), int(b)), 0.0) for a, b in zip(left, right, strict=True)], dtype=np.float32
+        )
+
+
+def test_targets_never_move_so_the_pass_cannot_chain() -> None:
+    # Groups: 0 = one item, 1 = five items, 2 = sixty items; edges 0-1 and 1-2 only. Group 1 may move
+    # into group 2 (5 <= 0.1 x 60), group 0 only into group 1 (1 <= 0.1 x 5? no: ratio 0.2 allows it).
+    # Group 0 must not follow group 1 into group 2: a group that moves receives nothing.
+    from scipy import sparse
+
+    labels = np.array([0] + [1] * 5 + [2] * 60)
+    n = len(labels)
+    edges = sparse.coo_matrix(([0.95, 0.95], ([0, 1], [1, 6])), shape=(n, n))
+    edges = (edges + edges.T).tocsr()
+    table = {(0, 1): 0.99, (1, 2): 0.99}
+    similarity = TableScores(np.ones((n, 2), np.float32) / np.sqrt(2), table)
+    moved, count = group_module._attach_fragments(similarity, labels, edges, 0.9, Attach(0.0, ratio=0.2))
+    assert count == 1
+    assert moved[1] == moved[6] == 2  # group 1 joined group 2
+    assert moved[0] == 0  # group 0 stayed apart: its only target moved
+
+    # With a second, staying target, the fragment takes that one.
+    edges = sparse.coo_matrix(([0.95, 0.95, 0.95], ([0, 1, 0], [1, 6, 7])), shape=(n, n))
+    edges = (edges + edges.T).tocsr()
+    similarity.table = {(0, 1): 0.99, (1, 2): 0.99, (0, 2): 0.95}
+    moved, count = group_module._attach_fragments(similarity, labels, edges, 0.9, Attach(0.0, ratio=0.2))
+    assert count == 2 and moved[0] == 2
+
+
+def test_attaching_on_the_large_n_paths_matches_the_small_n_one(monkeypatch) -> None:
+    # Stories of heavy-tailed sizes at a threshold where linkage leaves fragments: with the cell-blocked
+    # candidate search (probing every cell), the pass must give the same stories as on the exact graph.
+    vectors, _ = clustered_vectors(150, seed=5)
+    attach = Attach(margin=0.0, ratio=0.2)
+    small = group(CosineSimilarity(vectors), 0.85, attach=attach)
+    baseline = group(CosineSimilarity(vectors), 0.85, attach=None)
+    assert small.attached == baseline.n_stories - small.n_stories > 0
+    monkeypatch.setattr(group_module, "_EXACT_PAIRS_LIMIT", 10)
+    monkeypatch.setattr(group_module, "_PROBES", 10_000)
+    assert group(CosineSimilarity(vectors), 0.85, attach=attach).labels.tolist() == small.labels.tolist()
+
+
+def test_attaching_after_sparse_linkage(monkeypatch) -> None:
+    monkeypatch.setattr(group_module, "DENSE_COMPONENT_LIMIT", 2)
+    assert group(CosineSimilarity(FRAGMENT), 0.9, attach=None).n_stories == 2
+    assert group(CosineSimilarity(FRAGMENT), 0.9, attach=Attach(margin=0.0)).labels.tolist() == [0] * 21
