@@ -37,13 +37,14 @@ LINKAGES = ("average", "complete", "single")
 DENSE_COMPONENT_LIMIT = 4000
 _EXACT_PAIRS_LIMIT = 20_000  # up to this many items, candidate pairs come from exact blockwise products
 _BLOCK_ROWS = 1024
-# Cell-blocked candidate search (above _EXACT_PAIRS_LIMIT items); values chosen by measured edge recall.
-# Measured edge recall (scripts/bench.py group, docs/performance.md): at 1M items 6 probes 0.980,
-# 12 probes 0.989, 24 probes 0.994, with no loss of speed (the k-means and assignment dominate).
-# At 100k, a coarser k-means (16 points/cell, 6 iterations) lost recall even with 16 probes (0.9989).
-_PROBES = 24
-_KMEANS_ITERATIONS = 8
-_KMEANS_POINTS_PER_CELL = 48
+# Cell-blocked candidate search (above _EXACT_PAIRS_LIMIT items); values chosen by measured edge recall
+# and time (scripts/bench.py group data; docs/performance.md). At 100k, k-means training was half the
+# time with 8 iterations on 48 points per cell; 4 iterations on 32 points with 28 probes instead of 24
+# measured 5.9 s against 10.3 s in one run, edge recall 0.99991 against 0.99997, and at 1M 0.9953
+# against 0.9936. Earlier, at 1M: 6 probes 0.980, 12 probes 0.989.
+_PROBES = 28
+_KMEANS_ITERATIONS = 4
+_KMEANS_POINTS_PER_CELL = 32
 _KMEANS_MAX_POINTS = 131_072  # caps the k-means cost at a million items
 _ASSIGN_BATCH = 65536
 _PAIR_CHUNK = 65_536
