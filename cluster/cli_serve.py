@@ -82,7 +82,8 @@ def _listen(host: str, port: int) -> socket.socket:
     type=click.IntRange(min=1),
     default=lambda: os.cpu_count() or 1,
     show_default="all cores",
-    help="CPU threads the model may use (torch intra-op threads). On a machine shared with other busy "
+    help="CPU threads the model may use (torch's intra-op threads, and ONNX Runtime's for the default int8 "
+    "variant). On a machine shared with other busy "
     "processes, 1 avoids thrashing; see docs/service.md for measurements.",
 )
 @click.option("--access-log/--no-access-log", default=True, show_default=True, help="Log one line per request.")

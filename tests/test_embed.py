@@ -172,6 +172,8 @@ def test_int8_model_is_built_once_and_a_half_built_folder_is_replaced(tmp_path, 
     model = _load_model.__wrapped__(embedder.name, "int8")  # a second load reuses the file
     assert built.stat().st_mtime_ns == stamp
     assert isinstance(model[0].model, quantize.OnnxEncoder)
+    # The session uses as many threads as torch may, so `serve --threads` governs both variants.
+    assert model[0].model.session.get_session_options().intra_op_num_threads == torch.get_num_threads()
 
     # A run killed mid-build leaves a folder without the model file, or a staging folder: both are ignored.
     monkeypatch.setenv("HEADLINE_CLUSTER_CACHE", str(tmp_path))
