@@ -14,6 +14,7 @@ import os
 import socket
 import sqlite3
 import threading
+import warnings
 from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
@@ -167,6 +168,7 @@ class Embedder:
         quantize: str | None = None,
     ):
         self.name = resolve_model_name(model)
+        chosen = bool(quantize or os.environ.get(QUANTIZE_ENV))
         self.quantize = resolve_quantize(quantize)
         self.batch_size = batch_size
         self.cache = cache if cache is not None else EmbeddingCache()
@@ -178,7 +180,18 @@ class Embedder:
             # imports torch or reads the weights (seconds saved per cold start).
             self._dimension = _folder_dimension(default_model_dir())
         else:
-            self._loaded = _load_model(self.name, self.quantize)  # a bad name fails at construction
+            try:
+                self._loaded = _load_model(self.name, self.quantize)  # a bad name fails at construction
+            except ModelLoadError as exc:
+                from .quantize import Int8Unavailable
+
+                if chosen or not isinstance(exc, Int8Unavailable):
+                    raise
+                # int8 is only the default here, not the user's request: a model it cannot handle
+                # still works, in float32.
+                warnings.warn(f"{exc}; embedding in float32 instead", RuntimeWarning, stacklevel=2)
+                self.quantize = "none"
+                self._loaded = _load_model(self.name, self.quantize)
         # Vectors of a quantized model differ slightly from fp32 ones: they are cached apart.
         self.model_id = _model_id(self.name) + _VARIANT_SUFFIX[self.quantize]
         self._encode_lock = threading.Lock()

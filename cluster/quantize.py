@@ -29,6 +29,11 @@ import torch
 from .default_model import cache_root, exclusive_lock
 from .errors import ModelLoadError
 
+
+class Int8Unavailable(ModelLoadError):
+    """The model cannot run as the int8 variant (not a transformer, or the ONNX export failed)."""
+
+
 _FORMAT_VERSION = 1  # bump when the export or quantization recipe changes, to force a rebuild
 _MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
@@ -48,7 +53,7 @@ def quantize_int8(model, model_id: str):  # (SentenceTransformer, str) -> Senten
     network = getattr(transformer, "model", None) or getattr(transformer, "auto_model", None)
     tokenizer = getattr(transformer, "tokenizer", None) or getattr(transformer, "processor", None)
     if network is None or tokenizer is None:
-        raise ModelLoadError(
+        raise Int8Unavailable(
             f"the int8 variant needs a model whose first module is a transformer; {model_id!r} is not. "
             "Use the fp32 variant (HEADLINE_CLUSTER_QUANTIZE=none)"
         )
@@ -112,7 +117,7 @@ def _export(network, sample: dict, dest: Path, model_id: str) -> None:
                 dynamo=False,
             )
     except Exception as exc:  # the exporter raises many types for unsupported architectures
-        raise ModelLoadError(
+        raise Int8Unavailable(
             f"could not export {model_id!r} to ONNX for the int8 variant ({type(exc).__name__}: "
             f"{str(exc).splitlines()[0][:200] if str(exc) else ''}). Use the fp32 variant "
             "(HEADLINE_CLUSTER_QUANTIZE=none)"

@@ -208,3 +208,28 @@ def test_int8_export_failure_is_a_clear_model_error(tmp_path) -> None:
 
     with pytest.raises(ModelLoadError, match="HEADLINE_CLUSTER_QUANTIZE=none"):
         _export(Broken(), {"input_ids": torch.ones((1, 3), dtype=torch.long)}, tmp_path / "m.onnx", "broken-model")
+
+
+def test_a_model_int8_cannot_handle_falls_back_to_float32_unless_int8_was_asked_for(monkeypatch) -> None:
+    import cluster.embed as embed
+    from cluster.quantize import Int8Unavailable
+
+    loads = []
+
+    def fake_load(name: str, quantize: str = "none"):
+        loads.append(quantize)
+        if quantize == "int8":
+            raise Int8Unavailable(f"could not export {name!r} to ONNX for the int8 variant")
+        return object()
+
+    monkeypatch.setattr(embed, "_load_model", fake_load)
+    monkeypatch.delenv("HEADLINE_CLUSTER_QUANTIZE", raising=False)
+    with pytest.warns(RuntimeWarning, match="embedding in float32 instead"):
+        fallback = Embedder("some/custom-model", cache=EmbeddingCache())
+    assert fallback.quantize == "none" and fallback.model_id == "some/custom-model"
+    assert loads == ["int8", "none"]
+    with pytest.raises(Int8Unavailable, match="could not export"):
+        Embedder("some/custom-model", cache=EmbeddingCache(), quantize="int8")
+    monkeypatch.setenv("HEADLINE_CLUSTER_QUANTIZE", "int8")
+    with pytest.raises(ModelLoadError, match="could not export"):
+        Embedder("some/custom-model", cache=EmbeddingCache())
