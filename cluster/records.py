@@ -133,12 +133,14 @@ def read_records(
     url_field: str = "url",
     skip_invalid: bool = False,
     max_chars: int = 2000,
+    reject_long: bool = False,
     name: str | None = None,
 ) -> ReadResult:
     """Read headlines from a path, '-' (standard input) or an open stream.
 
     Raises InputError for any problem; with ``skip_invalid`` per-row problems are returned in
-    ``ReadResult.invalid`` instead. Text longer than ``max_chars`` is cut, and counted in ``truncated``.
+    ``ReadResult.invalid`` instead. Text longer than ``max_chars`` is cut, and counted in ``truncated``;
+    with ``reject_long`` such a row is invalid instead (for callers that must store text as given).
     """
     if max_chars < 1:
         raise ValueError("max_chars must be at least 1")
@@ -146,7 +148,7 @@ def read_records(
     fmt = detect_format(detect_path, input_format)
     text, bad_lines = _decode(data, display, skip_invalid)
     fields = _Fields(text_field, id_field, time_field, source_field, url_field)
-    collector = _Collector(display, skip_invalid, max_chars, bad_lines)
+    collector = _Collector(display, skip_invalid, max_chars, bad_lines, reject_long)
     if fmt == "txt":
         _parse_txt(text, collector)
     elif fmt == "jsonl":
@@ -290,10 +292,11 @@ class _Fields:
 
 
 class _Collector:
-    def __init__(self, name: str, skip_invalid: bool, max_chars: int, bad_lines: set[int]):
+    def __init__(self, name: str, skip_invalid: bool, max_chars: int, bad_lines: set[int], reject_long: bool):
         self.name = name
         self.skip_invalid = skip_invalid
         self.max_chars = max_chars
+        self.reject_long = reject_long
         self.bad_lines = bad_lines
         self.records: list[Record] = []
         self.invalid: list[InvalidRow] = []
@@ -323,6 +326,11 @@ class _Collector:
         text = text.strip()
         if not text:
             raise _RowError("empty headline", "remove the row or give it a headline")
+        if self.reject_long and len(text) > self.max_chars:
+            raise _RowError(
+                f"headline is {len(text):,} characters long, over the limit of {self.max_chars:,}",
+                "this is usually an article body or several lines run together; fix or remove the line",
+            )
         if id is not None:
             if id in self._id_lines:
                 raise _RowError(

@@ -46,7 +46,7 @@ from .embed import is_default_model, resolve_model_name, text_key, variant_of_mo
 from .errors import InputError
 from .index import ANN_MIN_SIZE, VectorIndex
 from .normalize import normalize
-from .records import InvalidRow, ReadResult, Record, content_id, read_records
+from .records import ReadResult, Record, content_id, read_many
 from .settings import LEVELS, level_settings
 from .stories import get_embedder, pick_representative
 
@@ -261,49 +261,21 @@ def read_input(
 ) -> ReadResult:
     """Read and validate headline files for indexing; '-' is standard input.
 
-    Like :func:`cluster.records.read_many`, but a headline longer than ``max_chars`` is an error (an
-    index returns what it stored, so it must not silently cut text), reported with its file and line.
-    Each file is read on its own because a Record does not carry the name of its file.
+    :func:`cluster.records.read_many`, except that a headline longer than ``max_chars`` is an invalid row
+    (an index returns what it stored, so it must not silently cut text), reported with its file and line.
     """
-    if not paths:
-        raise InputError("no input files given", hint="name at least one file, or - for standard input")
-    records: list[Record] = []
-    invalid: list[InvalidRow] = []
-    names: list[str] = []
-    formats: set[str] = set()
-    first_seen: dict[str, str] = {}
-    for path in paths:
-        part = read_records(
-            path,
-            input_format=input_format,
-            text_field=text_field,
-            id_field=id_field,
-            time_field=time_field,
-            source_field=source_field,
-            url_field=url_field,
-            skip_invalid=skip_invalid,
-            max_chars=sys.maxsize,
-        )
-        names.append(part.name)
-        formats.add(part.input_format)
-        invalid.extend(part.invalid)
-        for record in part.records:
-            if len(record.text) > max_chars:
-                reason = f"headline is {len(record.text):,} characters long, over the limit of {max_chars:,}"
-                hint = "this is usually an article body or several lines run together; fix or remove the line"
-            elif record.id is not None and record.id in first_seen:
-                reason = f"duplicate id {record.id!r} (first seen at {first_seen[record.id]})"
-                hint = "ids must be unique; remove the repeated row or give it its own id"
-            else:
-                if record.id is not None:
-                    first_seen[record.id] = f"{part.name}:{record.line}"
-                records.append(record)
-                continue
-            if not skip_invalid:
-                raise InputError(reason, path=part.name, line=record.line, hint=hint)
-            invalid.append(InvalidRow(record.line, reason, part.name))
-    fmt = formats.pop() if len(formats) == 1 else "mixed"
-    return ReadResult(records, invalid, 0, ", ".join(names), fmt)
+    return read_many(
+        paths,
+        input_format=input_format,
+        text_field=text_field,
+        id_field=id_field,
+        time_field=time_field,
+        source_field=source_field,
+        url_field=url_field,
+        skip_invalid=skip_invalid,
+        max_chars=max_chars,
+        reject_long=True,
+    )
 
 
 # --- results --------------------------------------------------------------------------------------------

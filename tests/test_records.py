@@ -610,3 +610,15 @@ def test_content_id_stable_and_distinct() -> None:
     assert all(c in "0123456789abcdef" for c in first[1:])
     # Pinned so ids stay the same across releases: stored results refer to them.
     assert content_id("") == "he3b0c44298fc1c14"
+
+
+def test_reject_long_makes_an_overlong_headline_an_invalid_row_instead_of_cutting_it(tmp_path: Path) -> None:
+    path = write(tmp_path, "in.jsonl", jsonl({"id": "a", "text": "x" * 30}, {"id": "a", "text": "short"}))
+    cut = read_records(path, max_chars=10, skip_invalid=True)
+    assert cut.truncated == 1 and [r.text for r in cut.records] == ["x" * 10]  # row 2 repeats its id
+    with pytest.raises(InputError, match=r"in.jsonl:1: headline is 30 characters long, over the limit of 10"):
+        read_records(path, max_chars=10, reject_long=True)
+    kept = read_records(path, max_chars=10, reject_long=True, skip_invalid=True)
+    # The rejected row does not claim its id: the next row with that id is the first one kept.
+    assert [(r.id, r.text) for r in kept.records] == [("a", "short")]
+    assert [i.line for i in kept.invalid] == [1] and kept.truncated == 0
