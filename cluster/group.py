@@ -1,6 +1,6 @@
 """Grouping: from pairwise similarities to stories, without chaining.
 
-The algorithm, in four steps (the third optional):
+The algorithm, in three steps:
 
 1. **Candidate graph.** Every pair whose similarity reaches the threshold is an edge. Pairs below it
    can never be merged directly, so the connected components of this graph bound every story.
@@ -9,14 +9,7 @@ The algorithm, in four steps (the third optional):
    over all cross pairs, ``complete`` the minimum, ``single`` the maximum (plain connected components,
    which chain). With average linkage, A~B and B~C do not pull A and C together when A and C are far
    apart: the mean of the three pairs falls below the threshold.
-3. **Attaching fragments** (optional, :class:`Attach`). Average linkage leaves small fragments of a
-   story apart when their mean similarity to its main group falls just short of the threshold. A group
-   joins another whose representative (the renormalized mean of its members' unit vectors, scored with
-   the same corrections as a pair) reaches ``threshold + margin * (1 - threshold)``, provided that the
-   other group is at least ``1 / ratio`` times larger and that candidate edges join at least the fraction
-   ``links`` of their pairs (at least one edge when ``links`` is 0).
-   Targets never move themselves, and their representatives are those of step 2, so the pass cannot chain.
-4. Stories are numbered by the position of their first member.
+3. Stories are numbered by the position of their first member.
 
 Inside a component of up to :data:`DENSE_COMPONENT_LIMIT` items the linkage uses every pair's real
 similarity. Larger components (which only appear at very low thresholds) use the sparse form of the
@@ -47,35 +40,6 @@ _KMEANS_ITERATIONS = 4
 _KMEANS_POINTS_PER_CELL = 32
 _KMEANS_MAX_POINTS = 131_072  # caps the k-means cost at a million items
 _ASSIGN_BATCH = 65536
-_PAIR_CHUNK = 65_536
-
-
-@dataclass(frozen=True)
-class Attach:
-    """The fragment-attaching pass after the linkage (step 3 of the module docstring).
-
-    ``margin``: a fragment joins a group when their representatives score at least
-    ``threshold + margin * (1 - threshold)``; relative to the threshold, so one value serves every script
-    scale and model. ``ratio``: the group it joins must be at least ``1 / ratio`` times its size (the
-    representatives of two large groups score higher than their members do, so large groups never merge).
-    ``links``: besides, at least this fraction of the pairs between the two groups must be candidate edges
-    (pairs that reach the threshold themselves); 0 asks for one edge.
-    """
-
-    margin: float
-    ratio: float = 0.1
-    links: float = 0.0
-
-    def __post_init__(self) -> None:
-        if not 0.0 < self.ratio <= 1.0:
-            raise ValueError(f"attach ratio must be in (0, 1], got {self.ratio}")
-        if not 0.0 <= self.links <= 1.0:
-            raise ValueError(f"attach links must be in [0, 1], got {self.links}")
-        if not -1.0 <= self.margin <= 1.0:
-            raise ValueError(f"attach margin must be in [-1, 1], got {self.margin}")
-
-    def bar(self, threshold: float) -> float:
-        return threshold + self.margin * (1.0 - threshold)
 
 
 class CosineSimilarity:
@@ -108,59 +72,6 @@ class CosineSimilarity:
             cols.append(c[keep] + start)
             vals.append(scores[r[keep], c[keep]])
         return _symmetric(n, rows, cols, vals)
-
-    def representative_scores(self, labels: np.ndarray, left: np.ndarray, right: np.ndarray) -> np.ndarray:
-        """Cosine of the representatives of the groups ``left[k]`` and ``right[k]`` (groups by ``labels``)."""
-        needed, (a, b) = needed_groups(left, right)
-        indicator, _ = group_indicator(labels, needed)
-        centroids = unit_rows(indicator @ self.vectors)
-        return rowwise_dot(centroids, a, b)
-
-
-def group_indicator(labels: np.ndarray, needed: np.ndarray) -> tuple[sparse.csr_matrix, np.ndarray]:
-    """Rows of 1s marking the members of each group in ``needed`` (sorted), and the group sizes.
-
-    ``indicator @ values`` sums a per-item quantity over each needed group without touching the others,
-    so representatives cost memory only for the groups a caller asks about.
-    """
-    labels = np.asarray(labels, dtype=np.int64)
-    position = np.full(int(labels.max()) + 1 if len(labels) else 0, -1, dtype=np.int64)
-    position[needed] = np.arange(len(needed))
-    members = np.flatnonzero(position[labels] >= 0)
-    rows = position[labels[members]]
-    indicator = sparse.csr_matrix(
-        (np.ones(len(members), dtype=np.float32), (rows, members)), shape=(len(needed), len(labels))
-    )
-    return indicator, np.bincount(rows, minlength=len(needed))
-
-
-def unit_rows(matrix) -> np.ndarray | sparse.csr_matrix:
-    """Rows scaled to unit length (zero rows stay zero); dense or sparse."""
-    if sparse.issparse(matrix):
-        norms = np.sqrt(np.asarray(matrix.multiply(matrix).sum(axis=1)).ravel())
-        norms[norms == 0] = 1.0
-        return sparse.csr_matrix(sparse.diags(1.0 / norms) @ matrix, dtype=np.float32)
-    matrix = np.asarray(matrix, dtype=np.float32)
-    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
-    return matrix / np.maximum(norms, 1e-12)
-
-
-def rowwise_dot(matrix, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """``matrix[a[k]] . matrix[b[k]]`` for every k, in chunks; dense or sparse rows."""
-    out = np.empty(len(a), dtype=np.float32)
-    for start in range(0, len(a), _PAIR_CHUNK):
-        r, c = a[start : start + _PAIR_CHUNK], b[start : start + _PAIR_CHUNK]
-        if sparse.issparse(matrix):
-            out[start : start + _PAIR_CHUNK] = np.asarray(matrix[r].multiply(matrix[c]).sum(axis=1)).ravel()
-        else:
-            out[start : start + _PAIR_CHUNK] = np.einsum("ij,ij->i", matrix[r], matrix[c])
-    return out
-
-
-def needed_groups(left: np.ndarray, right: np.ndarray) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
-    """The distinct groups of ``left`` and ``right`` (sorted), and both as positions in that list."""
-    needed, inverse = np.unique(np.concatenate([left, right]).astype(np.int64), return_inverse=True)
-    return needed, (inverse[: len(left)], inverse[len(left) :])
 
 
 def _candidates_from_cells(vectors: np.ndarray, threshold: float) -> sparse.csr_matrix:
@@ -273,8 +184,6 @@ class Grouping:
     threshold: float
     linkage: str
     edges: sparse.csr_matrix
-    attach: Attach | None = None
-    attached: int = 0  # groups of the linkage that the attaching pass moved into another
 
     @property
     def n_stories(self) -> int:
@@ -287,26 +196,15 @@ class Grouping:
         return [order[bounds[s] : bounds[s + 1]] for s in range(self.n_stories)]
 
 
-def group(similarity, threshold: float, *, linkage: str = "average", attach: Attach | None | str = "auto") -> Grouping:
-    """Group the items of ``similarity`` (anything with ``len``, ``block`` and ``candidates``).
-
-    ``attach``: the fragment-attaching pass (:class:`Attach`), ``None`` for none, or ``"auto"`` for the
-    similarity's own setting (its ``attach`` attribute, e.g. from the level's ``HybridParams``; none if absent).
-    The pass needs ``similarity.representative_scores``.
-    """
+def group(similarity, threshold: float, *, linkage: str = "average") -> Grouping:
+    """Group the items of ``similarity`` (anything with ``len``, ``block`` and ``candidates``)."""
     if linkage not in LINKAGES:
         raise ValueError(f"unknown linkage {linkage!r}: use one of {', '.join(LINKAGES)}")
-    if isinstance(attach, str):
-        if attach != "auto":
-            raise ValueError(f"attach must be an Attach, None or 'auto', got {attach!r}")
-        attach = getattr(similarity, "attach", None)
-    if attach is not None and not hasattr(similarity, "representative_scores"):
-        raise ValueError("the attaching pass needs a similarity with representative_scores")
     n = len(similarity)
     edges = similarity.candidates(threshold)
     labels = np.full(n, -1, dtype=np.int64)
     if n == 0:
-        return Grouping(labels, threshold, linkage, edges, attach)
+        return Grouping(labels, threshold, linkage, edges)
     n_components, component = csgraph.connected_components(edges, directed=False)
     sizes = np.bincount(component, minlength=n_components)
     # Edges inside each component (every edge joins two members of the same component).
@@ -333,56 +231,7 @@ def group(similarity, threshold: float, *, linkage: str = "average", attach: Att
             # Sub-story 0 keeps the component's label; the others get fresh ones.
             labels[members] = np.where(sub == 0, c, sub - 1 + next_label)
             next_label += int(sub.max())
-    attached = 0
-    if attach is not None and len(hard):  # only split components leave fragments with edges outside
-        labels, attached = _attach_fragments(similarity, labels, edges, threshold, attach)
-    return Grouping(_renumber_by_first_member(labels), threshold, linkage, edges, attach, attached)
-
-
-def _attach_fragments(
-    similarity, labels: np.ndarray, edges: sparse.csr_matrix, threshold: float, attach: Attach
-) -> tuple[np.ndarray, int]:
-    """Step 3 of the module docstring: move each fragment into its best target group, if any.
-
-    Candidate pairs of groups are those joined by a candidate edge, so the work scales with the edges
-    that the linkage cut (none at all in components that stayed whole), never with all pairs of groups.
-    """
-    upper = sparse.triu(edges, k=1, format="coo")
-    a, b = labels[upper.row], labels[upper.col]
-    del upper
-    cross = a != b
-    if not cross.any():
-        return labels, 0
-    a, b = np.minimum(a[cross], b[cross]), np.maximum(a[cross], b[cross])
-    n_groups = int(labels.max()) + 1
-    pairs, links = np.unique(a * n_groups + b, return_counts=True)
-    a, b = pairs // n_groups, pairs % n_groups
-    sizes = np.bincount(labels, minlength=n_groups)
-    linked = links >= attach.links * sizes[a] * sizes[b]
-    # Orient each pair from the fragment to the group at least 1/ratio times its size; drop the rest.
-    a_into_b = linked & (sizes[a] <= attach.ratio * sizes[b])
-    b_into_a = linked & (sizes[b] <= attach.ratio * sizes[a])
-    source = np.concatenate([a[a_into_b], b[b_into_a]])
-    target = np.concatenate([b[a_into_b], a[b_into_a]])
-    if not len(source):
-        return labels, 0
-    scores = similarity.representative_scores(labels, source, target)
-    keep = scores >= attach.bar(threshold) - 1e-6  # float32 rounding of a score exactly at the bar
-    source, target, scores = source[keep], target[keep], scores[keep]
-    # A group that moves cannot receive others (no chains); a fragment whose best target moves takes its
-    # best target that stays.
-    moving = np.zeros(n_groups, dtype=bool)
-    moving[source] = True
-    stays = ~moving[target]
-    source, target, scores = source[stays], target[stays], scores[stays]
-    if not len(source):
-        return labels, 0
-    order = np.lexsort((target, -scores, source))  # per source: best score first, ties to the lower label
-    source, target = source[order], target[order]
-    first = np.concatenate([[True], source[1:] != source[:-1]])
-    destination = np.arange(n_groups)
-    destination[source[first]] = target[first]
-    return destination[labels], int(first.sum())
+    return Grouping(_renumber_by_first_member(labels), threshold, linkage, edges)
 
 
 def _dense_linkage(scores: np.ndarray, threshold: float, linkage: str) -> np.ndarray:

@@ -37,7 +37,7 @@ from typing import Protocol
 import numpy as np
 from scipy import sparse
 
-from .group import Attach, CosineSimilarity, group_indicator, needed_groups, rowwise_dot, unit_rows
+from .group import CosineSimilarity
 
 __all__ = [
     "PairwiseSimilarity",
@@ -84,17 +84,6 @@ class HybridParams:
     # distance, rather than adding an offset, keeps every score at most 1, which linkage relies on, and
     # makes average linkage over such headlines exactly cosine linkage at 1 - (1 - threshold) / factor.
     other_script_scale: float = 1.0
-    # The grouping pass that attaches fragments left by the linkage to a much larger group whose
-    # representative is near (cluster.group.Attach): off when None; margin is relative to the threshold.
-    attach_margin: float | None = None
-    attach_ratio: float = 0.1
-    attach_links: float = 0.0
-
-    @property
-    def attach(self) -> Attach | None:
-        if self.attach_margin is None:
-            return None
-        return Attach(self.attach_margin, self.attach_ratio, self.attach_links)
 
     def cosine_floor(self, threshold: float, scripts_present: int = 2) -> float:
         """The lowest cosine whose pair can still score ``threshold`` (the candidate search bound).
@@ -185,29 +174,6 @@ def _hours(times: Sequence[object] | None, n: int) -> np.ndarray | None:
     return None if np.isnan(hours).all() else hours
 
 
-def _gap(hours_a: np.ndarray, hours_b: np.ndarray, scale_hours: float) -> np.ndarray:
-    """min(1, |dt| / scale) per aligned pair; 0 where either time is unknown (no penalty)."""
-    gap = np.abs(hours_a - hours_b) / scale_hours
-    return np.nan_to_num(np.minimum(gap, 1.0), nan=0.0).astype(np.float32)
-
-
-def _group_medians(indicator: sparse.csr_matrix, hours: np.ndarray) -> np.ndarray:
-    """Median of the known times of each group (rows of ``indicator``); NaN for a group with none."""
-    coo = indicator.tocoo()
-    known = ~np.isnan(hours[coo.col])
-    group, values = coo.row[known], hours[coo.col[known]]
-    order = np.lexsort((values, group))
-    group, values = group[order], values[order]
-    counts = np.bincount(group, minlength=indicator.shape[0])
-    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    medians = np.full(indicator.shape[0], np.nan)
-    has = counts > 0
-    low = starts[has] + (counts[has] - 1) // 2
-    high = starts[has] + counts[has] // 2
-    medians[has] = 0.5 * (values[low] + values[high])
-    return medians
-
-
 class HybridSimilarity:
     """Cosine of unit vectors corrected by lexical overlap, number mismatch and time distance."""
 
@@ -258,56 +224,23 @@ class HybridSimilarity:
 
     def _time_gap(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
         assert self.hours is not None
-        return _gap(self.hours[rows], self.hours[cols], self.params.time_scale_hours)
+        gap = np.abs(self.hours[rows] - self.hours[cols]) / self.params.time_scale_hours
+        return np.nan_to_num(np.minimum(gap, 1.0), nan=0.0).astype(np.float32)  # unknown time: no penalty
 
     def _correct(self, cos: np.ndarray, rows: np.ndarray, cols: np.ndarray, lexical: np.ndarray) -> np.ndarray:
         """Apply the corrections to cosines of the aligned pairs (rows[k], cols[k])."""
-        factor = None if self._scale is None else 0.5 * (self._scale[rows] + self._scale[cols])
-        clash = None if self._numbers is None else self._number_clash(rows, cols)
-        gap = None if self.hours is None else self._time_gap(rows, cols)
-        return self._combine(cos, factor, lexical, clash, gap)
-
-    def _combine(self, cos, factor, lexical, clash, gap) -> np.ndarray:
-        """The score from its parts (None: that correction is off): the formula of the module docstring."""
         p = self.params
         score = cos.astype(np.float32, copy=True)
-        if factor is not None:
-            score = 1.0 - factor * (1.0 - score)
-        if lexical is not None:
+        if self._scale is not None:
+            score = 1.0 - 0.5 * (self._scale[rows] + self._scale[cols]) * (1.0 - score)
+        if self.lexical is not None:
             score += p.lexical_weight * (lexical - p.lexical_center)
-        if clash is not None:
-            score -= p.number_penalty * clash
-        if gap is not None:
-            score -= p.time_penalty * gap
+        if self._numbers is not None:
+            score -= p.number_penalty * self._number_clash(rows, cols)
+        if self.hours is not None:
+            score -= p.time_penalty * self._time_gap(rows, cols)
         # Linkage reads 1 - score as a distance, which must not go negative.
         return np.minimum(score, 1.0)
-
-    @property
-    def attach(self) -> Attach | None:
-        """The fragment-attaching pass that ``group()`` runs with this score by default."""
-        return self.params.attach
-
-    def representative_scores(self, labels: np.ndarray, left: np.ndarray, right: np.ndarray) -> np.ndarray:
-        """The score of the representatives of the groups ``left[k]`` and ``right[k]`` (groups by ``labels``).
-
-        A group's representative is the renormalized mean of its members' vectors (and of their n-gram rows
-        when the lexical term is on); its script factor is the mean of its members' factors and its time
-        the median of their known times, so two one-member groups score exactly as their pair. The number
-        clash, a property of two headlines' sets, is not applied between groups.
-        """
-        needed, (a, b) = needed_groups(left, right)
-        indicator, sizes = group_indicator(labels, needed)
-        cos = rowwise_dot(unit_rows(indicator @ self.cosine.vectors), a, b)
-        factor = lexical = gap = None
-        if self._scale is not None:
-            scale = (indicator @ self._scale) / np.maximum(sizes, 1)
-            factor = (0.5 * (scale[a] + scale[b])).astype(np.float32)
-        if self.lexical is not None:
-            lexical = rowwise_dot(unit_rows(indicator @ self.lexical), a, b)
-        if self.hours is not None:
-            hours = _group_medians(indicator, self.hours)
-            gap = _gap(hours[a], hours[b], self.params.time_scale_hours)
-        return self._combine(cos, factor, lexical, None, gap)
 
     def block(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
         rows, cols = np.asarray(rows), np.asarray(cols)

@@ -15,7 +15,6 @@ import argparse
 import csv
 import itertools
 import sys
-from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
@@ -24,7 +23,6 @@ import numpy as np
 from cluster.evaluate import Cuts, cluster_metrics, pair_metrics
 from cluster.group import group
 from cluster.normalize import normalize
-from cluster.settings import level_settings
 from cluster.similarity import HybridParams, HybridSimilarity
 from cluster.stories import get_embedder
 
@@ -140,20 +138,6 @@ CLUSTER_VARIANTS: dict[str, tuple[HybridParams, str]] = {
         "average",
     ),
 }
-# The story level's own score (script scale 0.5, time 0.05/24h: on English headlines the same as
-# "time 0.1/24h" at twice the distance from 1), without and with the fragment-attaching pass
-# (cluster.group.Attach: margin m relative to the threshold, size ratio r, fraction of linked pairs
-# "links"; links=0 asks for one edge). m, r and links are chosen here, on dev.
-STORY = replace(level_settings("multilingual-e5-small", "story").params, attach_margin=None)
-CLUSTER_VARIANTS["story level average"] = (STORY, "average")
-_ATTACH_GRID = [(m, r, 0.0) for m, r in itertools.product((0.0, 0.2, 0.3, 0.4, 0.5), (0.05, 0.1, 0.2))] + list(
-    itertools.product((0.0, 0.3), (0.05, 0.1, 0.2), (0.05, 0.1, 0.2))
-)
-for _m, _r, _links in _ATTACH_GRID:
-    CLUSTER_VARIANTS[f"story level + attach m={_m} r={_r}" + (f" links={_links}" if _links else "")] = (
-        replace(STORY, attach_margin=_m, attach_ratio=_r, attach_links=_links),
-        "average",
-    )
 
 
 def cmd_clusters(names: list[str] | None = None) -> None:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
 import numpy as np
 import pytest
 
-from cluster.group import Attach, CosineSimilarity, group
+from cluster.group import CosineSimilarity, group
 from cluster.normalize import normalize
 from cluster.similarity import (
     HybridParams,
@@ -171,41 +170,3 @@ def test_all_arabic_lists_need_no_wider_candidate_search() -> None:
     params = HybridParams(other_script_scale=0.5)
     assert params.cosine_floor(0.9, scripts_present=1) == pytest.approx(0.9)
     assert params.cosine_floor(0.9) == pytest.approx(0.8)
-
-
-def test_one_member_representatives_score_as_their_pair() -> None:
-    # Everything but the number clash (a property of two headlines' sets) applies between groups.
-    params = replace(FULL, number_penalty=0.0)
-    sim = HybridSimilarity(random_unit(len(TEXTS), seed=4), TEXTS, times=TIMES, params=params)
-    labels = np.arange(len(TEXTS))
-    left, right = np.array([0, 2, 4, 7, 7]), np.array([1, 3, 7, 0, 5])
-    assert np.allclose(sim.representative_scores(labels, left, right), sim.pairs(left, right), atol=1e-5)
-
-
-def test_representatives_take_the_mean_script_factor_and_the_median_time() -> None:
-    unit = random_unit(1)[0]
-    vectors = np.tile(unit, (5, 1))  # equal vectors: the score shows the corrections only (cosine 1)
-    vectors[4] = random_unit(1, seed=9)[0]
-    start = datetime(2024, 5, 1, tzinfo=timezone.utc)
-    hours = [0, 2, 30, None, 14]
-    times = [None if h is None else start + timedelta(hours=h) for h in hours]
-    texts = ["البيت الابيض يعلق", "the white house reacts", "president reacts", "البيت يعلق", "x"]
-    params = HybridParams(time_penalty=0.1, time_scale_hours=24, other_script_scale=0.5)
-    sim = HybridSimilarity(vectors, texts, times=times, params=params)
-    labels = np.array([0, 0, 0, 0, 1])
-    # Group 0: known times 0, 2, 30 h -> median 2 h; script factors 1, 0.5, 0.5, 1 -> mean 0.75.
-    cos = float(vectors[4] @ unit)
-    expected = 1 - 0.5 * (0.75 + 0.5) * (1 - cos) - 0.1 * (14 - 2) / 24
-    assert sim.representative_scores(labels, np.array([1]), np.array([0]))[0] == pytest.approx(expected, abs=1e-5)
-
-
-def test_the_levels_params_switch_the_attaching_pass() -> None:
-    angles = np.radians([*np.linspace(-12, 12, 20), 25])
-    vectors = np.stack([np.cos(angles), np.sin(angles)], axis=1).astype(np.float32)
-    texts = ["البيت الابيض يعلق"] * len(vectors)  # Arabic: no script scaling, plain cosine
-    off = HybridSimilarity(vectors, texts, params=HybridParams())
-    on = HybridSimilarity(vectors, texts, params=HybridParams(attach_margin=0.0, attach_ratio=0.1, attach_links=0.5))
-    assert off.attach is None and on.attach == Attach(0.0, 0.1, 0.5)
-    assert group(off, 0.9).n_stories == 2
-    assert group(on, 0.9).n_stories == 1
-    assert group(on, 0.9, attach=None).n_stories == 2
