@@ -57,12 +57,11 @@ def quantize_int8(model, model_id: str):  # (SentenceTransformer, str) -> Senten
             f"the int8 variant needs a model whose first module is a transformer; {model_id!r} is not. "
             "Use the fp32 variant (HEADLINE_CLUSTER_QUANTIZE=none)"
         )
-    sample = tokenizer(["int8 export sample"], return_tensors="pt")
-    inputs = tuple(name for name in _MODEL_INPUTS if name in sample)
     path = int8_model_path(model_id)
     if not path.is_file():
-        _build(network, {name: sample[name] for name in inputs}, path, model_id)
-    encoder = OnnxEncoder(path, network.config, inputs)
+        sample = tokenizer(["int8 export sample"], return_tensors="pt")
+        _build(network, {name: sample[name] for name in _MODEL_INPUTS if name in sample}, path, model_id)
+    encoder = OnnxEncoder(path, network.config)
     if hasattr(transformer, "model"):
         transformer.model = encoder
     else:
@@ -145,12 +144,11 @@ def _quantize_file(source: Path, dest: Path) -> None:
 class OnnxEncoder(torch.nn.Module):
     """Stands in for a transformers encoder inside a sentence-transformers model; runs ONNX Runtime."""
 
-    def __init__(self, path: Path, config, input_names: tuple[str, ...]):
+    def __init__(self, path: Path, config):
         super().__init__()
         import onnxruntime
 
         self.config = config
-        self.input_names = input_names
         options = onnxruntime.SessionOptions()
         # As many threads as torch may use, so --threads and torch.set_num_threads govern both variants.
         options.intra_op_num_threads = torch.get_num_threads()
@@ -159,6 +157,7 @@ class OnnxEncoder(torch.nn.Module):
         # cores (spinning measured 5-15% slower end to end on 2 cores).
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.input_names = tuple(node.name for node in self.session.get_inputs())  # as exported
 
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, **_ignored):
         from transformers.modeling_outputs import BaseModelOutput
