@@ -267,12 +267,10 @@ def _folder_dimension(folder: Path) -> int | None:
 
 @lru_cache(maxsize=4)
 def _load_model(name: str, quantize: str = "none"):  # -> SentenceTransformer
-    """Load (once per process and variant) the model called ``name``."""
+    """Load (once per process and variant) the model called ``name``; ``quantize`` as resolve_quantize gives."""
     import torch
     from sentence_transformers import SentenceTransformer
 
-    if quantize not in QUANTIZATIONS:
-        raise ValueError(f"unknown quantization {quantize!r}: use one of {', '.join(QUANTIZATIONS)}")
     with quiet_model_loading():
         model = _load_quietly(name, SentenceTransformer, torch.float32)
     if quantize == "int8":
