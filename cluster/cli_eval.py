@@ -16,7 +16,7 @@ import click
 import numpy as np
 
 from .cli_common import input_format_option, model_option, output_format_option, reports_errors, text_field_option
-from .embed import resolve_model_name
+from .embed import get_embedder, resolve_model_name
 from .errors import InputError
 from .evaluate import Cuts, cluster_metrics, pair_metrics, read_pairs
 from .group import LINKAGES, group
@@ -24,7 +24,6 @@ from .normalize import normalize
 from .records import read_records
 from .settings import LEVELS, LevelSettings, level_settings, save_threshold
 from .similarity import SIMILARITIES, build_similarity
-from .stories import get_embedder
 
 level_option = click.option(
     "--level",

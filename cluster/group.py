@@ -312,3 +312,20 @@ def _renumber_by_first_member(labels: np.ndarray) -> np.ndarray:
     mapping[order] = np.arange(len(order))
     _, inverse = np.unique(labels, return_inverse=True)
     return mapping[inverse]
+
+
+def pick_representative(members: np.ndarray, scores: np.ndarray, rule: str, times: list | None) -> int:
+    """Position (within ``members``) of the story's representative."""
+    if len(members) == 1 or rule == "first":
+        return 0
+    if rule == "earliest" and times:
+        stamps = [times[i] for i in members]
+        dated = [(stamp, position) for position, stamp in enumerate(stamps) if stamp is not None]
+        if dated:
+            return min(
+                dated, key=lambda item: (str(item[0]) if isinstance(item[0], str) else item[0], item[1])
+            )[1]
+        return 0
+    # central: highest mean similarity to the other members; argmax keeps the earliest on ties
+    centrality = (scores.sum(axis=1) - np.diag(scores)) / (len(members) - 1)
+    return int(np.argmax(np.round(centrality, 6)))

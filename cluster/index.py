@@ -8,13 +8,13 @@ temporary file, fsynced, then renamed over the old one, so a reader never sees h
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import faiss
 import numpy as np
+
+from .fsutil import atomic_file
 
 ANN_MIN_SIZE = 50_000
 """Collections at least this large get an HNSW index instead of exact search."""
@@ -102,19 +102,8 @@ class VectorIndex:
 
     def save(self, path: str | Path) -> None:
         """Write the index to ``path`` atomically (temp file, fsync, rename)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-        os.close(fd)
-        try:
-            faiss.write_index(self._index, tmp)
-            with open(tmp, "rb+") as handle:
-                os.fsync(handle.fileno())
-            os.replace(tmp, path)
-            _fsync_dir(path.parent)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        with atomic_file(path) as temporary:
+            faiss.write_index(self._index, str(temporary))
 
     @classmethod
     def load(cls, path: str | Path) -> VectorIndex:
@@ -148,10 +137,3 @@ def _as_matrix(vectors: np.ndarray) -> np.ndarray:
         vectors = vectors[None, :]
     return vectors
 
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -17,17 +17,15 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import os
-import shutil
-import tempfile
 import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .default_model import cache_root, exclusive_lock
+from .default_model import cache_root
 from .errors import ModelLoadError
+from .fsutil import file_lock, staged_folder
 
 
 class Int8Unavailable(ModelLoadError):
@@ -72,22 +70,16 @@ def quantize_int8(model, model_id: str):  # (SentenceTransformer, str) -> Senten
 def _build(network, sample: dict, path: Path, model_id: str) -> None:
     """Export and quantize into a staging folder, then rename it into place (atomic, locked)."""
     path.parent.parent.mkdir(parents=True, exist_ok=True)
-    with exclusive_lock(path.parent.parent / (path.parent.name + ".lock")):
+    with file_lock(path.parent.parent / (path.parent.name + ".lock")):
         if path.is_file():  # another process built it while we waited
             return
-        staging = Path(tempfile.mkdtemp(prefix=path.parent.name + ".tmp-", dir=path.parent.parent))
-        try:
+        # A half-built folder from a killed run has no model file; this replaces it.
+        with staged_folder(path.parent) as staging:
             float_file = staging / "model_fp32.onnx"
             _export(network, sample, float_file, model_id)
             _quantize_file(float_file, staging / path.name)
             float_file.unlink()
             (staging / "source.txt").write_text(model_id + "\n", encoding="utf-8")
-            if path.parent.exists():  # a half-built folder from a killed run: it has no model file
-                shutil.rmtree(path.parent)
-            os.replace(staging, path.parent)
-        finally:
-            if staging.exists():
-                shutil.rmtree(staging, ignore_errors=True)
 
 
 def _export(network, sample: dict, dest: Path, model_id: str) -> None:

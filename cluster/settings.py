@@ -14,6 +14,7 @@ from pathlib import Path
 
 from .default_model import DEFAULT_MODEL, cache_root
 from .errors import InputError
+from .fsutil import atomic_write_text
 from .similarity import HybridParams
 
 LEVELS = ("story", "duplicate")
@@ -113,9 +114,5 @@ def save_threshold(model: str, level: str, threshold: float, source: str, path: 
         raise InputError("'models' in the settings file must be a JSON object", path=str(path))
     entry = models.setdefault(model, {})
     entry[level] = {"threshold": round(float(threshold), 4), "source": source}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Write then rename, so a reader never sees half a file.
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(json.dumps(config, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
-    temporary.replace(path)
+    atomic_write_text(path, json.dumps(config, ensure_ascii=False, indent=2) + "\n")
     return path

@@ -42,13 +42,13 @@ from typing import TYPE_CHECKING, Any, Protocol
 import faiss
 import numpy as np
 
-from .embed import is_default_model, resolve_model_name, text_key, variant_of_model_id
+from .embed import get_embedder, is_default_model, resolve_model_name, text_key, variant_of_model_id
 from .errors import InputError
+from .group import pick_representative
 from .index import ANN_MIN_SIZE, VectorIndex
 from .normalize import normalize
 from .records import ReadResult, Record, content_id, read_many
 from .settings import LEVELS, level_settings
-from .stories import get_embedder, pick_representative
 
 if TYPE_CHECKING:
     from .nightly import NightlyResult

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
 
 import numpy as np
 
-from .embed import Embedder, default_cache, resolve_model_name
+from .embed import Embedder, get_embedder, resolve_model_name
 from .errors import InputError
-from .group import Grouping, group
+from .group import Grouping, group, pick_representative
 from .normalize import normalize
 from .settings import level_settings
 from .similarity import PairwiseSimilarity, build_similarity
@@ -183,12 +182,6 @@ class CollapseResult:
         }
 
 
-@lru_cache(maxsize=4)
-def get_embedder(model: str, quantize: str | None = None) -> Embedder:
-    """An embedder for ``model`` (and variant, default as configured) sharing the per-user embedding cache."""
-    return Embedder(model, cache=default_cache(), quantize=quantize)
-
-
 def headline_texts(headlines: Sequence[str | Mapping], text_field: str | None = None) -> list[str]:
     """The text of each headline: strings as they are, mappings by ``text_field`` (else text, title)."""
     texts = []
@@ -289,20 +282,3 @@ def _assemble(
         representative,
         times,
     )
-
-
-def pick_representative(members: np.ndarray, scores: np.ndarray, rule: str, times: list | None) -> int:
-    """Position (within ``members``) of the story's representative."""
-    if len(members) == 1 or rule == "first":
-        return 0
-    if rule == "earliest" and times:
-        stamps = [times[i] for i in members]
-        dated = [(stamp, position) for position, stamp in enumerate(stamps) if stamp is not None]
-        if dated:
-            return min(
-                dated, key=lambda item: (str(item[0]) if isinstance(item[0], str) else item[0], item[1])
-            )[1]
-        return 0
-    # central: highest mean similarity to the other members; argmax keeps the earliest on ties
-    centrality = (scores.sum(axis=1) - np.diag(scores)) / (len(members) - 1)
-    return int(np.argmax(np.round(centrality, 6)))

@@ -20,11 +20,11 @@ from pathlib import Path
 
 import numpy as np
 
+from cluster.embed import get_embedder
 from cluster.evaluate import Cuts, cluster_metrics, pair_metrics
 from cluster.group import group
 from cluster.normalize import normalize
 from cluster.similarity import HybridParams, HybridSimilarity
-from cluster.stories import get_embedder
 
 ROOT = Path(__file__).resolve().parent.parent
 SPLITS = ROOT / "build" / "splits"

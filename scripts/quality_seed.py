@@ -16,11 +16,11 @@ from pathlib import Path
 
 import numpy as np
 
+from cluster.embed import get_embedder
 from cluster.group import group
 from cluster.normalize import normalize
 from cluster.settings import LEVELS, level_settings
 from cluster.similarity import SIMILARITIES, build_similarity
-from cluster.stories import get_embedder
 
 SEED = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "seed_related.tsv"
 

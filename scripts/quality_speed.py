@@ -16,11 +16,11 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 
+from cluster.embed import get_embedder
 from cluster.group import CosineSimilarity, group
 from cluster.normalize import normalize
 from cluster.settings import LEVELS, level_settings
 from cluster.similarity import HybridSimilarity
-from cluster.stories import get_embedder
 
 CORPUS = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "corpora" / "saudinewsnet_titles.csv"
 

@@ -1,0 +1,120 @@
+"""File-system helpers: atomic replacement of files and folders, and an advisory lock.
+
+Every file the product writes for later reading (an index's vector file, nightly outputs, settings, a
+converted model) goes through :func:`atomic_file` or :func:`staged_folder`, so a reader sees the old
+version or the new one, never a part, and a killed writer leaves at most a uniquely named temporary
+behind (never a half-written file under the real name).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+__all__ = ["atomic_file", "atomic_write_bytes", "atomic_write_text", "file_lock", "fsync_dir", "staged_folder"]
+
+
+def _default_mode() -> int:
+    # mkstemp creates files 0600; give them the mode a plain open() would (0666 less the umask), so that
+    # every file of an index has the same permissions.
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename inside ``path`` durable: it survives a power cut only once the folder is synced."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_file(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; when the block ends without error, it replaces ``path``.
+
+    The temporary is fsynced before the rename and the folder after it. On error the temporary is
+    removed and ``path`` is left as it was.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    temporary = Path(name)
+    try:
+        os.fchmod(fd, _default_mode())
+        os.close(fd)
+        yield temporary
+        with open(temporary, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    finally:
+        if temporary.exists():
+            temporary.unlink()
+    fsync_dir(path.parent)
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    with atomic_file(path) as temporary:
+        temporary.write_bytes(data)
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write ``text`` as UTF-8 (newlines as given) so that readers see the old file or the new one."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+@contextlib.contextmanager
+def staged_folder(target: Path) -> Iterator[Path]:
+    """Yield an empty staging folder beside ``target``; on success it replaces ``target`` in one rename.
+
+    A ``target`` left half-built by a killed run is replaced. Call it under :func:`file_lock` when
+    several processes may build the same folder.
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    try:
+        yield staging
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(staging, target)
+        fsync_dir(target.parent)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def file_lock(
+    path: str | Path, *, wait: bool = True, on_wait: Callable[[str], None] | None = None, what: str = ""
+) -> Iterator[bool]:
+    """Hold an exclusive advisory lock (``flock``) on ``path``, created when missing.
+
+    Yields True once held. With ``wait=False`` it yields False at once when another process holds it.
+    ``on_wait`` receives one message when the lock is busy and the call is about to wait for it. The
+    lock goes with the descriptor, so a killed holder never leaves it held.
+    """
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666 & ~_umask_bits())
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if not wait:
+                yield False
+                return
+            if on_wait is not None:
+                on_wait(f"waiting for {what or 'another process'} ({path}) ...")
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield True
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
+
+
+def _umask_bits() -> int:
+    return 0o666 & ~_default_mode()
