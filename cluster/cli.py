@@ -7,7 +7,14 @@ import json
 import click
 
 from . import __version__
-from .cli_common import input_format_option, model_option, output_format_option, reports_errors, text_field_option
+from .cli_common import (
+    embedder_from,
+    input_format_option,
+    model_option,
+    output_format_option,
+    reports_errors,
+    text_field_option,
+)
 from .cli_eval import calibrate_command, eval_group
 from .cli_index import index_group, nightly_command
 from .cli_serve import serve_command
@@ -43,9 +50,7 @@ def main() -> None:
 @click.option(
     "--linkage",
     type=click.Choice(LINKAGES),
-    default="average",
-    show_default=True,
-    help="How groups are compared; average and complete prevent chaining.",
+    help="How groups are compared; average (the level's default) and complete prevent chaining.",
 )
 @click.option(
     "--representative",
@@ -69,7 +74,7 @@ def collapse_command(
     text_field: str | None,
     threshold: float | None,
     level: str,
-    linkage: str,
+    linkage: str | None,
     representative: str,
     model: str | None,
     output_format: str,
@@ -80,15 +85,13 @@ def collapse_command(
 
     FILE is txt (one headline per line), csv/tsv with a header, or jsonl; '-' reads stdin.
     """
-    read = read_records(file, input_format=input_format, text_field=text_field)
-    headlines = [{"text": r.text, "published_at": r.published_at} for r in read.records]
     result = collapse(
-        headlines,
+        _headlines(file, input_format, text_field),
         threshold=threshold,
-        model=model,
         level=level,
         linkage=linkage,
         representative=representative,
+        embedder=embedder_from(model),
     )
     if output_format == "json":
         click.echo(json.dumps(result.to_dict(explain=explain), ensure_ascii=False, indent=2))
@@ -132,13 +135,20 @@ def explain_command(
     model: str | None,
 ) -> None:
     """Say why headlines I and J of FILE (0-based) are, or are not, one story."""
-    read = read_records(file, input_format=input_format, text_field=text_field)
-    result = collapse([r.text for r in read.records], threshold=threshold, model=model, level=level)
+    # The same headlines, times included, as `collapse` groups: the explanation matches its grouping.
+    result = collapse(
+        _headlines(file, input_format, text_field), threshold=threshold, level=level, embedder=embedder_from(model)
+    )
     try:
         explanation = result.explain(i, j)
     except IndexError as exc:
         raise click.BadParameter(str(exc)) from exc
     click.echo(explanation.reason)
+
+
+def _headlines(file: str, input_format: str | None, text_field: str | None) -> list[dict]:
+    read = read_records(file, input_format=input_format, text_field=text_field)
+    return [{"text": r.text, "published_at": r.published_at} for r in read.records]
 
 
 for command in (eval_group, calibrate_command, index_group, nightly_command, serve_command):

@@ -9,8 +9,22 @@ from pathlib import Path
 
 import click
 
+from .embed import get_embedder, resolve_model_name
 from .errors import HeadlineClusterError
+from .pipeline import EmbedderLike
 from .records import INPUT_FORMATS
+
+
+def injected_embedder() -> EmbedderLike | None:
+    """The embedder a caller passed with ``main(obj={"embedder": ...})`` (tests, programs), if any."""
+    ctx = click.get_current_context(silent=True)
+    return (ctx.find_root().obj or {}).get("embedder") if ctx is not None else None
+
+
+def embedder_from(model: str | None) -> EmbedderLike:
+    """The injected embedder, else the one for ``model`` (or the default)."""
+    injected = injected_embedder()
+    return injected if injected is not None else get_embedder(resolve_model_name(model))
 
 
 def reports_errors(command: Callable) -> Callable:

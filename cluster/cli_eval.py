@@ -15,15 +15,21 @@ from pathlib import Path
 import click
 import numpy as np
 
-from .cli_common import input_format_option, model_option, output_format_option, reports_errors, text_field_option
-from .embed import get_embedder, resolve_model_name
+from .cli_common import (
+    embedder_from,
+    input_format_option,
+    model_option,
+    output_format_option,
+    reports_errors,
+    text_field_option,
+)
 from .errors import InputError
 from .evaluate import Cuts, cluster_metrics, pair_metrics, read_pairs
 from .group import LINKAGES, group
-from .normalize import normalize
+from .judge import SIMILARITIES, Judgement
+from .pipeline import EmbedderLike, prepare
 from .records import read_records
-from .settings import LEVELS, LevelSettings, level_settings, save_threshold
-from .similarity import SIMILARITIES, build_similarity
+from .settings import LEVELS, judgement_for, save_threshold
 
 level_option = click.option(
     "--level",
@@ -64,27 +70,21 @@ def _cuts(lower_is_similar: bool, same_cut: float | None, diff_cut: float | None
     return cuts
 
 
-def _settings(model_name: str, level: str, similarity: str | None) -> LevelSettings:
-    settings = level_settings(model_name, level)
-    if similarity is not None and similarity != settings.similarity:
+def _judgement(model_name: str, level: str, similarity: str | None) -> Judgement:
+    judgement = judgement_for(model_name, level)
+    if similarity is not None and similarity != judgement.kind:
         # The level's threshold was fitted for its own score; another score keeps the weights only.
-        settings = LevelSettings(settings.threshold, settings.source, similarity, settings.params, settings.linkage)
-    return settings
+        judgement = judgement.with_kind(similarity)
+    return judgement
 
 
 def score_pairs(
-    texts_a: Sequence[str], texts_b: Sequence[str], model: str | None, settings: LevelSettings
+    texts_a: Sequence[str], texts_b: Sequence[str], embedder: EmbedderLike, judgement: Judgement
 ) -> np.ndarray:
     """The product's similarity of each pair (texts_a[k], texts_b[k]), scored in one collection."""
-    embedder = get_embedder(resolve_model_name(model))
-    normalized = [normalize(t) for t in [*texts_a, *texts_b]]
-    vectors = embedder.encode(normalized)
-    similarity = build_similarity(vectors, normalized, params=settings.params, kind=settings.similarity)
+    prepared = prepare([*texts_a, *texts_b], embedder=embedder, judgement=judgement)
     n = len(texts_a)
-    rows, cols = np.arange(n), np.arange(n, 2 * n)
-    if hasattr(similarity, "pairs"):
-        return similarity.pairs(rows, cols)
-    return np.einsum("ij,ij->i", vectors[rows], vectors[cols])
+    return prepared.similarity.pairs(np.arange(n), np.arange(n, 2 * n))
 
 
 def _emit(figures: dict, output_format: str, labels: dict[str, str]) -> None:
@@ -130,8 +130,8 @@ def eval_pairs_command(
     """
     cuts = _cuts(lower_is_similar, same_cut, diff_cut)
     pairs = read_pairs(file)
-    settings = _settings(resolve_model_name(model), level, similarity)
-    scores = score_pairs(pairs.texts_a, pairs.texts_b, model, settings)
+    embedder = embedder_from(model)
+    scores = score_pairs(pairs.texts_a, pairs.texts_b, embedder, _judgement(embedder.name, level, similarity))
     figures = pair_metrics(scores, pairs.gold, cuts)
     labels = {
         "n": "pairs",
@@ -184,16 +184,14 @@ def eval_clusters_command(
     """
     read = read_records(file, input_format=input_format, text_field=text_field, time_field=time_field)
     labels = [_label(record, label_field, read.name) for record in read.records]
-    settings = _settings(resolve_model_name(model), level, similarity)
-    embedder = get_embedder(resolve_model_name(model))
-    normalized = [normalize(r.text) for r in read.records]
-    vectors = embedder.encode(normalized)
+    embedder = embedder_from(model)
+    judgement = _judgement(embedder.name, level, similarity)
     times = [r.published_at for r in read.records]
-    scorer = build_similarity(vectors, normalized, times=times, params=settings.params, kind=settings.similarity)
+    prepared = prepare([r.text for r in read.records], embedder=embedder, judgement=judgement, times=times)
     grouping = group(
-        scorer,
-        settings.threshold if threshold is None else threshold,
-        linkage=linkage or settings.linkage,
+        prepared.similarity,
+        judgement.threshold if threshold is None else threshold,
+        linkage=linkage or judgement.linkage,
     )
     figures = cluster_metrics(labels, grouping.labels.tolist())
     names = {
@@ -247,14 +245,15 @@ def calibrate_command(
     """
     cuts = _cuts(lower_is_similar, same_cut, diff_cut)
     pairs = read_pairs(file)
-    model_name = resolve_model_name(model)
-    settings = level_settings(model_name, level)
-    scores = score_pairs(pairs.texts_a, pairs.texts_b, model, settings)
+    embedder = embedder_from(model)
+    model_name = embedder.name
+    settings = judgement_for(model_name, level)
+    scores = score_pairs(pairs.texts_a, pairs.texts_b, embedder, settings)
     figures = pair_metrics(scores, pairs.gold, cuts)
     threshold = round(figures["best_threshold"], 4)
     source = (
         f"calibrated on {Path(file).name} ({figures['n']} pairs, best F1 {figures['best_f1']:.3f}, "
-        f"{settings.similarity} similarity, {date.today().isoformat()})"
+        f"{settings.kind} similarity, {date.today().isoformat()})"
     )
     click.echo(
         f"{level} threshold for {model_name}: {threshold:.4f} (was {settings.threshold:.4f}); "

@@ -9,13 +9,14 @@ import json
 import sys
 import time
 from collections.abc import Callable, Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 
 import click
 
 from .cli_common import (
     index_option,
+    injected_embedder,
     input_format_option,
     model_option,
     output_format_option,
@@ -23,8 +24,10 @@ from .cli_common import (
     text_field_option,
 )
 from .errors import InputError
+from .fsutil import atomic_write_text
+from .nightly import DEFAULT_LAST, run_nightly
 from .settings import LEVELS
-from .store import COMMIT_EVERY, Headline, HeadlineIndex, StoryInfo, atomic_write_text, parse_duration, read_input
+from .store import COMMIT_EVERY, Headline, HeadlineIndex, StoryInfo, parse_duration, read_input
 
 _UTC = timezone.utc
 _SHOWN_INVALID = 10
@@ -39,6 +42,9 @@ quiet_option = click.option(
 
 def _open(index_path: Path, *, quiet: bool = False, **settings) -> HeadlineIndex:
     on_wait = (lambda message: None) if quiet else None
+    injected = injected_embedder()
+    if injected is not None:  # a caller's embedder (tests, programs that run the CLI in-process)
+        settings["embedder_factory"] = lambda model, **_: injected
     return HeadlineIndex.open(index_path, on_wait=on_wait, **settings)
 
 
@@ -255,7 +261,7 @@ def query_command(index_path: Path, text: str, k: int, explain: bool, output_for
     """The headlines most similar to TEXT, best first, with their story ids."""
     with _open(index_path, model=model) as index:
         hits = index.query(text, k, explain=explain)
-        threshold = index.threshold
+        threshold = index.judgement.threshold
     if output_format == "json":
         click.echo(json.dumps([hit.to_dict() for hit in hits], ensure_ascii=False, indent=2))
         return
@@ -402,9 +408,9 @@ def nightly_command(
     if since is not None and last is not None:
         raise click.UsageError("give --since or --last, not both")
     end = _moment(until, "--until") or datetime.now(tz=_UTC)
-    start = _moment(since, "--since") or end - (parse_duration(last) if last else timedelta(hours=48))
+    start = _moment(since, "--since") or end - (parse_duration(last) if last else DEFAULT_LAST)
     with _open(index_path, quiet=quiet) as index:
-        result = index.nightly(start, end, out=out)
+        result = run_nightly(index, start, end, out)
     if not quiet:
         resumed = " (resumed an interrupted run)" if result.resumed else ""
         click.echo(

@@ -11,7 +11,8 @@ import click
 
 from .cli_common import index_option, model_option, reports_errors
 from .errors import InputError
-from .store import DB_FILE, MAX_HEADLINE_CHARS
+from .limits import MAX_HEADLINE_CHARS
+from .store import DB_FILE
 
 _DEFAULTS = {"max_headlines": 1000, "max_text_chars": MAX_HEADLINE_CHARS, "max_body_bytes": 4 * 1024 * 1024}
 

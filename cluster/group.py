@@ -26,154 +26,10 @@ from scipy import sparse
 from scipy.cluster import hierarchy
 from scipy.sparse import csgraph
 
+from .judge import PairwiseSimilarity
+
 LINKAGES = ("average", "complete", "single")
 DENSE_COMPONENT_LIMIT = 4000
-_EXACT_PAIRS_LIMIT = 20_000  # up to this many items, candidate pairs come from exact blockwise products
-_BLOCK_ROWS = 1024
-# Cell-blocked candidate search (above _EXACT_PAIRS_LIMIT items); values chosen by measured edge recall
-# and time (scripts/bench.py group data; docs/performance.md). At 100k, k-means training was half the
-# time with 8 iterations on 48 points per cell; 4 iterations on 32 points with 28 probes instead of 24
-# measured 5.9 s against 10.3 s in one run, edge recall 0.99991 against 0.99997, and at 1M 0.9953
-# against 0.9936. Earlier, at 1M: 6 probes 0.980, 12 probes 0.989.
-_PROBES = 28
-_KMEANS_ITERATIONS = 4
-_KMEANS_POINTS_PER_CELL = 32
-_KMEANS_MAX_POINTS = 131_072  # caps the k-means cost at a million items
-_ASSIGN_BATCH = 65536
-
-
-class CosineSimilarity:
-    """Cosine similarity of unit vectors: the default pairwise score."""
-
-    def __init__(self, vectors: np.ndarray):
-        self.vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-
-    def __len__(self) -> int:
-        return len(self.vectors)
-
-    def block(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-        return self.vectors[rows] @ self.vectors[cols].T
-
-    def pair(self, i: int, j: int) -> float:
-        return float(self.vectors[i] @ self.vectors[j])
-
-    def candidates(self, threshold: float) -> sparse.csr_matrix:
-        """Symmetric sparse matrix of all pairs i != j with similarity >= threshold."""
-        n = len(self)
-        if n > _EXACT_PAIRS_LIMIT:
-            return _candidates_from_cells(self.vectors, threshold)
-        rows, cols, vals = [], [], []
-        for start in range(0, n, _BLOCK_ROWS):
-            stop = min(start + _BLOCK_ROWS, n)
-            scores = self.vectors[start:stop] @ self.vectors[start:].T  # upper triangle only
-            r, c = np.nonzero(scores >= threshold)
-            keep = c + start > r + start
-            rows.append(r[keep] + start)
-            cols.append(c[keep] + start)
-            vals.append(scores[r[keep], c[keep]])
-        return _symmetric(n, rows, cols, vals)
-
-
-def _candidates_from_cells(vectors: np.ndarray, threshold: float) -> sparse.csr_matrix:
-    """Pairs >= ``threshold``, comparing each item only with items of its nearest cells.
-
-    The vectors are split into cells by spherical k-means. Each item is compared (one matrix product per
-    cell, so BLAS does the work) with every item whose nearest cell is among the item's
-    ``_PROBES`` nearest cells (an inverted-file search, done cell by cell). Near-duplicates nearly always
-    fall in nearby cells, so this finds almost every edge at about ``2 * sqrt(_PROBES * n) / n`` of the
-    all-pairs cost (edge recall is measured by ``scripts/bench.py group``). No second copy of the
-    vectors is made: each cell's rows are gathered as it is processed, and every returned score is a
-    float32 product of the vectors.
-    """
-    import faiss
-
-    n, dimension = vectors.shape
-    # Balances the assignment (n x cells products) against the per-cell products (n x probes x n / cells).
-    n_cells = int(min(max(1, np.sqrt(_PROBES * n)), n))
-    probes = min(_PROBES, n_cells)
-    rng = np.random.default_rng(0)  # a fixed sample: the same input always gives the same graph
-    # Cells are cut from centered directions: sentence embeddings share a large common component
-    # (unrelated headlines score ~0.7), and uncentered cells pile most items into a few central cells
-    # (11x the balanced work on the benchmark's data; centered: 1.02x).
-    mean = np.zeros(dimension, dtype=np.float64)
-    for start in range(0, n, _ASSIGN_BATCH):
-        mean += vectors[start : start + _ASSIGN_BATCH].sum(axis=0, dtype=np.float64)
-    mean = (mean / n).astype(np.float32)
-    size = min(n, _KMEANS_POINTS_PER_CELL * n_cells, _KMEANS_MAX_POINTS)
-    sample = _centered(vectors[np.sort(rng.choice(n, size=size, replace=False))], mean)
-    kmeans = faiss.Kmeans(
-        dimension,
-        n_cells,
-        niter=_KMEANS_ITERATIONS,
-        spherical=True,
-        seed=1,
-        min_points_per_centroid=1,
-        max_points_per_centroid=_KMEANS_POINTS_PER_CELL,
-    )
-    kmeans.train(sample)
-    del sample
-    cells = faiss.IndexFlatIP(dimension)
-    cells.add(kmeans.centroids)
-    nearest = np.empty((n, probes), dtype=np.int64)
-    for start in range(0, n, _ASSIGN_BATCH):
-        nearest[start : start + _ASSIGN_BATCH] = cells.search(
-            _centered(vectors[start : start + _ASSIGN_BATCH], mean), probes
-        )[1]
-    del cells, kmeans
-    # Targets: the items whose nearest cell is this one. Queries: the items that list it among their
-    # ``probes`` nearest cells, as in an inverted-file search probing that many cells per query.
-    own = nearest[:, 0]
-    target_order = np.argsort(own, kind="stable")
-    target_bounds = np.searchsorted(own[target_order], np.arange(n_cells + 1))
-    listed = nearest.ravel()
-    query_order = np.argsort(listed, kind="stable")
-    query_bounds = np.searchsorted(listed[query_order], np.arange(n_cells + 1))
-    query_order //= probes
-    del nearest, own, listed
-    rows, cols, vals = [], [], []
-    for cell in range(n_cells):
-        targets = target_order[target_bounds[cell] : target_bounds[cell + 1]]
-        if not len(targets):
-            continue
-        queries = query_order[query_bounds[cell] : query_bounds[cell + 1]]
-        target_vectors = vectors[targets].T.copy()
-        for start in range(0, len(queries), _BLOCK_ROWS):
-            block = queries[start : start + _BLOCK_ROWS]
-            scores = vectors[block] @ target_vectors
-            r, c = np.nonzero(scores >= threshold)
-            i, j = block[r], targets[c]
-            keep = i < j  # each pair once; the pair's other orientation is found from j's cell, if at all
-            rows.append(i[keep])
-            cols.append(j[keep])
-            vals.append(scores[r[keep], c[keep]])
-            keep = i > j
-            rows.append(j[keep])
-            cols.append(i[keep])
-            vals.append(scores[r[keep], c[keep]])
-    del query_order, target_order
-    if not rows:
-        return _symmetric(n, [], [], [])
-    r, c, v = np.concatenate(rows), np.concatenate(cols), np.concatenate(vals)
-    del rows, cols, vals
-    # A pair found from both of its items' cells appears twice: keep one copy.
-    _, first = np.unique(r * n + c, return_index=True)
-    return _symmetric(n, [r[first]], [c[first]], [v[first]])
-
-
-def _centered(vectors: np.ndarray, mean: np.ndarray) -> np.ndarray:
-    centered = vectors - mean
-    centered /= np.maximum(np.linalg.norm(centered, axis=1, keepdims=True), 1e-12)
-    return centered
-
-
-def _symmetric(n: int, rows: list, cols: list, vals: list) -> sparse.csr_matrix:
-    if rows:
-        r, c, v = np.concatenate(rows), np.concatenate(cols), np.concatenate(vals).astype(np.float32)
-    else:
-        r = c = np.zeros(0, dtype=np.int64)
-        v = np.zeros(0, dtype=np.float32)
-    upper = sparse.coo_matrix((v, (r, c)), shape=(n, n))
-    return (upper + upper.T).tocsr()
 
 
 @dataclass
@@ -196,8 +52,8 @@ class Grouping:
         return [order[bounds[s] : bounds[s + 1]] for s in range(self.n_stories)]
 
 
-def group(similarity, threshold: float, *, linkage: str = "average") -> Grouping:
-    """Group the items of ``similarity`` (anything with ``len``, ``block`` and ``candidates``)."""
+def group(similarity: PairwiseSimilarity, threshold: float, *, linkage: str = "average") -> Grouping:
+    """Group the items of ``similarity`` (a score of :mod:`cluster.judge`) at ``threshold``."""
     if linkage not in LINKAGES:
         raise ValueError(f"unknown linkage {linkage!r}: use one of {', '.join(LINKAGES)}")
     n = len(similarity)

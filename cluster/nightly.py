@@ -29,17 +29,22 @@ import json
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import numpy as np
 
 from .errors import InputError
-from .group import CosineSimilarity, Grouping, group
+from .fsutil import atomic_write_text
+from .group import Grouping, group
+from .judge import PairwiseSimilarity
+from .pipeline import score
 from .report import ReportData, render_report
-from .store import Headline, HeadlineIndex, StoryInfo, _story_order, _utc_now, atomic_write_text, iso
+from .store import Headline, HeadlineIndex, StoryInfo, iso, mint_story_id, story_order
 
 OUTPUT_FILES = ("stories.jsonl", "headlines.csv", "report.html")
+DEFAULT_LAST = timedelta(hours=48)
+"""The window of a nightly run given neither --since nor --last."""
 _PAIRS_PER_STORY = 300  # members of a story whose pairs go into the report's similarity histogram
 
 
@@ -86,14 +91,14 @@ def reconcile(old: Sequence[str], clusters: Sequence[Sequence[int]], next_story:
     for k in range(len(clusters)):
         claimants = persisting.get(k)
         if not claimants:
-            new_id = f"s{next_story:06d}"
+            new_id = mint_story_id(next_story)
             next_story += 1
             new_ids.append(new_id)
             cluster_id.append(new_id)
             continue
-        winner = min(claimants, key=lambda s: (-counts[s][k], _story_order(s)))
+        winner = min(claimants, key=lambda s: (-counts[s][k], story_order(s)))
         cluster_id.append(winner)
-        for story in sorted(claimants, key=_story_order):
+        for story in sorted(claimants, key=story_order):
             if story != winner:
                 merged[story] = winner
                 changes.append(
@@ -105,13 +110,13 @@ def reconcile(old: Sequence[str], clusters: Sequence[Sequence[int]], next_story:
                         f"with {counts[winner][k]} of {winner}",
                     )
                 )
-    for story in sorted(counts, key=_story_order):
+    for story in sorted(counts, key=story_order):
         final = merged.get(story, story if story in cluster_id else None)
         moved: Counter = Counter()
         for k, held in counts[story].items():
             if cluster_id[k] != final:
                 moved[cluster_id[k]] += held
-        for target in sorted(moved, key=_story_order):
+        for target in sorted(moved, key=story_order):
             changes.append(
                 Change(
                     story,
@@ -157,88 +162,81 @@ class NightlyResult:
         }
 
 
-def run_nightly(index: HeadlineIndex, since: datetime, until: datetime, out: Path | None = None) -> NightlyResult:
-    """Re-group headlines with time in [since, until), reconcile ids, and write the outputs to ``out``."""
+def run_nightly(
+    index: HeadlineIndex,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    out: str | Path | None = None,
+    *,
+    last: timedelta | None = None,
+) -> NightlyResult:
+    """Re-group headlines with time in [since, until), reconcile ids, and write the outputs to ``out``.
+
+    ``until`` defaults to now and ``since`` to ``until - last`` (``last``: 48 hours). The window is
+    grouped with the index's judgement (:attr:`HeadlineIndex.judgement`), exactly as ``collapse`` groups
+    the same headlines with their times. A run killed after its commit, run again, writes the outputs
+    of the committed regrouping and reports its figures.
+    """
+    until = until or datetime.now(tz=timezone.utc)
+    since = since or until - (last or DEFAULT_LAST)
     if until <= since:
         raise InputError(
             f"the window {iso(since.timestamp())} .. {iso(until.timestamp())} is empty: until must be after since"
         )
-    low, high = since.timestamp(), until.timestamp()
-    window = f"{iso(low)}/{iso(high)}"
+    span = f"{iso(since.timestamp())}/{iso(until.timestamp())}"
+    judgement = index.judgement
     with index.lock():
-        run, resumed = _start_run(index, low, high)
-        window_rows = index.db.execute(
-            "SELECT row, story_id FROM headlines WHERE t >= ? AND t < ? ORDER BY row", (low, high)
-        ).fetchall()
-        rows = [r for r, _ in window_rows]
-        old = [s for _, s in window_rows]
-        vectors = index._vectors_of_rows(rows)
-        similarity = CosineSimilarity(vectors)
-        grouping = group(similarity, index.threshold, linkage=index.linkage)
-        plan = reconcile(old, grouping.groups(), index._meta("next_story"))
-        moved = [(label, row) for row, before, label in zip(rows, old, plan.labels, strict=True) if label != before]
-        at = _utc_now()
-        with index._transaction():
-            index.db.executemany("UPDATE headlines SET story_id = ? WHERE row = ?", moved)
-            merged_outside = 0
-            for story, winner in sorted(plan.merged.items()):
-                merged_outside += index.db.execute(
-                    "UPDATE headlines SET story_id = ? WHERE story_id = ?", (winner, story)
-                ).rowcount
-            index._refresh_stories(set(old) | set(plan.labels), created_at=at)
-            index.db.executemany(
-                "INSERT INTO story_history (old_id, new_id, at, kind, reason, run) VALUES (?, ?, ?, ?, ?, ?)",
-                [(c.old_id, c.new_id, at, c.kind, f"nightly {window}: {c.reason}", run) for c in plan.changes],
+        run = index.start_run(since, until)
+        window = index.window_headlines(since, until)
+        similarity = score(window.normalized, window.vectors, judgement, window.times)
+        grouping = group(similarity, judgement.threshold, linkage=judgement.linkage)
+        if run.state == "committed":
+            # Killed after the regrouping was stored: the window already carries its ids; report them.
+            labels = window.story_ids
+            changes = [Change(old, new, kind, reason) for kind, old, new, reason in index.run_changes(run.id)]
+            figures = run.summary
+        else:
+            plan = reconcile(window.story_ids, grouping.groups(), index.next_story_number())
+            labels = plan.labels
+            changes = plan.changes
+            figures = {
+                "headlines": len(window.rows),
+                "stories": len(set(labels)),
+                "new_stories": len(plan.new_ids),
+            }
+            figures["changed"] = index.apply_regrouping(
+                window,
+                labels,
+                plan.merged,
+                [(c.kind, c.old_id, c.new_id, f"nightly {span}: {c.reason}") for c in changes],
+                plan.next_story,
+                run.id,
+                {**figures, "merges": _count(changes, "merge"), "splits": _count(changes, "split")},
             )
-            index._set_meta({"next_story": plan.next_story})
-            result = NightlyResult(
-                iso(low),
-                iso(high),
-                run,
-                resumed,
-                len(rows),
-                len(set(plan.labels)),
-                plan.changes,
-                len(plan.new_ids),
-                len(moved) + merged_outside,
-            )
-            _set_run(index, run, "committed", result.summary())
+        result = NightlyResult(
+            iso(since.timestamp()),
+            iso(until.timestamp()),
+            run.id,
+            run.resumed,
+            int(figures.get("headlines", len(window.rows))),
+            int(figures.get("stories", len(set(labels)))),
+            changes,
+            int(figures.get("new_stories", 0)),
+            int(figures.get("changed", 0)),
+        )
         # The nightly window is also the maintenance window: a large exact index becomes HNSW here.
-        index._search_index(announce_lag=True, convert=True)
+        index.maintain()
         if out is not None:
             stories = index.stories(since, until)
             headlines = list(index.headlines(since, until))
-            report = _report_data(index, result, stories, grouping, similarity, plan.labels)
+            report = _report_data(index, result, stories, grouping, similarity, labels)
             result.outputs = write_outputs(Path(out), stories, headlines, render_report(report))
-        _set_run(index, run, "done", result.summary())
+        index.set_run(run.id, "done", result.summary())
     return result
 
 
-def _start_run(index: HeadlineIndex, low: float, high: float) -> tuple[int, bool]:
-    """The run record: an unfinished one for the same window is resumed, else a new one starts."""
-    with index._transaction():
-        unfinished = index.db.execute(
-            "SELECT id FROM runs WHERE kind = 'nightly' AND since = ? AND until = ? AND state != 'done' "
-            "ORDER BY id DESC LIMIT 1",
-            (low, high),
-        ).fetchone()
-        if unfinished is not None:
-            return unfinished[0], True
-        cursor = index.db.execute(
-            "INSERT INTO runs (kind, since, until, started_at, state) VALUES ('nightly', ?, ?, ?, 'running')",
-            (low, high, _utc_now()),
-        )
-        return int(cursor.lastrowid), False
-
-
-def _set_run(index: HeadlineIndex, run: int, state: str, summary: dict) -> None:
-    finished = _utc_now() if state == "done" else None
-    statement = "UPDATE runs SET state = ?, summary = ?, finished_at = ? WHERE id = ?"
-    if index.db.in_transaction:
-        index.db.execute(statement, (state, json.dumps(summary), finished, run))
-    else:
-        with index._transaction():
-            index.db.execute(statement, (state, json.dumps(summary), finished, run))
+def _count(changes: Sequence[Change], kind: str) -> int:
+    return sum(c.kind == kind for c in changes)
 
 
 def stories_jsonl(stories: Sequence[StoryInfo]) -> str:
@@ -262,6 +260,9 @@ def write_outputs(
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise InputError(f"cannot create the output folder: {exc.strerror or exc}", path=str(out)) from None
+    for name in OUTPUT_FILES:  # temporaries of a run killed while writing (atomic_file names them so)
+        for stale in out.glob(f".{name}.*.tmp"):
+            stale.unlink(missing_ok=True)
     texts = dict(zip(OUTPUT_FILES, (stories_jsonl(stories), headlines_csv(headlines), report_html), strict=True))
     paths = {}
     for name, text in texts.items():
@@ -275,7 +276,7 @@ def _report_data(
     result: NightlyResult,
     stories: Sequence[StoryInfo],
     grouping: Grouping,
-    similarity: CosineSimilarity,
+    similarity: PairwiseSimilarity,
     labels: Sequence[str],
 ) -> ReportData:
     by_label: dict[str, list[int]] = defaultdict(list)
@@ -296,13 +297,13 @@ def _report_data(
         since=result.since,
         until=result.until,
         model=index.model,
-        threshold=index.threshold,
-        linkage=index.linkage,
+        threshold=index.judgement.threshold,
+        linkage=index.judgement.linkage,
         headlines=result.headlines,
         sizes=[s.size for s in stories],
         within_pairs=np.concatenate(within) if within else np.zeros(0),
         apart_pairs=edges.data[apart],
-        largest=sorted(stories, key=lambda s: (-s.size, _story_order(s.id)))[:10],
+        largest=sorted(stories, key=lambda s: (-s.size, story_order(s.id)))[:10],
         changes=[(c.kind, c.old_id, c.new_id, c.reason) for c in result.changes],
         new_stories=result.new_stories,
         changed=result.changed,

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .store import StoryInfo
+from .store.types import StoryInfo
 
 _WIDTH = 720
 _HEIGHT = 220

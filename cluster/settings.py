@@ -1,35 +1,29 @@
-"""Per-model grouping settings: the default threshold of each level, and where they come from.
+"""Per-model judgements: each level's score, threshold and linkage, and where they come from.
 
 Similarity scales differ between models (multilingual-e5 puts unrelated headlines near 0.75, other
-models near 0.1), so a threshold only means something together with its model. Settings that a user
-fits with ``headline-cluster calibrate`` are stored in a JSON config and take precedence.
+models near 0.1), so a threshold only means something together with its model and the score it was
+fitted for. :func:`judgement_for` is the one place every entry point gets its judgement from.
+Thresholds that a user fits with ``headline-cluster calibrate`` are stored in a JSON config and take
+precedence; they keep the built-in score they were fitted with.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import os
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
+from functools import lru_cache
 from pathlib import Path
 
 from .default_model import DEFAULT_MODEL, cache_root
+from .embed import is_default_model
 from .errors import InputError
 from .fsutil import atomic_write_text
-from .similarity import HybridParams
+from .judge import HybridParams, Judgement
 
 LEVELS = ("story", "duplicate")
 CONFIG_ENV = "HEADLINE_CLUSTER_CONFIG"
-
-
-@dataclass(frozen=True)
-class LevelSettings:
-    threshold: float
-    source: str  # how the value was obtained, shown to users next to it
-    # The pairwise score the threshold belongs to (see cluster.similarity): a threshold fitted for the
-    # hybrid score is meaningless for plain cosine and the other way round.
-    similarity: str = "cosine"
-    params: HybridParams = field(default_factory=HybridParams)
-    linkage: str = "average"
 
 
 # Default-model values, fitted on the dev splits of the shared data (scripts/split_data.py; the figures and
@@ -45,22 +39,24 @@ class LevelSettings:
 # All values are fitted on the default int8 variant's scores; refitting on float32 scores gives the same
 # story values and duplicate 0.973 / 0.954 (scale 0.65).
 _E5 = "built-in default for multilingual-e5-small, fitted on dev splits (docs/quality.md)"
-BUILTIN: dict[str, dict[str, LevelSettings]] = {
+BUILTIN: dict[str, dict[str, Judgement]] = {
     DEFAULT_MODEL: {
-        "story": LevelSettings(
+        "story": Judgement(
+            DEFAULT_MODEL,
+            "story",
             0.90,
             _E5,
-            similarity="hybrid",
+            kind="hybrid",
             params=HybridParams(time_penalty=0.05, time_scale_hours=24.0, other_script_scale=0.5),
         ),
-        "duplicate": LevelSettings(0.97, _E5, similarity="hybrid", params=HybridParams(other_script_scale=0.56)),
+        "duplicate": Judgement(
+            DEFAULT_MODEL, "duplicate", 0.97, _E5, kind="hybrid", params=HybridParams(other_script_scale=0.56)
+        ),
     },
 }
 # Models we know nothing about: values typical of cosine models trained for paraphrase detection.
-GENERIC = {
-    "story": LevelSettings(0.75, "generic default for an uncalibrated model: run headline-cluster calibrate"),
-    "duplicate": LevelSettings(0.85, "generic default for an uncalibrated model: run headline-cluster calibrate"),
-}
+_GENERIC_SOURCE = "generic default for an uncalibrated model: run headline-cluster calibrate"
+GENERIC = {"story": 0.75, "duplicate": 0.85}
 
 
 def config_path() -> Path:
@@ -68,9 +64,20 @@ def config_path() -> Path:
 
 
 def load_config(path: Path | None = None) -> dict:
+    """The settings file as a dict ({} when there is none); re-read only when the file changes."""
     path = path or config_path()
-    if not path.is_file():
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
         return {}
+    except OSError as exc:
+        raise InputError(f"cannot read the settings: {exc}", path=str(path), hint="fix or delete the file") from exc
+    return copy.deepcopy(_read_config(path, stat.st_mtime_ns, stat.st_size))  # callers may change theirs
+
+
+@lru_cache(maxsize=8)
+def _read_config(path: Path, mtime_ns: int, size: int) -> dict:
+    # Keyed by modification time and size: a service asks for every request, and the file rarely changes.
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -80,27 +87,26 @@ def load_config(path: Path | None = None) -> dict:
     return data
 
 
-def level_settings(model: str, level: str = "story") -> LevelSettings:
-    """The threshold to use for ``model`` at ``level``: calibrated, else built in, else generic."""
+def judgement_for(model: str, level: str = "story", threshold: float | None = None, source: str = "") -> Judgement:
+    """The judgement for ``model`` at ``level``: built in (or generic), with the calibrated threshold when
+    one is stored, or ``threshold`` when given (``source`` then says where it came from)."""
     if level not in LEVELS:
         raise ValueError(f"unknown level {level!r}: use one of {', '.join(LEVELS)}")
-    calibrated = load_config().get("models", {}).get(model, {}).get(level)
-    from .embed import is_default_model
-
     key = DEFAULT_MODEL if is_default_model(model) else model
-    builtin = BUILTIN.get(key, GENERIC)[level]
+    if key in BUILTIN:
+        judgement = replace(BUILTIN[key][level], model=model)
+    else:
+        judgement = Judgement(model, level, GENERIC[level], _GENERIC_SOURCE)
+    if threshold is not None:
+        return judgement.with_threshold(threshold, source or "given")
+    calibrated = load_config().get("models", {}).get(model, {}).get(level)
     if isinstance(calibrated, dict) and "threshold" in calibrated:
-        # A calibrated threshold keeps the built-in score it was fitted with (calibrate records which).
         try:
-            threshold = float(calibrated["threshold"])
+            value = float(calibrated["threshold"])
         except (TypeError, ValueError):
             raise InputError(f"models.{model}.{level}.threshold is not a number", path=str(config_path())) from None
-        return replace(
-            builtin,
-            threshold=threshold,
-            source=str(calibrated.get("source", f"calibrated ({config_path()})")),
-        )
-    return builtin
+        return judgement.with_threshold(value, str(calibrated.get("source", f"calibrated ({config_path()})")))
+    return judgement
 
 
 def save_threshold(model: str, level: str, threshold: float, source: str, path: Path | None = None) -> Path:

@@ -1,6 +1,7 @@
 """Stories: collapse a list of headlines into distinct stories, one representative each.
 
-``collapse`` runs the whole pipeline (normalize, embed, group) and returns a :class:`CollapseResult`
+``collapse`` runs the pipeline (:mod:`cluster.pipeline`: normalize, embed, the level's judgement), groups
+and returns a :class:`CollapseResult`
 that explains itself: each story's members with their similarity to the representative and the
 strongest link that brought them in, the duplicate ratio, and ``explain(i, j)`` for any pair.
 """
@@ -12,15 +13,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .embed import Embedder, get_embedder, resolve_model_name
+from .embed import get_embedder, resolve_model_name
 from .errors import InputError
 from .group import Grouping, group, pick_representative
-from .normalize import normalize
-from .settings import level_settings
-from .similarity import PairwiseSimilarity, build_similarity
+from .judge import PairwiseSimilarity
+from .pipeline import EmbedderLike, Prepared, headline_items, judgement_of, prepare
 
 REPRESENTATIVES = ("central", "first", "earliest")
-TEXT_FIELDS = ("text", "title")
 
 
 @dataclass(frozen=True)
@@ -75,14 +74,10 @@ class CollapseResult:
     texts: list[str]
     normalized: list[str]
     stories: list[Story]
-    _similarity: PairwiseSimilarity = field(repr=False)
+    _prepared: Prepared = field(repr=False)
     _grouping: Grouping = field(repr=False)
     _representative: str = field(repr=False, default="central")
     _times: list | None = field(repr=False, default=None)
-
-    @property
-    def representatives(self) -> list[Member]:
-        return [s.representative for s in self.stories]
 
     @property
     def selected(self) -> list[str]:
@@ -144,19 +139,13 @@ class CollapseResult:
         others = members[members != i]
         return float(self._similarity.block(np.array([i]), others).mean()) if len(others) else 1.0
 
+    @property
+    def _similarity(self) -> PairwiseSimilarity:
+        return self._prepared.similarity
+
     def rethreshold(self, threshold: float) -> CollapseResult:
         """The same input grouped at another threshold, without embedding again."""
-        return _assemble(
-            self.model,
-            self.level,
-            self.linkage,
-            self._representative,
-            self.texts,
-            self.normalized,
-            self._similarity,
-            threshold,
-            self._times,
-        )
+        return _assemble(self._prepared, self.linkage, self._representative, threshold, self._times)
 
     def to_dict(self, *, explain: bool = False) -> dict:
         """The stable JSON shape of ``headline-cluster collapse --format json``."""
@@ -182,72 +171,43 @@ class CollapseResult:
         }
 
 
-def headline_texts(headlines: Sequence[str | Mapping], text_field: str | None = None) -> list[str]:
-    """The text of each headline: strings as they are, mappings by ``text_field`` (else text, title)."""
-    texts = []
-    for position, item in enumerate(headlines):
-        if isinstance(item, str):
-            text = item
-        elif isinstance(item, Mapping):
-            fields = (text_field,) if text_field else TEXT_FIELDS
-            text = next((item[f] for f in fields if isinstance(item.get(f), str)), None)
-            if text is None:
-                raise InputError(f"headline {position} has no text field (looked for {', '.join(fields)})")
-        else:
-            raise InputError(f"headline {position} is a {type(item).__name__}: pass strings or mappings")
-        if not text.strip():
-            raise InputError(f"headline {position} is empty")
-        texts.append(text.strip())
-    return texts
-
-
 def collapse(
     headlines: Sequence[str | Mapping],
     *,
     threshold: float | None = None,
     model: str | None = None,
     level: str = "story",
-    linkage: str = "average",
+    linkage: str | None = None,
     representative: str = "central",
     text_field: str | None = None,
-    embedder: Embedder | None = None,
+    embedder: EmbedderLike | None = None,
     prefixes: Sequence[str] | None = None,
 ) -> CollapseResult:
     """Group ``headlines`` into stories and pick one representative each.
 
-    ``threshold`` defaults to the model's calibrated value for ``level`` (``story`` or ``duplicate``).
-    ``representative``: ``central`` (most similar to the rest of its story), ``first`` (input order) or
-    ``earliest`` (by a ``published_at`` datetime in mapping input; ties and missing times by input order).
+    ``threshold`` defaults to the model's calibrated value for ``level`` (``story`` or ``duplicate``),
+    ``linkage`` to the level's (average). ``representative``: ``central`` (most similar to the rest of its
+    story), ``first`` (input order) or ``earliest`` (by ``published_at`` in mapping input, a datetime or
+    ISO 8601 text; ties and missing times by input order). Mapping input with ``published_at`` is
+    scored with its times, as the index scores the same headlines.
     """
     if representative not in REPRESENTATIVES:
         raise ValueError(f"unknown representative rule {representative!r}: use one of {REPRESENTATIVES}")
-    texts = headline_texts(headlines, text_field)
+    texts, times = headline_items(headlines, text_field)
     if not texts:
         raise InputError("no headlines to collapse")
     if embedder is None:
         embedder = get_embedder(resolve_model_name(model))
-    settings = level_settings(embedder.name, level)
-    if threshold is None:
-        threshold = settings.threshold
-    normalized = [normalize(t, prefixes=prefixes) for t in texts]
-    vectors = embedder.encode(normalized)
-    times = [item.get("published_at") if isinstance(item, Mapping) else None for item in headlines]
-    # The threshold belongs to the pairwise score it was calibrated with (cluster.settings).
-    similarity = build_similarity(vectors, normalized, times=times, params=settings.params, kind=settings.similarity)
-    return _assemble(embedder.name, level, linkage, representative, texts, normalized, similarity, threshold, times)
+    judgement = judgement_of(embedder, level, threshold)
+    prepared = prepare(texts, embedder=embedder, judgement=judgement, times=times, prefixes=prefixes)
+    return _assemble(prepared, linkage or judgement.linkage, representative, judgement.threshold, times)
 
 
 def _assemble(
-    model: str,
-    level: str,
-    linkage: str,
-    representative: str,
-    texts: list[str],
-    normalized: list[str],
-    similarity: PairwiseSimilarity,
-    threshold: float,
-    times: list | None,
+    prepared: Prepared, linkage: str, representative: str, threshold: float, times: list | None
 ) -> CollapseResult:
+    similarity = prepared.similarity
+    texts = prepared.texts
     grouping = group(similarity, threshold, linkage=linkage)
     stories = []
     for members in grouping.groups():
@@ -270,14 +230,14 @@ def _assemble(
     stories.sort(key=lambda s: s[0])
     result_stories = [Story(n, rep_member, members) for n, (_, rep_member, members) in enumerate(stories)]
     return CollapseResult(
-        model,
+        prepared.judgement.model,
         threshold,
-        level,
+        prepared.judgement.level,
         linkage,
         texts,
-        normalized,
+        prepared.normalized,
         result_stories,
-        similarity,
+        prepared,
         grouping,
         representative,
         times,

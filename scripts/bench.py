@@ -186,7 +186,8 @@ def group_worker(system: str, vectors_path: str, reference_path: str) -> dict:
     n = len(vectors)
     found = None  # the system's own similarity graph, where it exposes one
     if system == "ours":
-        from cluster.group import CosineSimilarity, group
+        from cluster.group import group
+        from cluster.judge import CosineSimilarity
 
         start = time.perf_counter()
         grouping = group(CosineSimilarity(vectors), THRESHOLD)

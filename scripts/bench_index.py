@@ -42,10 +42,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cluster.embed import Embedder, EmbeddingCache, text_key  # noqa: E402
-from cluster.index import VectorIndex  # noqa: E402
 from cluster.normalize import normalize  # noqa: E402
 from cluster.records import Record  # noqa: E402
 from cluster.store import HeadlineIndex, one_search_thread  # noqa: E402
+from cluster.store.ann import VectorIndex  # noqa: E402
 
 TARGET_ADD_S = 60.0
 TARGET_QUERY_P50_MS = 5.0

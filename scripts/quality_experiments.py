@@ -5,7 +5,7 @@
     python scripts/quality_experiments.py clusters   # UCI stories: threshold fitted on dev, applied to test
     python scripts/quality_experiments.py prompts    # e5 prompt and normalization choices
 
-Every figure is computed by cluster.evaluate on the product's own scoring code (cluster.similarity);
+Every figure is computed by cluster.evaluate on the product's own scoring code (cluster.judge);
 thresholds and weights are chosen on dev only, then reported on test.
 """
 
@@ -23,8 +23,8 @@ import numpy as np
 from cluster.embed import get_embedder
 from cluster.evaluate import Cuts, cluster_metrics, pair_metrics
 from cluster.group import group
+from cluster.judge import HybridParams, HybridSimilarity
 from cluster.normalize import normalize
-from cluster.similarity import HybridParams, HybridSimilarity
 
 ROOT = Path(__file__).resolve().parent.parent
 SPLITS = ROOT / "build" / "splits"

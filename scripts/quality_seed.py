@@ -18,9 +18,9 @@ import numpy as np
 
 from cluster.embed import get_embedder
 from cluster.group import group
+from cluster.judge import SIMILARITIES
 from cluster.normalize import normalize
-from cluster.settings import LEVELS, level_settings
-from cluster.similarity import SIMILARITIES, build_similarity
+from cluster.settings import LEVELS, judgement_for
 
 SEED = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "seed_related.tsv"
 
@@ -34,12 +34,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     with args.seed.open(encoding="utf-8", newline="") as handle:
         rows = list(csv.DictReader(handle, delimiter="\t"))
-    settings = level_settings("multilingual-e5-small", args.level)
-    kind = args.similarity or settings.similarity
+    settings = judgement_for("multilingual-e5-small", args.level)
+    kind = args.similarity or settings.kind
     threshold = settings.threshold if args.threshold is None else args.threshold
     texts = [normalize(r["text"]) for r in rows]
     vectors = get_embedder("multilingual-e5-small").encode(texts)
-    similarity = build_similarity(vectors, texts, params=settings.params, kind=kind)
+    similarity = settings.with_kind(kind).similarity(vectors, texts)
     labels = group(similarity, threshold, linkage=settings.linkage).labels
     gold = [r["story"] for r in rows]
     a_rows = [k for k, g in enumerate(gold) if g == "A"]

@@ -17,10 +17,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from cluster.embed import get_embedder
-from cluster.group import CosineSimilarity, group
+from cluster.group import group
+from cluster.judge import CosineSimilarity, HybridSimilarity
 from cluster.normalize import normalize
-from cluster.settings import LEVELS, level_settings
-from cluster.similarity import HybridSimilarity
+from cluster.settings import LEVELS, judgement_for
 
 CORPUS = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "corpora" / "saudinewsnet_titles.csv"
 
@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     texts = [normalize(row["title"]) for row in rows]
     times = [_time(row.get("date_extracted", "")) for row in rows]
     vectors = get_embedder("multilingual-e5-small").encode(texts)
-    settings = level_settings("multilingual-e5-small", args.level)
+    settings = judgement_for("multilingual-e5-small", args.level)
     t = settings.threshold
     cosine, n_cosine = best_of(3, lambda: CosineSimilarity(vectors), t, settings.linkage)
     # The hybrid is built inside the timed call: its n-gram matrix is part of its cost.

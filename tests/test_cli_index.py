@@ -8,20 +8,15 @@ from __future__ import annotations
 import csv
 import io
 import json
+from functools import partial
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 from test_store import FakeEmbedder
 
-import cluster.store as store
 from cluster.cli import main
 from cluster.store import FAISS_FILE, HeadlineIndex
-
-
-@pytest.fixture(autouse=True)
-def fake_model(monkeypatch):
-    monkeypatch.setattr(store, "default_embedder", lambda model, **_: FakeEmbedder())
 
 
 @pytest.fixture
@@ -29,8 +24,10 @@ def runner() -> CliRunner:
     return CliRunner()
 
 
-def run(runner: CliRunner, *args: str, input: str | bytes | None = None):
-    return runner.invoke(main, [str(a) for a in args], input=input, catch_exceptions=False)
+def run(runner: CliRunner, *args: str, input: str | bytes | None = None, embedder: object = "fake"):
+    """Run the CLI in-process with the fake embedder injected (``embedder=None``: the real model)."""
+    obj = {"embedder": FakeEmbedder() if embedder == "fake" else embedder}
+    return runner.invoke(main, [str(a) for a in args], input=input, catch_exceptions=False, obj=obj)
 
 
 def add(runner: CliRunner, index: Path, *args: str, input: str | bytes | None = None):
@@ -322,21 +319,21 @@ REAL = [
 
 
 @pytest.mark.slow
-def test_end_to_end_with_the_real_model(tmp_path: Path, runner: CliRunner, monkeypatch) -> None:
-    monkeypatch.setattr(store, "default_embedder", store.get_embedder)  # undo the fake
+def test_end_to_end_with_the_real_model(tmp_path: Path, runner: CliRunner) -> None:
+    real = partial(run, embedder=None)  # the default model, not the fake
     source = tmp_path / "real.jsonl"
     source.write_text(jsonl(*({"id": i, "text": t, "published_at": p} for i, t, p in REAL)), encoding="utf-8")
     index = tmp_path / "idx"
-    first = run(runner, "index", "add", "--index", index, source)
+    first = real(runner, "index", "add", "--index", index, source)
     assert first.exit_code == 0 and "added 7," in first.stderr, first.output
-    assert "already present 7" in run(runner, "index", "add", "--index", index, source).stderr
+    assert "already present 7" in real(runner, "index", "add", "--index", index, source).stderr
     with HeadlineIndex.open(index) as opened:
         stories = {h.id: h.story_id for h in opened.headlines()}
         assert opened.model == "multilingual-e5-small" and opened.threshold == pytest.approx(0.9)
     assert stories["e5"] == stories["e6"]  # the same earthquake, reworded with Arabic-Indic digits
     assert len({stories["e4"], stories["e5"], stories["e7"], stories["e1"]}) == 4
     hits = json.loads(
-        run(
+        real(
             runner,
             "index",
             "query",
@@ -350,7 +347,7 @@ def test_end_to_end_with_the_real_model(tmp_path: Path, runner: CliRunner, monke
     assert hits[0]["id"] in {"e1", "e3"}
     out = tmp_path / "out"
     assert (
-        run(
+        real(
             runner, "nightly", "--index", index, "--since", "2014-03-10", "--until", "2014-03-11", "--out", out
         ).exit_code
         == 0

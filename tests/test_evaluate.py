@@ -165,11 +165,14 @@ class TrigramEmbedder:
 
 @pytest.fixture
 def fake_model(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
-    # By name: cluster.cli_eval is imported through cluster.cli (it registers itself there).
-    monkeypatch.setattr("cluster.cli_eval.get_embedder", lambda name: TrigramEmbedder())
+    """A private settings file; the commands run with the stand-in embedder through ``invoke``."""
     config = tmp_path / "config.json"
     monkeypatch.setenv("HEADLINE_CLUSTER_CONFIG", str(config))
     return config
+
+
+def invoke(args: list[str]):
+    return CliRunner().invoke(main, args, obj={"embedder": TrigramEmbedder()})
 
 
 PAIRS = (
@@ -183,7 +186,7 @@ PAIRS = (
 
 
 def test_eval_pairs_json_keys(tmp_path: Path, fake_model: Path) -> None:
-    result = CliRunner().invoke(main, ["eval", "pairs", str(write(tmp_path, PAIRS)), "--format", "json"])
+    result = invoke(["eval", "pairs", str(write(tmp_path, PAIRS)), "--format", "json"])
     assert result.exit_code == 0, result.output
     figures = json.loads(result.output)
     assert list(figures) == list(PAIR_KEYS)
@@ -193,14 +196,14 @@ def test_eval_pairs_json_keys(tmp_path: Path, fake_model: Path) -> None:
 
 
 def test_eval_pairs_text_output(tmp_path: Path, fake_model: Path) -> None:
-    result = CliRunner().invoke(main, ["eval", "pairs", str(write(tmp_path, PAIRS))])
+    result = invoke(["eval", "pairs", str(write(tmp_path, PAIRS))])
     assert result.exit_code == 0, result.output
     assert "Spearman" in result.output and "ROC-AUC" in result.output
 
 
 def test_eval_pairs_bad_file_exits_2_without_traceback(tmp_path: Path, fake_model: Path) -> None:
     path = write(tmp_path, "score\ttext_a\ttext_b\n1\ta\tb\nx\ta\tb\n")
-    result = CliRunner().invoke(main, ["eval", "pairs", str(path)])
+    result = invoke(["eval", "pairs", str(path)])
     assert result.exit_code == 2
     assert f"{path}:3:" in result.output
     assert "Traceback" not in result.output
@@ -208,7 +211,7 @@ def test_eval_pairs_bad_file_exits_2_without_traceback(tmp_path: Path, fake_mode
 
 def test_eval_pairs_rejects_overlapping_cuts(tmp_path: Path, fake_model: Path) -> None:
     path = write(tmp_path, PAIRS)
-    result = CliRunner().invoke(main, ["eval", "pairs", str(path), "--same-cut", "2", "--diff-cut", "3"])
+    result = invoke(["eval", "pairs", str(path), "--same-cut", "2", "--diff-cut", "3"])
     assert result.exit_code == 2
     assert "overlap" in result.output
 
@@ -225,9 +228,7 @@ CLUSTERS = (
 
 def test_eval_clusters_json_keys(tmp_path: Path, fake_model: Path) -> None:
     path = write(tmp_path, CLUSTERS, "stories.tsv")
-    result = CliRunner().invoke(
-        main, ["eval", "clusters", str(path), "--label-field", "story", "--format", "json", "-t", "0.8"]
-    )
+    result = invoke(["eval", "clusters", str(path), "--label-field", "story", "--format", "json", "-t", "0.8"])
     assert result.exit_code == 0, result.output
     figures = json.loads(result.output)
     assert list(figures) == list(CLUSTER_KEYS)
@@ -237,20 +238,20 @@ def test_eval_clusters_json_keys(tmp_path: Path, fake_model: Path) -> None:
 
 def test_eval_clusters_missing_label_names_line(tmp_path: Path, fake_model: Path) -> None:
     path = write(tmp_path, CLUSTERS.replace("3\tb\t", "3\t\t"), "stories.tsv")
-    result = CliRunner().invoke(main, ["eval", "clusters", str(path)])
+    result = invoke(["eval", "clusters", str(path)])
     assert result.exit_code == 2
     assert f"{path}:4: no 'story' label" in result.output
 
 
 def test_calibrate_writes_the_config_that_settings_read(tmp_path: Path, fake_model: Path) -> None:
-    from cluster.settings import level_settings
+    from cluster.settings import judgement_for
 
     path = write(tmp_path, PAIRS)
-    result = CliRunner().invoke(main, ["calibrate", str(path), "--level", "duplicate"])
+    result = invoke(["calibrate", str(path), "--level", "duplicate"])
     assert result.exit_code == 0, result.output
     stored = json.loads(fake_model.read_text(encoding="utf-8"))
     threshold = stored["models"]["multilingual-e5-small"]["duplicate"]["threshold"]
-    settings = level_settings("multilingual-e5-small", "duplicate")
+    settings = judgement_for("multilingual-e5-small", "duplicate")
     assert settings.threshold == threshold
     assert "calibrated on pairs.tsv" in settings.source
     # The other level is untouched.
@@ -258,6 +259,6 @@ def test_calibrate_writes_the_config_that_settings_read(tmp_path: Path, fake_mod
 
 
 def test_calibrate_dry_run_writes_nothing(tmp_path: Path, fake_model: Path) -> None:
-    result = CliRunner().invoke(main, ["calibrate", str(write(tmp_path, PAIRS)), "--dry-run"])
+    result = invoke(["calibrate", str(write(tmp_path, PAIRS)), "--dry-run"])
     assert result.exit_code == 0, result.output
     assert not fake_model.exists()

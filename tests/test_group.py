@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from cluster import group as group_module
-from cluster.group import LINKAGES, CosineSimilarity, group
+from cluster.group import LINKAGES, group
+from cluster.judge import CosineSimilarity
 
 
 def unit_vectors_at(degrees: list[float]) -> np.ndarray:
@@ -107,8 +108,8 @@ def test_index_backed_candidates_match_exact_ones(monkeypatch) -> None:
     vectors = rng.normal(size=(600, 16)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     exact = CosineSimilarity(vectors).candidates(0.6)
-    monkeypatch.setattr(group_module, "_EXACT_PAIRS_LIMIT", 10)
-    monkeypatch.setattr(group_module, "_PROBES", 10_000)
+    monkeypatch.setattr("cluster.candidates.EXACT_PAIRS_LIMIT", 10)
+    monkeypatch.setattr("cluster.candidates.PROBES", 10_000)
     via_index = CosineSimilarity(vectors).candidates(0.6)
     assert exact.nnz > 0
     assert sorted(zip(*exact.nonzero(), strict=True)) == sorted(zip(*via_index.nonzero(), strict=True))
@@ -166,6 +167,6 @@ def test_index_backed_grouping_matches_exact_grouping(monkeypatch) -> None:
     # default probes; on well-separated stories it must give the same stories as the exact path.
     vectors, _ = clustered_vectors(400, seed=11)
     exact = group(CosineSimilarity(vectors), 0.9).labels
-    monkeypatch.setattr(group_module, "_EXACT_PAIRS_LIMIT", 100)
+    monkeypatch.setattr("cluster.candidates.EXACT_PAIRS_LIMIT", 100)
     approximate = group(CosineSimilarity(vectors), 0.9)
     assert approximate.labels.tolist() == exact.tolist()

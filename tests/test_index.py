@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cluster.index import VectorIndex
+from cluster.store.ann import VectorIndex
 
 
 def random_unit(n: int, dim: int = 16, seed: int = 0) -> np.ndarray:

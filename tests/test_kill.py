@@ -33,9 +33,8 @@ TESTS = Path(__file__).resolve().parent
 BOOT = (
     "import sys\n"
     f"sys.path[:0] = [{str(TESTS)!r}, {str(REPO)!r}]\n"
-    "import cluster.cli, cluster.store, test_store\n"
-    "cluster.store.default_embedder = lambda model, **_: test_store.FakeEmbedder()\n"
-    "cluster.cli.main(sys.argv[1:], prog_name='headline-cluster')\n"
+    "import cluster.cli, test_store\n"
+    "cluster.cli.main(sys.argv[1:], prog_name='headline-cluster', obj={'embedder': test_store.FakeEmbedder()})\n"
 )
 T0 = datetime(2024, 5, 1, tzinfo=timezone.utc)
 N = 3000

@@ -80,9 +80,9 @@ def read(out: Path) -> dict[str, bytes]:
 def test_nightly_twice_gives_byte_identical_outputs(tmp_path: Path) -> None:
     with open_index(tmp_path / "idx") as index:
         index.add(headlines(60, topics=8))
-        first = index.nightly(T0, T0 + 3 * DAY, out=tmp_path / "one")
+        first = nightly.run_nightly(index, T0, T0 + 3 * DAY, tmp_path / "one")
         history = index.history()
-        second = index.nightly(T0, T0 + 3 * DAY, out=tmp_path / "two")
+        second = nightly.run_nightly(index, T0, T0 + 3 * DAY, tmp_path / "two")
         assert second.changes == [] and second.changed == 0 and index.history() == history
         assert (first.headlines, first.stories) == (60, 8)
     one, two = read(tmp_path / "one"), read(tmp_path / "two")
@@ -94,8 +94,8 @@ def test_nightly_is_byte_identical_above_the_exact_pairs_limit(tmp_path: Path) -
     # Past 20,000 headlines the batch grouping finds candidate pairs another way (cluster/group.py).
     with open_index(tmp_path / "idx") as index:
         index.add(headlines(21_000, topics=3000, step=timedelta(seconds=10)))
-        first = index.nightly(T0, T0 + 3 * DAY, out=tmp_path / "one")
-        second = index.nightly(T0, T0 + 3 * DAY, out=tmp_path / "two")
+        first = nightly.run_nightly(index, T0, T0 + 3 * DAY, tmp_path / "one")
+        second = nightly.run_nightly(index, T0, T0 + 3 * DAY, tmp_path / "two")
     assert (first.headlines, first.stories) == (21_000, 3000) and second.changes == []
     one, two = read(tmp_path / "one"), read(tmp_path / "two")
     assert one["stories.jsonl"] == two["stories.jsonl"] and one["headlines.csv"] == two["headlines.csv"]
@@ -104,7 +104,7 @@ def test_nightly_is_byte_identical_above_the_exact_pairs_limit(tmp_path: Path) -
 def test_outputs_describe_the_window(tmp_path: Path) -> None:
     with open_index(tmp_path / "idx") as index:
         index.add(headlines(40, topics=5))
-        result = index.nightly(T0, T0 + timedelta(hours=20), out=tmp_path / "out")
+        result = nightly.run_nightly(index, T0, T0 + timedelta(hours=20), tmp_path / "out")
         ids = story_ids(index)
     assert result.outputs == {name: tmp_path / "out" / name for name in nightly.OUTPUT_FILES}
     rows = list(csv.DictReader((tmp_path / "out" / "headlines.csv").open(encoding="utf-8")))
@@ -144,7 +144,7 @@ def test_nightly_merges_what_online_assignment_split(tmp_path: Path) -> None:
         add_in_order(index, "abc")
         before = story_ids(index)
         assert before == {"a": "s000001", "b": "s000002", "c": "s000001"}
-        result = index.nightly(T0, T0 + DAY)
+        result = nightly.run_nightly(index, T0, T0 + DAY)
         assert story_ids(index) == {"a": "s000001", "b": "s000001", "c": "s000001"}
         assert (result.merges, result.splits, result.changed) == (1, 0, 1)
         [entry] = index.history()
@@ -161,7 +161,7 @@ def test_nightly_splits_what_online_assignment_chained(tmp_path: Path) -> None:
     with open_index(tmp_path / "idx", FakeEmbedder(constructed(gram))) as index:
         add_in_order(index, "abcd")
         assert story_ids(index) == {"a": "s000001", "b": "s000001", "c": "s000001", "d": "s000002"}
-        result = index.nightly(T0, T0 + DAY)
+        result = nightly.run_nightly(index, T0, T0 + DAY)
         assert story_ids(index) == {"a": "s000001", "b": "s000002", "c": "s000001", "d": "s000002"}
         assert (result.merges, result.splits, result.new_stories, result.changed) == (0, 1, 0, 1)
         assert [(h["old_id"], h["new_id"], h["kind"]) for h in index.history()] == [("s000001", "s000002", "split")]
@@ -178,10 +178,10 @@ def test_a_new_day_keeps_the_ids_of_unchanged_stories(tmp_path: Path) -> None:
     ]
     with open_index(tmp_path / "idx") as index:
         index.add(day1)
-        index.nightly(T0, T0 + DAY, out=tmp_path / "first")
+        nightly.run_nightly(index, T0, T0 + DAY, tmp_path / "first")
         first = {s.id: [m.headline.id for m in s.members] for s in index.stories(T0, T0 + DAY)}
         index.add(day2)
-        result = index.nightly(T0, T0 + 2 * DAY, out=tmp_path / "second")
+        result = nightly.run_nightly(index, T0, T0 + 2 * DAY, tmp_path / "second")
         second = {s.id: [m.headline.id for m in s.members] for s in index.stories(T0, T0 + 2 * DAY)}
     assert result.changes == [] and result.new_stories == 0  # online already placed day two well
     topic_of = {sid: int(members[0].split("-")[1]) % 6 for sid, members in first.items()}
@@ -201,7 +201,7 @@ def test_a_new_day_keeps_the_ids_of_unchanged_stories(tmp_path: Path) -> None:
 def test_an_interrupted_nightly_resumes_and_finishes(tmp_path: Path, monkeypatch) -> None:
     with open_index(tmp_path / "ref") as reference:
         reference.add(headlines(30, topics=4))
-        reference.nightly(T0, T0 + 2 * DAY, out=tmp_path / "expected")
+        nightly.run_nightly(reference, T0, T0 + 2 * DAY, tmp_path / "expected")
 
     def killed(*args, **kwargs):
         raise KeyboardInterrupt
@@ -210,9 +210,9 @@ def test_an_interrupted_nightly_resumes_and_finishes(tmp_path: Path, monkeypatch
         index.add(headlines(30, topics=4))
         monkeypatch.setattr(nightly, "write_outputs", killed)  # dies after its database commit
         with pytest.raises(KeyboardInterrupt):
-            index.nightly(T0, T0 + 2 * DAY, out=tmp_path / "out")
+            nightly.run_nightly(index, T0, T0 + 2 * DAY, tmp_path / "out")
         monkeypatch.undo()
-        result = index.nightly(T0, T0 + 2 * DAY, out=tmp_path / "out")
+        result = nightly.run_nightly(index, T0, T0 + 2 * DAY, tmp_path / "out")
         assert result.resumed
         assert index.stats()["last_nightly"]["state"] == "done"
     expected, got = read(tmp_path / "expected"), read(tmp_path / "out")
@@ -222,18 +222,16 @@ def test_an_interrupted_nightly_resumes_and_finishes(tmp_path: Path, monkeypatch
 def test_an_empty_window_writes_empty_outputs(tmp_path: Path) -> None:
     with open_index(tmp_path / "idx") as index:
         index.add(headlines(5))
-        result = index.nightly(T0 + 30 * DAY, T0 + 31 * DAY, out=tmp_path / "out")
+        result = nightly.run_nightly(index, T0 + 30 * DAY, T0 + 31 * DAY, tmp_path / "out")
     assert (result.headlines, result.stories) == (0, 0)
     assert (tmp_path / "out" / "stories.jsonl").read_text() == ""
     assert (tmp_path / "out" / "headlines.csv").read_text() == "id,story_id,published_at\n"
 
 
 def test_nightly_switches_a_large_index_to_hnsw(tmp_path: Path, monkeypatch) -> None:
-    import cluster.store as store
-
-    monkeypatch.setattr(store, "HNSW_FROM", 30)
+    monkeypatch.setattr("cluster.store.ann.ANN_MIN_SIZE", 30)
     with open_index(tmp_path / "idx") as index:
         index.add(headlines(40))
-        index.nightly(T0, T0 + 2 * DAY)
+        nightly.run_nightly(index, T0, T0 + 2 * DAY)
         info = index.stats()["faiss"]
         assert info["kind"] == "hnsw" and info["in_step"]

@@ -18,9 +18,10 @@ import pytest
 
 import cluster.store as store
 from cluster.errors import InputError
-from cluster.records import Record
-from cluster.settings import level_settings
+from cluster.records import Record, content_id
+from cluster.settings import judgement_for
 from cluster.store import FAISS_FILE, HeadlineIndex, parse_duration, read_input
+from cluster.store.vectors import file_checksum
 
 UTC = timezone.utc
 T0 = datetime(2024, 5, 1, tzinfo=UTC)
@@ -115,7 +116,7 @@ def test_ids_are_derived_from_text_when_absent(tmp_path: Path) -> None:
         first = index.add(["topic1 one headline", "topic1 one headline", "topic2 another"])
         assert (first.added, first.present) == (2, 1)
         assert index.add(["topic1 one headline"]).present == 1
-        assert index.get(store.content_id("topic1 one headline")) is not None
+        assert index.get(content_id("topic1 one headline")) is not None
 
 
 def test_duplicate_normalized_text_reuses_the_stored_vector(tmp_path: Path) -> None:
@@ -325,18 +326,18 @@ def test_an_index_keeps_the_embedding_variant_it_was_built_with(tmp_path: Path, 
         fake.model_id = "fake-64/1" + ("+int8-onnx" if (quantize or "int8") == "int8" else "")
         return fake
 
-    monkeypatch.setattr(store, "default_embedder", embedder_for)
-    with HeadlineIndex.open(tmp_path / "idx", create=True, model="fake-64", notify=[].append) as index:
+    opened = {"notify": [].append, "embedder_factory": embedder_for}
+    with HeadlineIndex.open(tmp_path / "idx", create=True, model="fake-64", **opened) as index:
         index.add(["topic1 first"])
     assert asked == [None]  # a new index takes today's default variant
-    with HeadlineIndex.open(tmp_path / "idx", notify=[].append) as index:
+    with HeadlineIndex.open(tmp_path / "idx", **opened) as index:
         index.add(["topic1 second"])
         assert index.embedder_in_use().model_id == "fake-64/1+int8-onnx"
     assert asked == [None, "int8"]
     index_db = tmp_path / "idx" / "headlines.sqlite"
     with sqlite3.connect(index_db) as db:  # as if built with float32 vectors
         db.execute("UPDATE meta SET value = ? WHERE key = 'model_id'", ('"fake-64/1"',))
-    with HeadlineIndex.open(tmp_path / "idx", notify=[].append) as index:
+    with HeadlineIndex.open(tmp_path / "idx", **opened) as index:
         index.add(["topic1 third"])
         assert index.embedder_in_use().model_id == "fake-64/1"
     assert asked[-1] == "none"
@@ -353,7 +354,7 @@ def test_an_empty_index_that_changes_model_takes_that_models_threshold(tmp_path:
         assert index.threshold == 0.90  # nothing loads the model until something is embedded
     with HeadlineIndex.open(tmp_path / "idx", embedder=FakeEmbedder()) as index:
         assert index.model == "fake-64"
-        assert index.threshold == level_settings("fake-64", "story").threshold != 0.90
+        assert index.threshold == judgement_for("fake-64", "story").threshold != 0.90
 
 
 def test_opening_a_missing_index_without_create_says_how_to_make_one(tmp_path: Path) -> None:
@@ -410,7 +411,7 @@ def test_repair_recomputes_story_records_that_disagree(tmp_path: Path) -> None:
 
 
 def test_a_large_index_turns_hnsw_at_repair_and_stays_consistent(tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.setattr(store, "HNSW_FROM", 30)
+    monkeypatch.setattr("cluster.store.ann.ANN_MIN_SIZE", 30)
     with open_index(tmp_path / "idx") as index:
         index.add(headlines(40))
         assert index.stats()["faiss"]["kind"] == "flat"  # adding never pays for a graph build
@@ -434,7 +435,7 @@ def test_readers_see_rows_committed_after_the_file_was_written(tmp_path: Path) -
         writer.add(headlines(20))
         # Put back the older file with its checksum, as if the writer were killed before rewriting it.
         (tmp_path / "idx" / FAISS_FILE).write_bytes(stale)
-        checksum = store._file_checksum(tmp_path / "idx" / FAISS_FILE)
+        checksum = file_checksum(tmp_path / "idx" / FAISS_FILE)
         writer.db.execute("UPDATE meta SET value = ? WHERE key = 'faiss_checksum'", (f'"{checksum}"',))
         writer.db.execute("UPDATE meta SET value = '10' WHERE key = 'faiss_max_row'")
         writer.db.execute("UPDATE meta SET value = '10' WHERE key = 'faiss_rows'")

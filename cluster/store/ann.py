@@ -1,4 +1,4 @@
-"""Vector index: FAISS inner-product search over unit vectors, with 64-bit ids.
+"""Nearest-neighbour search: FAISS inner-product search over unit vectors, with 64-bit ids.
 
 Exact search (``Flat``) below :data:`ANN_MIN_SIZE` vectors; above it an HNSW graph, which answers
 in well under a millisecond at a million vectors where exact search needs tens of milliseconds per
@@ -8,16 +8,20 @@ temporary file, fsynced, then renamed over the old one, so a reader never sees h
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import faiss
 import numpy as np
 
-from .fsutil import atomic_file
+from ..fsutil import atomic_file
 
 ANN_MIN_SIZE = 50_000
-"""Collections at least this large get an HNSW index instead of exact search."""
+"""Collections at least this large get an HNSW index instead of exact search. An index's ``add`` keeps
+appending to the exact index: building a graph of 50,000+ vectors takes a minute or more on two cores,
+which belongs in the nightly maintenance window (``nightly``, ``index repair``), not in an indexing run."""
 
 HNSW_M = 32
 HNSW_EF_CONSTRUCTION = 80
@@ -137,3 +141,18 @@ def _as_matrix(vectors: np.ndarray) -> np.ndarray:
         vectors = vectors[None, :]
     return vectors
 
+
+@contextlib.contextmanager
+def one_search_thread() -> Iterator[None]:
+    """Run FAISS on one thread inside the block: for searches of a single query.
+
+    One query holds too little work to share, and handing it between OpenMP threads costs more than the
+    search when the cores are busy: on a loaded 2-core machine a 20k-vector exact search took 39 ms with
+    two threads and 1.2 ms with one (scripts/bench_index.py measures the index's query latency this way).
+    """
+    previous = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(previous)

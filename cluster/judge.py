@@ -1,7 +1,14 @@
-"""The hybrid pairwise score: embedding cosine, corrected by lexical evidence, numbers and time.
+"""The judgement: how similar two headlines are, and from what score on they belong together.
 
-``HybridSimilarity`` has the interface of :class:`cluster.group.CosineSimilarity` (``len``, ``block``,
-``pair``, ``candidates``), so ``group()`` and ``collapse`` can use either. Its score is
+This module owns the pairwise scores and nothing else decides similarity. A score is a
+:class:`PairwiseSimilarity` over one collection of headlines (``len``, ``block``, ``pair``, ``pairs``,
+``candidates``), which :func:`cluster.group.group` cuts. :class:`Judgement` ties a level's score to its
+threshold and linkage; every entry point (``collapse``, ``explain``, ``eval``, the index's online
+assignment and query, ``nightly``, the HTTP service) gets its judgement from
+:func:`cluster.settings.judgement_for` and scores through :meth:`Judgement.similarity`, so one
+threshold means the same everywhere.
+
+Two scores exist. ``cosine``: the cosine of the unit embedding vectors. ``hybrid``:
 
     score = min(1, 1 - script_scale * (1 - cosine) + lexical_weight * (lexical - lexical_center)
                    - number_penalty * [both mention numbers and share none]
@@ -22,7 +29,7 @@
 
 The corrections are bounded, and the score never exceeds 1. ``candidates`` therefore takes plain-cosine
 candidates from the lowest cosine that could still reach the threshold (``HybridParams.cosine_floor``)
-with the exact (or FAISS) search and re-scores only those pairs, so the hybrid costs one sparse product
+with the search of :mod:`cluster.candidates` and re-scores only those pairs, so the hybrid costs one sparse product
 over the candidate pairs more than cosine.
 """
 
@@ -30,40 +37,70 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
+from functools import lru_cache
 from typing import Protocol
 
 import numpy as np
 from scipy import sparse
 
-from .group import CosineSimilarity
+from . import candidates
+from .candidates import cosine_candidates, exact_pairs
 
 __all__ = [
-    "PairwiseSimilarity",
+    "SIMILARITIES",
+    "CosineSimilarity",
     "HybridParams",
     "HybridSimilarity",
-    "build_similarity",
+    "Judgement",
+    "PairwiseSimilarity",
     "char_ngrams",
     "is_arabic_script",
     "number_set",
 ]
 
 SIMILARITIES = ("cosine", "hybrid")
+PAIR_CHUNK = 65_536  # aligned pairs scored at once: gathering millions of vector pairs would take gigabytes
 
 
 class PairwiseSimilarity(Protocol):
-    """What grouping and explanations need of a pairwise score."""
+    """What grouping and explanations need of a pairwise score over one collection."""
 
     def __len__(self) -> int: ...
     def block(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray: ...
     def pair(self, i: int, j: int) -> float: ...
+    def pairs(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray: ...
     def candidates(self, threshold: float) -> sparse.csr_matrix: ...
 
-# The same limits as cluster.group uses for plain cosine, so both search candidates the same way.
-_EXACT_PAIRS_LIMIT = 20_000
-_BLOCK_ROWS = 1024
-_PAIR_CHUNK = 65_536
+
+class CosineSimilarity:
+    """Cosine similarity of unit vectors."""
+
+    def __init__(self, vectors: np.ndarray):
+        self.vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+
+    def __len__(self) -> int:
+        return len(self.vectors)
+
+    def block(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        return self.vectors[rows] @ self.vectors[cols].T
+
+    def pair(self, i: int, j: int) -> float:
+        return float(self.vectors[i] @ self.vectors[j])
+
+    def pairs(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        """Scores of the aligned pairs (rows[k], cols[k])."""
+        rows, cols = np.asarray(rows, dtype=np.int64), np.asarray(cols, dtype=np.int64)
+        out = np.empty(len(rows), dtype=np.float32)
+        for start in range(0, len(rows), PAIR_CHUNK):
+            r, c = rows[start : start + PAIR_CHUNK], cols[start : start + PAIR_CHUNK]
+            out[start : start + PAIR_CHUNK] = np.einsum("ij,ij->i", self.vectors[r], self.vectors[c])
+        return out
+
+    def candidates(self, threshold: float) -> sparse.csr_matrix:
+        """Symmetric sparse matrix of all pairs i != j with similarity >= threshold."""
+        return cosine_candidates(self.vectors, threshold)
 
 
 @dataclass(frozen=True)
@@ -120,12 +157,14 @@ _LETTER = re.compile(r"[^\W\d_]")
 _ARABIC_LETTER = re.compile(r"[\u0600-\u06FF\u0750-\u077F\u08A0-\u08FF\uFB50-\uFDFF\uFE70-\uFEFF]")
 
 
+@lru_cache(maxsize=1 << 16)  # the index re-scores a story's members for each headline that may join it
 def is_arabic_script(text: str) -> bool:
     """Whether at least half of the letters of ``text`` are Arabic-script letters."""
     letters = len(_LETTER.findall(text))
     return letters > 0 and 2 * len(_ARABIC_LETTER.findall(text)) >= letters
 
 
+@lru_cache(maxsize=1 << 16)
 def number_set(text: str) -> frozenset[str]:
     """The numbers a normalized headline states (digits are ASCII after normalization)."""
     return frozenset(m.replace(",", "") for m in _NUMBER.findall(text))
@@ -267,13 +306,13 @@ class HybridSimilarity:
         v = self.cosine.vectors
         out = np.empty(len(rows), dtype=np.float32)
         # In chunks: gathering both vectors of millions of pairs at once would take gigabytes.
-        for start in range(0, len(rows), _PAIR_CHUNK):
-            r, c = rows[start : start + _PAIR_CHUNK], cols[start : start + _PAIR_CHUNK]
+        for start in range(0, len(rows), PAIR_CHUNK):
+            r, c = rows[start : start + PAIR_CHUNK], cols[start : start + PAIR_CHUNK]
             cos = np.einsum("ij,ij->i", v[r], v[c])
             lexical = None
             if self.lexical is not None:
                 lexical = np.asarray(self.lexical[r].multiply(self.lexical[c]).sum(axis=1)).ravel()
-            out[start : start + _PAIR_CHUNK] = self._correct(cos, r, c, lexical)
+            out[start : start + PAIR_CHUNK] = self._correct(cos, r, c, lexical)
         return out
 
     def candidates(self, threshold: float) -> sparse.csr_matrix:
@@ -289,49 +328,62 @@ class HybridSimilarity:
     def _loose_pairs(self, threshold: float) -> tuple[np.ndarray, np.ndarray]:
         """Pairs i < j that could reach ``threshold``: script-scaled cosine plus the largest lexical bonus.
 
-        Up to _EXACT_PAIRS_LIMIT items this is exact per pair, blockwise like CosineSimilarity, so an
+        Up to EXACT_PAIRS_LIMIT items this is exact per pair, blockwise like CosineSimilarity, so an
         Arabic list with a few English headlines does not widen the search for its Arabic pairs. Beyond
-        it, the FAISS range search of CosineSimilarity at the loosest cosine bound is used.
+        it, the cell search of :mod:`cluster.candidates` at the loosest cosine bound is used.
         """
         n = len(self)
         p = self.params
-        if n > _EXACT_PAIRS_LIMIT:
+        if n > candidates.EXACT_PAIRS_LIMIT:
             scripts = 1 if self._scale is None else 2
             upper = sparse.triu(self.cosine.candidates(p.cosine_floor(threshold, scripts) - 1e-6), k=1).tocoo()
             return upper.row.astype(np.int64), upper.col.astype(np.int64)
         bound = threshold - max(0.0, p.lexical_weight * (1.0 - p.lexical_center)) - 1e-6
-        vectors = self.cosine.vectors
-        all_rows, all_cols = [], []
-        for start in range(0, n, _BLOCK_ROWS):
-            stop = min(start + _BLOCK_ROWS, n)
-            scores = vectors[start:stop] @ vectors[start:].T  # upper triangle only
-            if self._scale is not None:
-                factor = 0.5 * (self._scale[start:stop, None] + self._scale[None, start:])
-                scores = 1.0 - factor * (1.0 - scores)
-            r, c = np.nonzero(scores >= bound)
-            keep = c > r
-            all_rows.append(r[keep] + start)
-            all_cols.append(c[keep] + start)
-        if not all_rows:
-            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-        return np.concatenate(all_rows).astype(np.int64), np.concatenate(all_cols).astype(np.int64)
+        rows, cols, _ = exact_pairs(self.cosine.vectors, bound, self._scale)
+        return rows, cols
 
 
-def build_similarity(
-    vectors: np.ndarray,
-    normalized_texts: Sequence[str],
-    *,
-    times: Sequence[object] | None = None,
-    params: HybridParams | None = None,
-    kind: str = "hybrid",
-) -> CosineSimilarity | HybridSimilarity:
-    """The pairwise score named by ``kind``: ``cosine`` (plain) or ``hybrid`` (with ``params``)."""
-    if kind == "cosine":
-        return CosineSimilarity(vectors)
-    if kind != "hybrid":
-        raise ValueError(f"unknown similarity {kind!r}: use one of {', '.join(SIMILARITIES)}")
-    return HybridSimilarity(vectors, normalized_texts, times=times, params=params)
+@dataclass(frozen=True)
+class Judgement:
+    """A level's judgement for one model: which score, the threshold on it, and the linkage.
 
+    ``source`` says where the threshold came from (shown to users next to it). Get one from
+    :func:`cluster.settings.judgement_for`; :meth:`similarity` scores a collection of headlines.
+    """
 
-def without_time(params: HybridParams) -> HybridParams:
-    return replace(params, time_penalty=0.0)
+    model: str
+    level: str
+    threshold: float
+    source: str
+    kind: str = "cosine"  # one of SIMILARITIES
+    params: HybridParams = field(default_factory=HybridParams)
+    linkage: str = "average"
+
+    def __post_init__(self) -> None:
+        if self.kind not in SIMILARITIES:
+            raise ValueError(f"unknown similarity {self.kind!r}: use one of {', '.join(SIMILARITIES)}")
+
+    @property
+    def uses_time(self) -> bool:
+        return self.kind == "hybrid" and self.params.time_penalty > 0
+
+    def similarity(
+        self, vectors: np.ndarray, normalized: Sequence[str], times: Sequence[object] | None = None
+    ) -> CosineSimilarity | HybridSimilarity:
+        """The score over one collection: unit ``vectors``, their ``normalized`` texts and publication
+        ``times`` (datetimes, Unix seconds or None; used only by a score that weighs time)."""
+        if self.kind == "cosine":
+            return CosineSimilarity(vectors)
+        return HybridSimilarity(vectors, normalized, times=times, params=self.params)
+
+    def cosine_floor(self, threshold: float | None = None) -> float:
+        """The lowest cosine whose pair can still reach ``threshold`` (default: this one's)."""
+        threshold = self.threshold if threshold is None else threshold
+        return threshold if self.kind == "cosine" else self.params.cosine_floor(threshold)
+
+    def with_threshold(self, threshold: float, source: str) -> Judgement:
+        return replace(self, threshold=float(threshold), source=source)
+
+    def with_kind(self, kind: str) -> Judgement:
+        """The same level scored with another similarity (weights kept; the threshold then means less)."""
+        return replace(self, kind=kind)

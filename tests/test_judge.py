@@ -2,22 +2,24 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
 import numpy as np
 import pytest
 
-from cluster.group import CosineSimilarity, group
-from cluster.normalize import normalize
-from cluster.similarity import (
+from cluster.group import group
+from cluster.judge import (
+    CosineSimilarity,
     HybridParams,
     HybridSimilarity,
-    build_similarity,
+    Judgement,
     char_ngrams,
     is_arabic_script,
     lexical_matrix,
     number_set,
 )
+from cluster.normalize import normalize
 
 TEXTS = [
     "oil prices rise on supply fears",
@@ -133,17 +135,21 @@ def test_scores_stay_at_most_one_and_above_the_floor_only_from_candidates() -> N
 
 def test_group_accepts_the_hybrid() -> None:
     vectors = np.tile(random_unit(1), (len(TEXTS), 1))
-    sim = build_similarity(vectors, TEXTS, params=HybridParams(lexical_weight=1.0, lexical_center=1.0))
+    judgement = Judgement("m", "story", 0.5, "test", kind="hybrid", params=HybridParams(lexical_weight=1.0))
+    sim = judgement.similarity(vectors, TEXTS)
+    assert isinstance(sim, HybridSimilarity) and sim.params.lexical_center == 0.5
+    sim = replace(judgement, params=HybridParams(lexical_weight=1.0, lexical_center=1.0)).similarity(vectors, TEXTS)
     # Identical vectors, so only words decide: score = 1 + (lexical - 1) = lexical.
     labels = group(sim, 0.5).labels
     assert labels[0] == labels[1]
     assert labels[0] != labels[4]
 
 
-def test_build_similarity_rejects_unknown_kind() -> None:
+def test_a_judgement_rejects_an_unknown_kind() -> None:
     with pytest.raises(ValueError, match="unknown similarity"):
-        build_similarity(random_unit(2), ["a", "b"], kind="magic")
-    assert isinstance(build_similarity(random_unit(2), ["a", "b"], kind="cosine"), CosineSimilarity)
+        Judgement("m", "story", 0.9, "test", kind="magic")
+    cosine = Judgement("m", "story", 0.9, "test", kind="cosine")
+    assert isinstance(cosine.similarity(random_unit(2), ["a", "b"]), CosineSimilarity)
 
 
 def test_texts_and_vectors_must_match() -> None:

@@ -1,0 +1,128 @@
+"""One pipeline: headlines in, normalized texts, vectors and the judgement's score out.
+
+Every entry point that groups or compares headlines goes through here — ``collapse`` and ``explain``
+(the library and the CLI), ``eval`` and ``calibrate``, the index's online assignment, ``index query``,
+``nightly`` and the HTTP service — so the same headlines get the same score, and so the same grouping,
+whichever way they came in. Data flows one way: normalize, embed, then score with the level's
+:class:`~cluster.judge.Judgement`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Protocol
+
+import numpy as np
+
+from .errors import InputError
+from .judge import Judgement, PairwiseSimilarity
+from .normalize import normalize
+from .settings import judgement_for
+
+__all__ = ["EmbedderLike", "Prepared", "TEXT_FIELDS", "headline_items", "judgement_of", "prepare", "score"]
+
+TEXT_FIELDS = ("text", "title")
+
+
+class EmbedderLike(Protocol):
+    """What the pipeline needs of an embedder: :class:`cluster.embed.Embedder` or a test double."""
+
+    name: str
+    model_id: str
+    dimension: int
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray: ...
+
+
+@dataclass
+class Prepared:
+    """Headlines ready to group: their texts, normalized texts, unit vectors and the score over them."""
+
+    texts: list[str]
+    normalized: list[str]
+    vectors: np.ndarray
+    times: list[object] | None  # publication times (datetime, Unix seconds or None each), or None
+    judgement: Judgement
+    similarity: PairwiseSimilarity
+
+
+def judgement_of(embedder: EmbedderLike, level: str = "story", threshold: float | None = None) -> Judgement:
+    """The judgement for ``embedder``'s model at ``level``; ``threshold`` overrides the model's."""
+    return judgement_for(embedder.name, level, threshold)
+
+
+def score(
+    normalized: Sequence[str], vectors: np.ndarray, judgement: Judgement, times: Sequence[object] | None = None
+) -> PairwiseSimilarity:
+    """The judgement's score over already embedded headlines (the index and nightly read theirs from disk)."""
+    return judgement.similarity(vectors, list(normalized), _known_times(times))
+
+
+def prepare(
+    texts: Sequence[str],
+    *,
+    embedder: EmbedderLike,
+    judgement: Judgement,
+    times: Sequence[object] | None = None,
+    prefixes: Sequence[str] | None = None,
+) -> Prepared:
+    """Normalize and embed ``texts`` (their publication ``times`` optional) and score them."""
+    texts = list(texts)
+    if times is not None and len(times) != len(texts):
+        raise ValueError(f"{len(times)} times for {len(texts)} headlines")
+    normalized = [normalize(t, prefixes=prefixes) for t in texts]
+    vectors = np.asarray(embedder.encode(normalized), dtype=np.float32)
+    known = _known_times(times)
+    return Prepared(texts, normalized, vectors, known, judgement, judgement.similarity(vectors, normalized, known))
+
+
+def _known_times(times: Sequence[object] | None) -> list[object] | None:
+    if times is None or all(t is None for t in times):
+        return None
+    return list(times)
+
+
+def headline_items(
+    headlines: Sequence[str | Mapping], text_field: str | None = None
+) -> tuple[list[str], list[datetime | None]]:
+    """The text and publication time of each headline: strings as they are, mappings by ``text_field``
+    (else ``text``, then ``title``) with an optional ``published_at`` datetime."""
+    texts: list[str] = []
+    times: list[datetime | None] = []
+    for position, item in enumerate(headlines):
+        when = None
+        if isinstance(item, str):
+            text = item
+        elif isinstance(item, Mapping):
+            fields = (text_field,) if text_field else TEXT_FIELDS
+            text = next((item[f] for f in fields if isinstance(item.get(f), str)), None)
+            if text is None:
+                raise InputError(f"headline {position} has no text field (looked for {', '.join(fields)})")
+            when = _as_time(item.get("published_at"), position)
+        else:
+            raise InputError(f"headline {position} is a {type(item).__name__}: pass strings or mappings")
+        if not text.strip():
+            raise InputError(f"headline {position} is empty")
+        texts.append(text.strip())
+        times.append(when)
+    return texts, times
+
+
+def _as_time(value: object, position: int) -> datetime | None:
+    """A ``published_at`` value as a datetime: a datetime, an ISO 8601 string (UTC unless it says), or None."""
+    if value is None or isinstance(value, datetime):
+        return value
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            moment = datetime.fromisoformat(text[:-1] + "+00:00" if text[-1:] in "Zz" else text)
+        except ValueError:
+            raise InputError(
+                f"headline {position}: cannot read published_at {value!r}",
+                hint="give a datetime or an ISO 8601 time such as 2024-05-01T06:00:00Z",
+            ) from None
+        return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+    kind = type(value).__name__
+    raise InputError(f"headline {position}: published_at must be a datetime or ISO 8601 text, not {kind}")

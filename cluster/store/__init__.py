@@ -1,0 +1,96 @@
+"""A persistent headline index: SQLite is the source of truth, the FAISS file is derived from it.
+
+An index is a folder::
+
+    headlines.sqlite   WAL-mode SQLite: meta, headlines, embeddings, stories, story_history, runs
+    vectors.faiss      every headline's vector, keyed by the headline's row number (derived data)
+    write.lock         flock()ed by the one process that may write; readers never take it
+
+The package, by module: ``schema`` (the database, its connection and transactions), ``vectors`` and
+``ann`` (the FAISS file and its search), ``pending`` (headlines on their way in), ``assign`` (online
+story assignment), ``story_table`` (story records and reading stories back), ``maintenance`` (stats,
+repair, nightly bookkeeping), ``types`` (the results) and ``headline_index`` (the facade).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from ..limits import MAX_HEADLINE_CHARS
+from ..pipeline import EmbedderLike
+from ..records import ReadResult, read_many
+from .ann import ANN_MIN_SIZE, VectorIndex, one_search_thread
+from .headline_index import HeadlineIndex
+from .ids import mint_story_id, story_order
+from .schema import DB_FILE, FAISS_FILE, LOCK_FILE, iso
+from .types import (
+    COMMIT_EVERY,
+    DEFAULT_WINDOW,
+    AddResult,
+    Headline,
+    QueryHit,
+    RemoveResult,
+    Run,
+    StoryInfo,
+    StoryMember,
+    WindowHeadlines,
+    parse_duration,
+)
+
+__all__ = [
+    "ANN_MIN_SIZE",
+    "COMMIT_EVERY",
+    "DB_FILE",
+    "DEFAULT_WINDOW",
+    "FAISS_FILE",
+    "LOCK_FILE",
+    "MAX_HEADLINE_CHARS",
+    "AddResult",
+    "EmbedderLike",
+    "Headline",
+    "HeadlineIndex",
+    "QueryHit",
+    "RemoveResult",
+    "Run",
+    "StoryInfo",
+    "StoryMember",
+    "VectorIndex",
+    "WindowHeadlines",
+    "iso",
+    "mint_story_id",
+    "one_search_thread",
+    "parse_duration",
+    "read_input",
+    "story_order",
+]
+
+
+def read_input(
+    paths: Sequence[str],
+    *,
+    input_format: str | None = None,
+    text_field: str | None = None,
+    id_field: str = "id",
+    time_field: str = "published_at",
+    source_field: str = "source",
+    url_field: str = "url",
+    skip_invalid: bool = False,
+    max_chars: int = MAX_HEADLINE_CHARS,
+) -> ReadResult:
+    """Read and validate headline files for indexing; '-' is standard input.
+
+    :func:`cluster.records.read_many`, except that a headline longer than ``max_chars`` is an invalid row
+    (an index returns what it stored, so it must not silently cut text), reported with its file and line.
+    """
+    return read_many(
+        paths,
+        input_format=input_format,
+        text_field=text_field,
+        id_field=id_field,
+        time_field=time_field,
+        source_field=source_field,
+        url_field=url_field,
+        skip_invalid=skip_invalid,
+        max_chars=max_chars,
+        reject_long=True,
+    )

@@ -1,0 +1,285 @@
+"""Online story assignment: each new headline joins the story it matches best, or starts one.
+
+A story's score for a headline is the mean of the judgement's pairwise score between the headline and
+every member of the story: exactly the average-linkage value that the batch grouping
+(:func:`cluster.group.group`) uses, under the same judgement and threshold as ``collapse`` and
+``nightly``. Only a story with a member at or above the threshold can reach the threshold on average,
+so the candidates are the stories of stored headlines within the window of the new headline's time
+whose pair score reaches the threshold; they are found by cosine from the judgement's cosine floor.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..judge import Judgement
+from ..pipeline import score
+from .ids import mint_story_id, story_order
+from .schema import Database, as_vectors, chunks, marks, utc_now
+from .story_table import load_members
+from .types import AddResult, Headline
+
+_BLOCK = 256  # new headlines whose candidate cosines are computed in one matrix product
+
+
+def scores_to(
+    judgement: Judgement,
+    vector: np.ndarray,
+    text: str,
+    when: float,
+    vectors: np.ndarray,
+    texts: Sequence[str],
+    whens: np.ndarray,
+) -> np.ndarray:
+    """The judgement's pair score between one headline and each of the given ones.
+
+    ``when``/``whens``: publication times in Unix seconds, NaN where unknown.
+    """
+    if not len(texts):
+        return np.zeros(0, dtype=np.float32)
+    collection = np.vstack([vector[None, :], vectors])
+    times = [when, *whens.tolist()]
+    similarity = score([text, *texts], collection, judgement, times)
+    return np.asarray(similarity.block(np.array([0]), np.arange(1, len(collection)))[0], dtype=np.float32)
+
+
+@dataclass
+class _Story:
+    id: str
+    members: list[int]  # memory positions of its headlines
+    representative: int  # headline row
+    created_at: str
+
+
+class Assigner:
+    """Online story assignment for one ``add`` call.
+
+    Keeps in memory the headlines whose time lies near the batch (loaded as the batch's time range needs
+    them), every member of the stories those belong to, and the headlines this call adds.
+    """
+
+    def __init__(self, db: Database, judgement: Judgement, window_s: float, next_story: int, dimension: int):
+        self.db = db
+        self.judgement = judgement
+        self.threshold = judgement.threshold
+        self.window = window_s
+        self.next_story = next_story
+        self.dimension = dimension
+        self.stories: dict[str, _Story] = {}
+        self.dirty: set[str] = set()
+        self.n = 0
+        self.rows = np.zeros(0, dtype=np.int64)
+        self.times = np.zeros(0, dtype=np.float64)  # t: what windows use
+        self.whens = np.zeros(0, dtype=np.float64)  # publication time, NaN where unknown: what scores use
+        self.alive = np.zeros(0, dtype=bool)
+        self.vectors = np.zeros((0, dimension), dtype=np.float32)
+        self.texts: list[str] = []
+        self.story_of: list[str] = []
+        self.position: dict[int, int] = {}
+        self.covered: tuple[float, float] | None = None
+
+    # -- memory --------------------------------------------------------------------------------------
+
+    def _append(self, row: int, t: float, when: float, vector: np.ndarray, text: str, story: str) -> int:
+        if self.n == len(self.rows):  # grow by doubling: appending batch after batch stays linear
+            capacity = max(2 * len(self.rows), 1024)
+            self.rows = np.resize(self.rows, capacity)
+            self.times = np.resize(self.times, capacity)
+            self.whens = np.resize(self.whens, capacity)
+            self.alive = np.resize(self.alive, capacity)
+            grown = np.zeros((capacity, self.dimension), dtype=np.float32)
+            grown[: self.n] = self.vectors[: self.n]
+            self.vectors = grown
+        position = self.n
+        self.rows[position], self.times[position], self.whens[position] = row, t, when
+        self.alive[position] = True
+        self.vectors[position] = vector
+        self.texts.append(text)
+        self.story_of.append(story)
+        self.position[row] = position
+        self.n += 1
+        return position
+
+    def _load_rows(self, where: str, parameters: Sequence) -> list[tuple[int, str]]:
+        """Load the stored headlines that match ``where`` and are not in memory; (position, story) of all."""
+        found = []
+        for row, t, published, text, story, blob in self.db.execute(
+            "SELECT h.row, h.t, h.published_at IS NOT NULL, h.normalized, h.story_id, e.vector FROM headlines h "
+            f"JOIN embeddings e ON e.text_key = h.text_key WHERE {where} ORDER BY h.row",
+            parameters,
+        ):
+            position = self.position.get(row)
+            if position is None:
+                vector = as_vectors([blob], self.dimension)[0]
+                position = self._append(row, t, t if published else np.nan, vector, text, story)
+            found.append((position, story))
+        return found
+
+    def _cover(self, low: float, high: float) -> None:
+        """Load the stored headlines with time in [low, high] that are not in memory yet."""
+        if self.covered is not None:
+            low_done, high_done = self.covered
+            if low >= low_done and high <= high_done:
+                return
+            parts = [(low, low_done), (high_done, high)]
+            self.covered = (min(low, low_done), max(high, high_done))
+        else:
+            parts = [(low, high)]
+            self.covered = (low, high)
+        for lo, hi in parts:
+            if hi >= lo:
+                self._load_rows("h.t >= ? AND h.t <= ?", (lo, hi))
+
+    def _load_stories(self, ids: Iterable[str]) -> None:
+        """Load the records of stories ``ids`` and every one of their members."""
+        missing = sorted({s for s in ids if s not in self.stories}, key=story_order)
+        for chunk in chunks(missing):
+            records = {
+                story_id: (rep, created)
+                for story_id, rep, created in self.db.execute(
+                    f"SELECT id, representative, created_at FROM stories WHERE id IN ({marks(len(chunk))})", chunk
+                )
+            }
+            members: dict[str, list[int]] = {s: [] for s in chunk}
+            for position, story in self._load_rows(f"h.story_id IN ({marks(len(chunk))})", chunk):
+                members[story].append(position)
+            for story_id in chunk:
+                positions = members[story_id]
+                rep, created = records.get(story_id, (None, None))
+                if rep is None and positions:
+                    rep = int(self.rows[positions[0]])
+                self.stories[story_id] = _Story(story_id, positions, rep or 0, created or utc_now())
+
+    # -- assignment ----------------------------------------------------------------------------------
+
+    def retire(self, old: Headline) -> None:
+        """``old`` is being replaced by an update with other text: it leaves its story."""
+        self._load_stories([old.story_id])
+        story = self.stories[old.story_id]
+        position = self.position[old.row]
+        story.members.remove(position)
+        self.alive[position] = False
+        if story.representative == old.row and story.members:
+            story.representative = int(self.rows[story.members].min())
+        self.dirty.add(story.id)
+
+    def assign(
+        self,
+        rows: np.ndarray,
+        times: np.ndarray,
+        whens: np.ndarray,
+        vectors: np.ndarray,
+        texts: Sequence[str],
+        result: AddResult,
+    ) -> list[str]:
+        """Story ids for a batch of new headlines, in order; each one sees those before it."""
+        floor = self.judgement.cosine_floor() - 1e-6
+        self._cover(float(times.min()) - self.window, float(times.max()) + self.window)
+        assigned: list[str] = []
+        for start in range(0, len(rows), _BLOCK):
+            stop = min(start + _BLOCK, len(rows))
+            block = vectors[start:stop]
+            low, high = times[start:stop].min() - self.window, times[start:stop].max() + self.window
+            known = self.n
+            near = np.flatnonzero(self.alive[:known] & (self.times[:known] >= low) & (self.times[:known] <= high))
+            # Threshold whole blocks at once; only the few pairs above the floor are scored exactly.
+            near_hits = np.nonzero(block @ self.vectors[near].T >= floor)
+            own_hits = np.nonzero(block @ block.T >= floor)
+            self._load_stories({self.story_of[p] for p in near[near_hits[1]]})
+            near_bounds = np.searchsorted(near_hits[0], np.arange(len(block) + 1))
+            own_bounds = np.searchsorted(own_hits[0], np.arange(len(block) + 1))
+            placed: list[int] = []  # memory position of each headline of this block
+            for offset in range(len(block)):
+                i = start + offset
+                hits = near[near_hits[1][near_bounds[offset] : near_bounds[offset + 1]]]
+                own = own_hits[1][own_bounds[offset] : own_bounds[offset + 1]]
+                earlier = np.array([placed[j] for j in own if j < offset], dtype=np.int64)
+                candidates = np.concatenate([hits, earlier])
+                candidates = candidates[np.abs(self.times[candidates] - times[i]) <= self.window]
+                story_id = self._place(candidates, vectors[i], texts[i], float(whens[i]), result)
+                position = self._append(int(rows[i]), float(times[i]), float(whens[i]), vectors[i], texts[i], story_id)
+                self.stories[story_id].members.append(position)
+                placed.append(position)
+                assigned.append(story_id)
+        return assigned
+
+    def _place(self, hits: np.ndarray, vector: np.ndarray, text: str, when: float, result: AddResult) -> str:
+        """The story the headline joins (an existing one, or a new one that it starts)."""
+        best: str | None = None
+        if len(hits):
+            stories = sorted({self.story_of[p] for p in hits}, key=story_order)
+            members = np.array([p for s in stories for p in self.stories[s].members], dtype=np.int64)
+            scores = scores_to(
+                self.judgement,
+                vector,
+                text,
+                when,
+                self.vectors[members],
+                [self.texts[p] for p in members],
+                self.whens[members],
+            )
+            by_position = dict(zip(members.tolist(), scores.tolist(), strict=True))
+            # A story is a candidate when one of its headlines within the window reaches the threshold.
+            reached = {self.story_of[p] for p in hits.tolist() if by_position.get(p, -np.inf) >= self.threshold}
+            best_score = self.threshold
+            # Oldest first with a strict '>' below: on a tie the older story wins, so the choice is repeatable.
+            for story_id in (s for s in stories if s in reached):
+                mean = float(np.mean([by_position[p] for p in self.stories[story_id].members]))
+                if mean > best_score or (best is None and mean >= best_score):
+                    best, best_score = story_id, mean
+        if best is not None:
+            result.joined += 1
+            self.dirty.add(best)
+            return best
+        story_id = mint_story_id(self.next_story)
+        self.next_story += 1
+        self.stories[story_id] = _Story(story_id, [], -1, utc_now())
+        result.new_stories += 1
+        self.dirty.add(story_id)
+        return story_id
+
+    def write_stories(self) -> None:
+        """Write the stories this call changed (inside the caller's transaction)."""
+        records = []
+        for story in (self.stories[i] for i in sorted(self.dirty, key=story_order)):
+            members = story.members
+            if story.representative < 0 and members:  # a new story: its first headline represents it
+                story.representative = int(self.rows[members[0]])
+            spans = self.times[members] if members else np.zeros(0)
+            records.append(
+                (
+                    story.id,
+                    story.created_at,
+                    story.representative if members else None,
+                    float(spans.min()) if members else None,
+                    float(spans.max()) if members else None,
+                    len(members),
+                    int(bool(members)),
+                )
+            )
+        self.db.executemany(
+            "INSERT OR REPLACE INTO stories (id, created_at, representative, first_seen, last_seen, size, "
+            "vector_sum, active) VALUES (?, ?, ?, ?, ?, ?, NULL, ?)",
+            records,
+        )
+        self.dirty.clear()
+
+
+def story_means(
+    db: Database,
+    judgement: Judgement,
+    vector: np.ndarray,
+    text: str,
+    when: float,
+    story_ids: Iterable[str],
+    dimension: int,
+) -> dict[str, tuple[int, float]]:
+    """(size, mean judgement score of the headline to its members) of each stored story ``story_ids``."""
+    means = {}
+    for story, members in load_members(db, story_ids, dimension).items():
+        scores = scores_to(judgement, vector, text, when, members.vectors, members.normalized, members.whens)
+        means[story] = (len(members.headlines), float(scores.mean()))
+    return means

@@ -1,0 +1,172 @@
+"""The index's checks, repairs and nightly bookkeeping: stats, repair, windows, runs and regrouping.
+
+Functions over the database of an open index (:class:`~cluster.store.HeadlineIndex` calls them with its
+own); the nightly job reaches them through the index's public methods, never through SQL of its own.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from ..errors import InputError
+from .schema import DB_FILE, Database, as_vectors, iso, utc_now
+from .types import Run, WindowHeadlines
+from .vectors import VectorFile
+
+if TYPE_CHECKING:
+    from .headline_index import HeadlineIndex
+
+
+def index_stats(index: HeadlineIndex, vectors: VectorFile) -> dict[str, Any]:
+    """Counts, settings, and whether vectors.faiss matches the database (read-only: repairs nothing)."""
+    db = index.db
+    with db.snapshot():
+        headlines = index.count()
+        earliest, latest = db.execute("SELECT min(t), max(t) FROM headlines").fetchone()
+        rows = vectors.all_rows()
+        last_run = db.execute(
+            "SELECT since, until, state, finished_at, summary FROM runs WHERE kind = 'nightly' ORDER BY id DESC LIMIT 1"
+        ).fetchone()
+        history = dict(db.execute("SELECT kind, count(*) FROM story_history GROUP BY kind").fetchall())
+        info: dict[str, Any] = {
+            "path": str(index.path),
+            "model": index.model,
+            "dimension": index.dimension,
+            "level": index.level,
+            "threshold": index.threshold,
+            "similarity": index.judgement.kind,
+            "linkage": index.linkage,
+            "window_hours": index.window.total_seconds() / 3600,
+            "headlines": headlines,
+            "stories": db.execute("SELECT count(*) FROM stories WHERE active = 1").fetchone()[0],
+            "embeddings": db.execute("SELECT count(*) FROM embeddings").fetchone()[0],
+            "earliest": None if earliest is None else iso(earliest),
+            "latest": None if latest is None else iso(latest),
+            "merges": history.get("merge", 0),
+            "splits": history.get("split", 0),
+        }
+    info["faiss"] = vectors.describe(rows, headlines)
+    if last_run is not None:
+        since, until, state, finished, summary = last_run
+        info["last_nightly"] = {
+            "since": iso(since),
+            "until": iso(until),
+            "state": state,
+            "finished_at": finished,
+            **(json.loads(summary) if summary else {}),
+        }
+    return info
+
+
+def repair_index(index: HeadlineIndex, vectors: VectorFile) -> list[str]:
+    """Check the database and recompute stories that disagree with their headlines; what was wrong."""
+    db = index.db
+    fixed: list[str] = []
+    verdict = db.execute("PRAGMA quick_check").fetchone()[0]
+    orphans = db.execute(
+        "SELECT count(*) FROM headlines h LEFT JOIN embeddings e ON e.text_key = h.text_key WHERE e.text_key IS NULL"
+    ).fetchone()[0]
+    if verdict != "ok" or orphans:
+        damage = verdict if verdict != "ok" else f"{orphans} headline(s) have no stored vector"
+        raise InputError(
+            f"the database is damaged ({damage})", path=str(index.path / DB_FILE), hint="restore it from a backup"
+        )
+    wrong = [
+        s
+        for (s,) in db.execute(
+            "SELECT s.id FROM stories s LEFT JOIN (SELECT story_id, count(*) AS n FROM headlines "
+            "GROUP BY story_id) c ON c.story_id = s.id WHERE s.size != coalesce(c.n, 0) "
+            "UNION SELECT story_id FROM headlines WHERE story_id NOT IN (SELECT id FROM stories)"
+        )
+    ]
+    if wrong:
+        with db.transaction():
+            index.refresh_stories(wrong)
+        fixed.append(f"recomputed {len(wrong):,} story record(s) from their headlines")
+    return fixed
+
+
+def window_headlines(index: HeadlineIndex, low: float, high: float) -> WindowHeadlines:
+    """The stored headlines with time in [low, high), in row order."""
+    found = index.db.execute(
+        "SELECT h.row, h.story_id, h.normalized, h.t, h.published_at IS NOT NULL, e.vector FROM headlines h "
+        "JOIN embeddings e ON e.text_key = h.text_key WHERE h.t >= ? AND h.t < ? ORDER BY h.row",
+        (low, high),
+    ).fetchall()
+    return WindowHeadlines(
+        [r[0] for r in found],
+        [r[1] for r in found],
+        [r[2] for r in found],
+        as_vectors([r[5] for r in found], index.dimension or 0),
+        [r[3] if r[4] else None for r in found],
+    )
+
+
+def start_run(db: Database, low: float, high: float) -> Run:
+    """The run record: an unfinished one for the same window is resumed, else a new one starts."""
+    with db.transaction():
+        unfinished = db.execute(
+            "SELECT id, state, summary FROM runs WHERE kind = 'nightly' AND since = ? AND until = ? "
+            "AND state != 'done' ORDER BY id DESC LIMIT 1",
+            (low, high),
+        ).fetchone()
+        if unfinished is not None:
+            run, state, summary = unfinished
+            return Run(int(run), True, state, json.loads(summary) if summary else {})
+        cursor = db.execute(
+            "INSERT INTO runs (kind, since, until, started_at, state) VALUES ('nightly', ?, ?, ?, 'running')",
+            (low, high, utc_now()),
+        )
+        return Run(int(cursor.lastrowid), False, "running")
+
+
+def run_changes(db: Database, run: int) -> list[tuple[str, str, str, str]]:
+    """(kind, old id, new id, reason) of every merge and split a run recorded, in order."""
+    return [
+        tuple(r)
+        for r in db.execute("SELECT kind, old_id, new_id, reason FROM story_history WHERE run = ? ORDER BY seq", (run,))
+    ]
+
+
+def apply_regrouping(
+    index: HeadlineIndex,
+    window: WindowHeadlines,
+    labels: Sequence[str],
+    merged: Mapping[str, str],
+    changes: Sequence[tuple[str, str, str, str]],
+    next_story: int,
+    run: int,
+    summary: Mapping[str, Any],
+) -> int:
+    """Give the window's headlines their new story ids, merge stories, record history: one transaction.
+
+    ``labels``: the new story id of each window headline; ``merged``: old id -> the id it went into (its
+    headlines outside the window follow); ``changes``: (kind, old id, new id, reason) to record. The run
+    is marked committed with ``summary`` plus ``changed`` (headlines whose story id changed). Returns
+    ``changed``.
+    """
+    db = index.db
+    moved = [
+        (label, row)
+        for row, before, label in zip(window.rows, window.story_ids, labels, strict=True)
+        if label != before
+    ]
+    at = utc_now()
+    with db.transaction():
+        db.executemany("UPDATE headlines SET story_id = ? WHERE row = ?", moved)
+        merged_outside = 0
+        for story, winner in sorted(merged.items()):
+            merged_outside += db.execute(
+                "UPDATE headlines SET story_id = ? WHERE story_id = ?", (winner, story)
+            ).rowcount
+        index.refresh_stories(set(window.story_ids) | set(labels), created_at=at)
+        db.executemany(
+            "INSERT INTO story_history (old_id, new_id, at, kind, reason, run) VALUES (?, ?, ?, ?, ?, ?)",
+            [(old, new, at, kind, reason, run) for kind, old, new, reason in changes],
+        )
+        db.set_meta({"next_story": next_story})
+        changed = len(moved) + merged_outside
+        index.set_run(run, "committed", {**summary, "changed": changed})
+    return changed

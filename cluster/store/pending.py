@@ -1,0 +1,76 @@
+"""Headlines on their way into the index: validated, normalized and keyed, before anything is written."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+
+from ..embed import text_key
+from ..errors import InputError
+from ..limits import MAX_HEADLINE_CHARS
+from ..normalize import normalize
+from ..records import Record, content_id
+from .schema import UTC, iso_moment
+from .types import Headline
+
+
+@dataclass(frozen=True)
+class Pending:
+    """A headline about to be added, validated and normalized."""
+
+    id: str
+    record: Record
+    normalized: str
+    key: bytes
+    published_at: str | None
+    t: float | None
+
+
+def pending(item: Record | Mapping | str, position: int) -> Pending:
+    if isinstance(item, str):
+        record = Record(item.strip())
+    elif isinstance(item, Record):
+        record = item
+    elif isinstance(item, Mapping):
+        text = item.get("text", item.get("title"))
+        if not isinstance(text, str):
+            raise InputError(f"headline {position} has no text (a 'text' or 'title' string)")
+        published = item.get("published_at")
+        if published is not None and not isinstance(published, datetime):
+            raise InputError(f"headline {position}: published_at must be a datetime, not {type(published).__name__}")
+        record = Record(
+            text.strip(),
+            None if item.get("id") is None else str(item["id"]),
+            published,
+            item.get("source"),
+            item.get("url"),
+        )
+    else:
+        raise InputError(f"headline {position} is a {type(item).__name__}: pass Records, mappings or strings")
+    if not record.text.strip():
+        raise InputError(f"headline {position} is empty")
+    if len(record.text) > MAX_HEADLINE_CHARS:
+        raise InputError(f"headline {position} is {len(record.text):,} characters long, over {MAX_HEADLINE_CHARS:,}")
+    normalized = normalize(record.text)
+    when = record.published_at
+    if when is not None and when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return Pending(
+        record.id or content_id(record.text),
+        record,
+        normalized,
+        text_key(normalized),
+        None if when is None else iso_moment(when),
+        None if when is None else when.timestamp(),
+    )
+
+
+def unchanged(old: Headline, new: Pending) -> bool:
+    record = new.record
+    return (
+        old.text == record.text
+        and old.source == record.source
+        and old.url == record.url
+        and (new.published_at is None or old.published_at == new.published_at)
+    )

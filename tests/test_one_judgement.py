@@ -1,0 +1,123 @@
+"""One judgement everywhere: the same file groups the same through collapse, the index + nightly and eval.
+
+Each entry point is run as a user runs it (the CLI, in-process, with the real default model injected so
+that its vectors are computed once), on the README's English example and on 300 consecutive headlines of
+the OG2021 dev file, whose times the story level weighs.
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import json
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from cluster.cli import main
+from cluster.records import read_records
+
+REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+
+
+def run(embedder, *args: object) -> str:
+    result = CliRunner().invoke(main, [str(a) for a in args], obj={"embedder": embedder}, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result.stdout
+
+
+def partition(labels: list[str]) -> set[frozenset[int]]:
+    groups: dict[str, set[int]] = {}
+    for position, label in enumerate(labels):
+        groups.setdefault(label, set()).add(position)
+    return {frozenset(g) for g in groups.values()}
+
+
+def collapse_labels(embedder, path: Path) -> list[str]:
+    result = json.loads(run(embedder, "collapse", path, "--format", "json", "--quiet"))
+    labels = [""] * sum(len(s["members"]) for s in result["stories"])
+    for story in result["stories"]:
+        for member in story["members"]:
+            labels[member["index"]] = str(story["id"])
+    return labels
+
+
+def nightly_labels(embedder, path: Path, tmp_path: Path) -> list[str]:
+    records = read_records(str(path)).records
+    times = [r.published_at for r in records]
+    index, out = tmp_path / "idx", tmp_path / "out"
+    run(embedder, "index", "add", path, "--index", index, "--quiet")
+    since = min(times).isoformat()
+    until = (max(times) + timedelta(seconds=1)).isoformat()  # --until is exclusive
+    run(embedder, "nightly", "--index", index, "--since", since, "--until", until, "--out", out, "--quiet")
+    with (out / "headlines.csv").open(encoding="utf-8", newline="") as handle:
+        story_of = {row["id"]: row["story_id"] for row in csv.DictReader(handle)}
+    return [story_of[r.id] for r in records]
+
+
+def eval_agrees(embedder, path: Path, labels: list[str], tmp_path: Path) -> dict:
+    """``eval clusters`` of the file labelled with ``labels``: a perfect score means the same partition."""
+    records = read_records(str(path)).records
+    labelled = tmp_path / "labelled.tsv"
+    with labelled.open("w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle, delimiter="\t", lineterminator="\n")
+        writer.writerow(["id", "published_at", "text", "story"])
+        for record, label in zip(records, labels, strict=True):
+            writer.writerow([record.id, record.published_at.isoformat(), record.text, label])
+    return json.loads(run(embedder, "eval", "clusters", labelled, "--format", "json"))
+
+
+@pytest.fixture(scope="module")
+def og_slice(tmp_path_factory, shared_data: Path) -> Path:
+    with (shared_data / "clusters" / "og2021_events_dev.tsv").open(encoding="utf-8", newline="") as handle:
+        rows = list(csv.DictReader(handle, delimiter="\t", quoting=csv.QUOTE_NONE))
+    rows.sort(key=lambda r: (r["published_at"], r["id"]))
+    path = tmp_path_factory.mktemp("og") / "og2021_slice.tsv"
+    with path.open("w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle, delimiter="\t", lineterminator="\n", quoting=csv.QUOTE_NONE, escapechar="\\")
+        writer.writerow(["id", "published_at", "text"])
+        for row in rows[2000:2300]:
+            writer.writerow([row["id"], row["published_at"], row["text"].replace("\t", " ")])
+    return path
+
+
+@pytest.mark.parametrize("which", ["related_en", "og2021"])
+def test_collapse_index_nightly_and_eval_give_one_partition(which, embedder, og_slice, tmp_path: Path) -> None:
+    path = REPO / "examples" / "related_en.csv" if which == "related_en" else og_slice
+    collapsed = collapse_labels(embedder, path)
+    assert partition(nightly_labels(embedder, path, tmp_path)) == partition(collapsed)
+    figures = eval_agrees(embedder, path, collapsed, tmp_path)
+    assert figures["bcubed_f1"] == 1.0 and figures["pred_stories"] == figures["true_stories"]
+    if which == "related_en":
+        # The README's example: several stories, and the storm reports together.
+        assert len(set(collapsed)) >= 2 and collapsed[2] == collapsed[3] == collapsed[5]
+    else:
+        assert 5 < len(set(collapsed)) < 290  # neither one story nor nothing merged: the check has teeth
+
+
+def test_explain_agrees_with_collapse_on_every_pair_of_the_example(embedder) -> None:
+    path = REPO / "examples" / "related_en.csv"
+    labels = collapse_labels(embedder, path)
+    for i, j in itertools.combinations(range(len(labels)), 2):
+        reason = run(embedder, "explain", path, i, j).strip()
+        assert reason.startswith("same story") == (labels[i] == labels[j]), (i, j, reason)
+
+
+def test_explain_agrees_with_collapse_on_the_og2021_slice(embedder, og_slice) -> None:
+    labels = collapse_labels(embedder, og_slice)
+    same = [(i, j) for i, j in itertools.combinations(range(len(labels)), 2) if labels[i] == labels[j]]
+    apart = [(i, j) for i, j in itertools.combinations(range(len(labels)), 2) if labels[i] != labels[j]]
+    # Every pair through the library's explain (what the CLI prints), and a sample through the CLI itself.
+    from cluster import collapse
+
+    records = read_records(str(og_slice)).records
+    result = collapse([{"text": r.text, "published_at": r.published_at} for r in records], embedder=embedder)
+    assert [str(result.story_of(i).id) for i in range(len(records))] == labels
+    for i, j in same + apart:
+        assert result.explain(i, j).same_story == (labels[i] == labels[j])
+    for i, j in same[:: max(1, len(same) // 15)] + apart[:: max(1, len(apart) // 15)]:
+        reason = run(embedder, "explain", og_slice, i, j).strip()
+        assert reason.startswith("same story") == (labels[i] == labels[j]), (i, j, reason)
