@@ -23,7 +23,9 @@ import pytest
 from conftest import REPO
 from test_store import FakeEmbedder
 
-from cluster.service import Limits, Metrics, _field_path, create_app
+from cluster.service import Limits, create_app
+from cluster.service.errors import field_path
+from cluster.service.metrics import Metrics
 
 KEY_ENV = "HC_SERVICE_TEST_KEY"
 KEY = "test-key-5f0c2d9e"
@@ -334,10 +336,10 @@ def test_restart_keeps_data_and_api_key_guards_v1(server: Server) -> None:
 
 
 def test_field_paths() -> None:
-    assert _field_path(("body", "headlines", 3, "text")) == ("headlines[3].text", False)
-    assert _field_path(("body", "headlines", 0, "CollapseItem", "id")) == ("headlines[0].id", True)
-    assert _field_path(("query", "k")) == ("k", False)
-    assert _field_path(("body",)) == ("body", False)
+    assert field_path(("body", "headlines", 3, "text")) == ("headlines[3].text", False)
+    assert field_path(("body", "headlines", 0, "CollapseItem", "id")) == ("headlines[0].id", True)
+    assert field_path(("query", "k")) == ("k", False)
+    assert field_path(("body",)) == ("body", False)
 
 
 def test_metrics_render_escapes_and_accumulates() -> None:
