@@ -5,7 +5,8 @@ model loads once, in ``create_app``, and every request shares its embedder (and 
 
 Modules, each importing only those above it:
 
-* ``models``: request and response bodies.
+* ``derive``: response schemas derived from the library's result dataclasses.
+* ``models``: request bodies and the derived response models.
 * ``errors``: the error JSON ``{"error", "message", "field"}`` and pydantic errors turned into it.
 * ``limits``: per-request limits and their checks.
 * ``metrics``: the Prometheus text and the ASGI layer that measures every answer.

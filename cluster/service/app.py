@@ -32,11 +32,14 @@ from ..normalize import normalize
 from ..store import EmbedderLike, HeadlineIndex
 from ..stories import collapse
 from . import metrics as metrics_text
+from .derive import values
 from .errors import ApiError, error, validation_response
 from .guard import Guarded
 from .limits import Limits, check_count, check_texts
 from .metrics import Measured, Metrics
 from .models import (
+    ADD,
+    ADDED_HEADLINE,
     ERROR_RESPONSES,
     AddedHeadline,
     AddRequest,
@@ -115,7 +118,7 @@ class _Service:
         """
         self.embedder.encode([normalize(h.text.strip()) for h in body.headlines])
 
-    def add(self, body: AddRequest) -> AddResponse:
+    def add(self, body: AddRequest) -> AddResponse:  # type: ignore[valid-type]
         index = self.writer
         seen: set[str] = set()
         present: set[str] = set()
@@ -135,7 +138,7 @@ class _Service:
                 for h in body.headlines
             ]
         )
-        out: list[AddedHeadline] = []
+        out: list[Any] = []
         reported: set[str] = set()
         for headline in body.headlines:
             stored = index.get(headline.id)
@@ -143,16 +146,8 @@ class _Service:
                 raise RuntimeError(f"headline {headline.id!r} was not stored")
             status = "present" if headline.id in present or headline.id in reported else "added"
             reported.add(headline.id)
-            out.append(AddedHeadline(id=headline.id, story_id=stored.story_id, status=status))
-        return AddResponse(
-            headlines=out,
-            added=result.added,
-            present=result.present,
-            new_stories=result.new_stories,
-            joined=result.joined,
-            index_headlines=result.headlines,
-            index_stories=result.stories,
-        )
+            out.append(AddedHeadline(**values(ADDED_HEADLINE, stored), status=status))
+        return AddResponse(**values(ADD, result), headlines=out)
 
     def headline(self, headline_id: str) -> dict[str, Any] | None:
         with self.reader() as index:
