@@ -354,6 +354,22 @@ def test_metrics_render_escapes_and_accumulates() -> None:
     assert text.endswith("\n")
 
 
+def test_answers_before_routing_count_under_their_route(tmp_path: Path) -> None:
+    from starlette.testclient import TestClient
+
+    limits = Limits(max_body_bytes=100)
+    app = create_app(tmp_path / "idx", create=True, embedder=FakeEmbedder(), api_key="k", limits=limits, readers=1)
+    with TestClient(app) as client:
+        assert client.get("/v1/headlines/some-id").status_code == 401
+        big = client.post("/v1/collapse", json={"headlines": ["x" * 200]}, headers={"x-api-key": "k"})
+        assert big.status_code == 413
+        text = client.get("/metrics").text
+    # 401 and 413 are answered by the guard, before routing: they still count under the route template.
+    assert 'route="/v1/headlines/{headline_id}",status="401"} 1' in text
+    assert 'route="/v1/collapse",status="413"} 1' in text
+    assert "unmatched" not in text
+
+
 def test_limits_are_checked() -> None:
     with pytest.raises(ValueError, match="max_text_chars"):
         Limits(max_text_chars=5000)

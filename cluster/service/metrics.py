@@ -102,7 +102,12 @@ def gauges(index_headlines: int, cache: CacheCounts | None) -> dict[str, tuple[s
 
 
 class Measured:
-    """Outermost ASGI layer: counts every answer (401s and 413s included) under its route template."""
+    """Outermost ASGI layer: counts every answer (401s and 413s included) under its route template.
+
+    ``routes`` returns the routes to match a request against when it was answered before routing. They
+    must be the routes themselves, not an included router: FastAPI (0.165) wraps an included router in one
+    route object without a path template, under which every /v1 answer would count as "unmatched".
+    """
 
     def __init__(self, app: ASGIApp, metrics: Metrics, routes: Callable[[], Sequence[BaseRoute]]):
         self.app = app
@@ -131,5 +136,7 @@ class Measured:
         # The template, not the raw path: ids in paths would make one time series per headline.
         route: Any = scope.get("route")
         if route is None:  # answered before routing (401, 413): find the route it was meant for
-            route = next((r for r in self.routes() if r.matches(scope)[0] == Match.FULL), None)
+            route = next(
+                (r for r in self.routes() if getattr(r, "path", None) and r.matches(scope)[0] == Match.FULL), None
+            )
         return getattr(route, "path", None) or "unmatched"
