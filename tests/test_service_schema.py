@@ -112,6 +112,11 @@ def test_a_stale_name_in_a_shape_fails_at_once() -> None:
         Shape(Headline, "Stale", omit={"row_number": "renamed in the library"})
     with pytest.raises(ValueError, match="not a property"):
         Shape(Headline, "Stale", properties=("size",))
+    # Two schemas under one component name would be renamed by FastAPI behind the clients' backs.
+    with pytest.raises(ValueError, match="two different shapes are named HeadlineOut"):
+        build_model(
+            dataclasses.replace(HEADLINE, omit={"row": "internal row number", "t": "internal time", "url": "x"})
+        )
 
 
 # --- the library's JSON passes through the response models unchanged ------------------------------------------

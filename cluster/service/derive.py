@@ -60,7 +60,8 @@ class Shape:
             raise ValueError(f"{self.name}: give omit or only, not both")
         names = {f.name for f in dataclasses.fields(self.source)}
         # A stale name (a field the library renamed or dropped) must fail here, not pass silently.
-        for what, listed in (("omit", self.omit), ("only", self.only or ()), ("rename", self.rename)):
+        named = (("omit", self.omit), ("only", self.only or ()), ("rename", self.rename))
+        for what, listed in (*named, ("nested", self.nested), ("inline", self.inline)):
             unknown = set(listed) - names
             if unknown:
                 raise ValueError(f"{self.name}: {what} names no field of {self.source.__name__}: {sorted(unknown)}")
@@ -111,15 +112,19 @@ def values(shape: Shape, instance: Any) -> dict[str, Any]:
     return out
 
 
+# One model per shape name in the process: OpenAPI names components by model name, and two different
+# models under one name would be renamed by FastAPI to long module-qualified names.
+_BUILT: dict[str, tuple[Shape, type[BaseModel]]] = {}
+
+
 def build_model(shape: Shape) -> type[BaseModel]:
     """The pydantic model of ``shape`` (nested shapes become models of their own, named by them)."""
-    return _build(shape, {})
-
-
-def _build(shape: Shape, built: dict[str, type[BaseModel]]) -> type[BaseModel]:
-    if shape.name in built:
-        return built[shape.name]
-    definitions = _definitions(shape, built)
+    if shape.name in _BUILT:
+        known, model = _BUILT[shape.name]
+        if known != shape:
+            raise ValueError(f"two different shapes are named {shape.name}")
+        return model
+    definitions = _definitions(shape)
     order = shape.keys()
     model = create_model(  # type: ignore[call-overload]
         shape.name,
@@ -127,21 +132,21 @@ def _build(shape: Shape, built: dict[str, type[BaseModel]]) -> type[BaseModel]:
         __module__=__name__,
         **{key: definitions[key] for key in order},
     )
-    built[shape.name] = model
+    _BUILT[shape.name] = (shape, model)
     return model
 
 
-def _definitions(shape: Shape, built: dict[str, type[BaseModel]]) -> dict[str, tuple[Any, Any]]:
+def _definitions(shape: Shape) -> dict[str, tuple[Any, Any]]:
     out: dict[str, tuple[Any, Any]] = {}
     for f in shape.fields():
         if f.name in shape.inline:
-            out.update(_definitions(shape.inline[f.name], built))
+            out.update(_definitions(shape.inline[f.name]))
             continue
         key = shape.rename.get(f.name, f.name)
         hint = _field_hint(shape.source, f)
         if f.name in shape.nested:
             inner = shape.nested[f.name]
-            hint = _substitute(hint, inner.source, _build(inner, built))
+            hint = _substitute(hint, inner.source, build_model(inner))
         # Required unless listed optional: a dataclass default says how the library builds the value,
         # not whether the JSON carries the key (AddResult's counters default to 0 and are always sent).
         default: Any = None if key in shape.optional else ...
