@@ -15,15 +15,21 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+import uuid
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from types import SimpleNamespace
 
 import httpx
+import numpy as np
 import pytest
 from conftest import REPO
 from test_store import FakeEmbedder
 
-from cluster.service import Limits, Metrics, _field_path, create_app
+from cluster.embed import EmbeddingCache, text_key
+from cluster.service import Limits, create_app
+from cluster.service.errors import field_path
+from cluster.service.metrics import Metrics, gauges
 
 KEY_ENV = "HC_SERVICE_TEST_KEY"
 KEY = "test-key-5f0c2d9e"
@@ -301,8 +307,29 @@ def test_metrics_exposition(server: Server) -> None:
         r'request_duration_seconds_bucket\{method="POST",route="/v1/collapse",le="\+Inf"\} (\d+)', text
     )
     assert count and infinite and count[1] == infinite[1]
-    assert 0.0 <= _gauge(text, "embedding_cache_hit_ratio") <= 1.0
     assert _gauge(text, "index_headlines") >= 0
+
+
+@pytest.mark.slow
+def test_cache_counters_follow_hits_and_misses(server: Server) -> None:
+    # Texts no earlier request (or run: the index keeps its cache on disk) can have embedded.
+    fresh = [f"Harbour authority {uuid.uuid4().hex} announces new ferry timetable", f"Ferry {uuid.uuid4().hex}"]
+    with server.ensure().client() as client:
+
+        def counters() -> tuple[float, float]:
+            text = client.get("/metrics").text
+            return _gauge(text, "embedding_cache_hits_total"), _gauge(text, "embedding_cache_misses_total")
+
+        hits, misses = counters()
+        assert post(client, "/v1/collapse", {"headlines": fresh}).status_code == 200
+        after_miss = counters()
+        assert after_miss[1] >= misses + len(fresh)  # each new text missed the cache
+        assert post(client, "/v1/collapse", {"headlines": fresh}).status_code == 200
+        after_hit = counters()
+        assert after_hit[1] == after_miss[1]  # embedded once: the same texts now come from the cache
+        assert after_hit[0] >= after_miss[0] + len(fresh)
+        ratio = _gauge(client.get("/metrics").text, "embedding_cache_hit_ratio")
+        assert ratio == pytest.approx(after_hit[0] / (after_hit[0] + after_hit[1]))
 
 
 @pytest.mark.slow
@@ -334,10 +361,10 @@ def test_restart_keeps_data_and_api_key_guards_v1(server: Server) -> None:
 
 
 def test_field_paths() -> None:
-    assert _field_path(("body", "headlines", 3, "text")) == ("headlines[3].text", False)
-    assert _field_path(("body", "headlines", 0, "CollapseItem", "id")) == ("headlines[0].id", True)
-    assert _field_path(("query", "k")) == ("k", False)
-    assert _field_path(("body",)) == ("body", False)
+    assert field_path(("body", "headlines", 3, "text")) == ("headlines[3].text", False)
+    assert field_path(("body", "headlines", 0, "CollapseItem", "id")) == ("headlines[0].id", True)
+    assert field_path(("query", "k")) == ("k", False)
+    assert field_path(("body",)) == ("body", False)
 
 
 def test_metrics_render_escapes_and_accumulates() -> None:
@@ -350,6 +377,74 @@ def test_metrics_render_escapes_and_accumulates() -> None:
     assert '_bucket{method="GET",route="/odd\\"route\\\\",le="0.5"} 2' in text
     assert "headline_cluster_index_headlines 12" in text
     assert text.endswith("\n")
+
+
+def test_cache_gauges_are_the_cache_counters() -> None:
+    assert set(gauges(7, None)) == {"index_headlines"}  # an embedder without a cache: no cache series
+    values = {name: value for name, (_, _, value) in gauges(7, SimpleNamespace(hits=3, misses=1)).items()}
+    assert values == {
+        "index_headlines": 7,
+        "embedding_cache_hits_total": 3,
+        "embedding_cache_misses_total": 1,
+        "embedding_cache_hit_ratio": 0.75,
+    }
+
+
+class CachingEmbedder(FakeEmbedder):
+    """FakeEmbedder behind a real EmbeddingCache, used the way cluster.embed.Embedder uses it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cache = EmbeddingCache()
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        keys = [text_key(t) for t in texts]
+        known = self.cache.get_many(self.model_id, list(dict.fromkeys(keys)))
+        todo = {k: t for k, t in zip(keys, texts, strict=True) if k not in known}
+        if todo:
+            fresh = dict(zip(todo, super().encode(list(todo.values())), strict=True))
+            self.cache.put_many(self.model_id, fresh)
+            known.update(fresh)
+        return np.array([known[k] for k in keys], dtype=np.float32).reshape(len(texts), self.dimension)
+
+
+def test_cache_counters_move_with_requests_in_process(tmp_path: Path) -> None:
+    from starlette.testclient import TestClient
+
+    app = create_app(tmp_path / "idx", create=True, embedder=CachingEmbedder(), readers=1)
+    with TestClient(app) as client:
+
+        def counters() -> tuple[float, float]:
+            text = client.get("/metrics").text
+            return _gauge(text, "embedding_cache_hits_total"), _gauge(text, "embedding_cache_misses_total")
+
+        start = counters()
+        assert client.post("/v1/collapse", json={"headlines": ["topic1 new a", "topic1 new b"]}).status_code == 200
+        missed = counters()
+        assert missed == (start[0], start[1] + 2)
+        assert client.post("/v1/collapse", json={"headlines": ["topic1 new b", "topic1 new a"]}).status_code == 200
+        assert counters() == (missed[0] + 2, missed[1])
+        # A write embeds its text ahead of the lock: that is its one miss, the index then finds the vector.
+        added = client.post("/v1/headlines", json={"headlines": [{"id": "w1", "text": "topic4 written"}]})
+        assert added.status_code == 200
+        written = counters()
+        assert written[1] == missed[1] + 1 and written[0] >= missed[0] + 2
+
+
+def test_answers_before_routing_count_under_their_route(tmp_path: Path) -> None:
+    from starlette.testclient import TestClient
+
+    limits = Limits(max_body_bytes=100)
+    app = create_app(tmp_path / "idx", create=True, embedder=FakeEmbedder(), api_key="k", limits=limits, readers=1)
+    with TestClient(app) as client:
+        assert client.get("/v1/headlines/some-id").status_code == 401
+        big = client.post("/v1/collapse", json={"headlines": ["x" * 200]}, headers={"x-api-key": "k"})
+        assert big.status_code == 413
+        text = client.get("/metrics").text
+    # 401 and 413 are answered by the guard, before routing: they still count under the route template.
+    assert 'route="/v1/headlines/{headline_id}",status="401"} 1' in text
+    assert 'route="/v1/collapse",status="413"} 1' in text
+    assert "unmatched" not in text
 
 
 def test_limits_are_checked() -> None:
