@@ -148,7 +148,8 @@ def explain_command(
 
 def _headlines(file: str, input_format: str | None, text_field: str | None) -> list[dict]:
     read = read_records(file, input_format=input_format, text_field=text_field)
-    return [{"text": r.text, "published_at": r.published_at} for r in read.records]
+    # The id column too: `collapse --format json` must hand the caller's own ids back.
+    return [{"text": r.text, "published_at": r.published_at, "id": r.id} for r in read.records]
 
 
 for command in (eval_group, calibrate_command, index_group, nightly_command, serve_command):

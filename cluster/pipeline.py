@@ -86,13 +86,16 @@ def _known_times(times: Sequence[object] | None) -> list[object] | None:
 
 def headline_items(
     headlines: Sequence[str | Mapping], text_field: str | None = None
-) -> tuple[list[str], list[datetime | None]]:
-    """The text and publication time of each headline: strings as they are, mappings by ``text_field``
-    (else ``text``, then ``title``) with an optional ``published_at`` datetime."""
+) -> tuple[list[str], list[datetime | None], list[str | int | None]]:
+    """The text, publication time and id of each headline: strings as they are (no time, no id),
+    mappings by ``text_field`` (else ``text``, then ``title``) with an optional ``published_at`` datetime
+    and an optional ``id`` (text or an integer, kept as given)."""
     texts: list[str] = []
     times: list[datetime | None] = []
+    ids: list[str | int | None] = []
     for position, item in enumerate(headlines):
         when = None
+        headline_id = None
         if isinstance(item, str):
             text = item
         elif isinstance(item, Mapping):
@@ -101,13 +104,19 @@ def headline_items(
             if text is None:
                 raise InputError(f"headline {position} has no text field (looked for {', '.join(fields)})")
             when = _as_time(item.get("published_at"), position)
+            headline_id = item.get("id")
+            # bool is an int subclass, and True as an id is a caller's mistake, not an id.
+            if headline_id is not None and (isinstance(headline_id, bool) or not isinstance(headline_id, str | int)):
+                kind = type(headline_id).__name__
+                raise InputError(f"headline {position}: id must be text or an integer, not {kind}")
         else:
             raise InputError(f"headline {position} is a {type(item).__name__}: pass strings or mappings")
         if not text.strip():
             raise InputError(f"headline {position} is empty")
         texts.append(text.strip())
         times.append(when)
-    return texts, times
+        ids.append(headline_id)
+    return texts, times, ids
 
 
 def _as_time(value: object, position: int) -> datetime | None:

@@ -27,7 +27,8 @@ class Member:
     """One headline of a story. ``score``: similarity to the story's representative.
 
     ``linked_to``/``link_score``: the member it is most similar to, the strongest edge that brought it
-    into the story (None for a story of one).
+    into the story (None for a story of one). ``id``: the input's own id (a mapping's ``id`` field, a
+    CSV/JSONL id column through the CLI), as given, or None: callers need their ids back, not positions.
     """
 
     index: int
@@ -35,6 +36,7 @@ class Member:
     score: float
     linked_to: int | None = None
     link_score: float | None = None
+    id: str | int | None = None
 
 
 @dataclass(frozen=True)
@@ -78,6 +80,7 @@ class CollapseResult:
     _grouping: Grouping = field(repr=False)
     _representative: str = field(repr=False, default="central")
     _times: list | None = field(repr=False, default=None)
+    _ids: list | None = field(repr=False, default=None)
 
     @property
     def selected(self) -> list[str]:
@@ -145,13 +148,13 @@ class CollapseResult:
 
     def rethreshold(self, threshold: float) -> CollapseResult:
         """The same input grouped at another threshold, without embedding again."""
-        return _assemble(self._prepared, self.linkage, self._representative, threshold, self._times)
+        return _assemble(self._prepared, self.linkage, self._representative, threshold, self._times, self._ids)
 
     def to_dict(self, *, explain: bool = False) -> dict:
         """The stable JSON shape of ``headline-cluster collapse --format json``."""
 
         def member(m: Member) -> dict:
-            item = {"index": m.index, "text": m.text, "score": round(m.score, 4)}
+            item = {"index": m.index, "id": m.id, "text": m.text, "score": round(m.score, 4)}
             if explain:
                 item["linked_to"] = m.linked_to
                 item["link_score"] = None if m.link_score is None else round(m.link_score, 4)
@@ -163,7 +166,11 @@ class CollapseResult:
             "stories": [
                 {
                     "id": s.id,
-                    "representative": {"index": s.representative.index, "text": s.representative.text},
+                    "representative": {
+                        "index": s.representative.index,
+                        "id": s.representative.id,
+                        "text": s.representative.text,
+                    },
                     "members": [member(m) for m in s.members],
                 }
                 for s in self.stories
@@ -189,22 +196,28 @@ def collapse(
     ``linkage`` to the level's (average). ``representative``: ``central`` (most similar to the rest of its
     story), ``first`` (input order) or ``earliest`` (by ``published_at`` in mapping input, a datetime or
     ISO 8601 text; ties and missing times by input order). Mapping input with ``published_at`` is
-    scored with its times, as the index scores the same headlines.
+    scored with its times, as the index scores the same headlines. A mapping's ``id`` (text or a number)
+    comes back with its member and representative.
     """
     if representative not in REPRESENTATIVES:
         raise ValueError(f"unknown representative rule {representative!r}: use one of {REPRESENTATIVES}")
-    texts, times = headline_items(headlines, text_field)
+    texts, times, ids = headline_items(headlines, text_field)
     if not texts:
         raise InputError("no headlines to collapse")
     if embedder is None:
         embedder = get_embedder(resolve_model_name(model))
     judgement = judgement_of(embedder, level, threshold)
     prepared = prepare(texts, embedder=embedder, judgement=judgement, times=times, prefixes=prefixes)
-    return _assemble(prepared, linkage or judgement.linkage, representative, judgement.threshold, times)
+    return _assemble(prepared, linkage or judgement.linkage, representative, judgement.threshold, times, ids)
 
 
 def _assemble(
-    prepared: Prepared, linkage: str, representative: str, threshold: float, times: list | None
+    prepared: Prepared,
+    linkage: str,
+    representative: str,
+    threshold: float,
+    times: list | None,
+    ids: list | None = None,
 ) -> CollapseResult:
     similarity = prepared.similarity
     texts = prepared.texts
@@ -223,7 +236,14 @@ def _assemble(
                 best = int(np.argmax(row))
                 linked_to, link_score = int(members[best]), float(row[best])
             story_members.append(
-                Member(int(index), texts[index], float(rep_row[position]), linked_to, link_score)
+                Member(
+                    int(index),
+                    texts[index],
+                    float(rep_row[position]),
+                    linked_to,
+                    link_score,
+                    None if ids is None else ids[index],
+                )
             )
         rep_member = next(m for m in story_members if m.index == rep)
         stories.append((int(rep), rep_member, story_members))
@@ -241,4 +261,5 @@ def _assemble(
         grouping,
         representative,
         times,
+        ids,
     )

@@ -482,3 +482,20 @@ def test_serve_command_bad_input(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     assert no_key.exit_code == 2
     assert f"{KEY_ENV} (named by --api-key-env) is not set" in no_key.output
     assert "Traceback" not in missing.output + no_key.output
+
+
+def test_docs_page_loads_swagger_from_this_server_only(tmp_path: Path) -> None:
+    from starlette.testclient import TestClient
+
+    app = create_app(tmp_path / "idx", create=True, embedder=FakeEmbedder(), readers=1)
+    with TestClient(app) as client:
+        for page in ("/docs", "/redoc"):
+            html = client.get(page)
+            assert html.status_code == 200
+            assets = re.findall(r"""(?:src|href)=["']([^"']+)["']""", html.text)
+            assets += re.findall(r"""url: ?["']([^"']+)["']""", html.text)  # swagger's openapi_url
+            assert any(a.endswith(".js") for a in assets), html.text
+            for asset in assets:
+                # Anything not on this server is a blank page offline.
+                assert asset.startswith("/"), f"{page} loads {asset}"
+                assert client.get(asset).status_code == 200, asset

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 import pytest
+from test_store import FakeEmbedder
 
 from cluster.errors import InputError
 from cluster.stories import collapse
@@ -139,7 +140,32 @@ def test_to_dict_schema(seed_result) -> None:
     assert set(data) == {"model", "threshold", "stories"}
     story = data["stories"][0]
     assert set(story) == {"id", "representative", "members"}
-    assert set(story["representative"]) == {"index", "text"}
-    assert set(story["members"][0]) == {"index", "text", "score"}
+    assert set(story["representative"]) == {"index", "id", "text"}
+    assert set(story["members"][0]) == {"index", "id", "text", "score"}
     explained = seed_result.to_dict(explain=True)["stories"][1]["members"][0]
     assert {"linked_to", "link_score"} <= set(explained)
+
+
+def test_ids_of_mappings_come_back_with_members_and_representatives() -> None:
+    headlines = [
+        {"id": "a17", "text": "topic1 Central bank raises rates"},
+        "topic1 Rates go up at the central bank",
+        {"id": 42, "text": "topic2 Storm hits the coast"},
+    ]
+    result = collapse(headlines, threshold=0.8, embedder=FakeEmbedder())
+    by_index = {m.index: m.id for s in result.stories for m in s.members}
+    assert by_index == {0: "a17", 1: None, 2: 42}
+    data = result.to_dict()
+    members = {m["index"]: m["id"] for s in data["stories"] for m in s["members"]}
+    assert members == {0: "a17", 1: None, 2: 42}
+    for story in data["stories"]:
+        rep = story["representative"]
+        assert rep["id"] == by_index[rep["index"]]
+    # rethreshold keeps them: no id may be lost on the way to another grouping.
+    apart = result.rethreshold(0.999)
+    assert sorted((m.index, m.id) for s in apart.stories for m in s.members) == [(0, "a17"), (1, None), (2, 42)]
+
+
+def test_an_id_that_is_neither_text_nor_integer_is_refused() -> None:
+    with pytest.raises(InputError, match="headline 1: id must be text or an integer, not list"):
+        collapse(["topic1 a", {"id": ["x"], "text": "topic1 b"}], embedder=FakeEmbedder())

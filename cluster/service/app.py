@@ -24,6 +24,7 @@ from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi.security import APIKeyHeader, HTTPBearer
+from fastapi_offline import FastAPIOffline
 from starlette.concurrency import run_in_threadpool
 
 from .. import __version__
@@ -99,14 +100,9 @@ class _Service:
     # Each method below runs in a worker thread.
 
     def collapse(self, body: CollapseRequest) -> dict[str, Any]:
-        items = [{"text": h} if isinstance(h, str) else {"text": h.text} for h in body.headlines]
-        ids = [None if isinstance(h, str) else h.id for h in body.headlines]
+        items = [{"text": h} if isinstance(h, str) else {"text": h.text, "id": h.id} for h in body.headlines]
         # threshold None: the engine's default for the model, exactly as `headline-cluster collapse` uses.
-        result = collapse(items, threshold=body.threshold, embedder=self.embedder).to_dict()
-        for story in result["stories"]:
-            for member in [story["representative"], *story["members"]]:
-                member["id"] = ids[member["index"]]
-        return result
+        return collapse(items, threshold=body.threshold, embedder=self.embedder).to_dict()
 
     def embed_ahead(self, body: AddRequest) -> None:
         """Embed a write's texts before it queues for the write lock (into the shared embedding cache).
@@ -207,7 +203,9 @@ def create_app(
         yield
         service.close()
 
-    app = FastAPI(
+    # FastAPI's /docs and /redoc load Swagger UI and ReDoc from a CDN, a blank page offline; fastapi-offline
+    # serves the same assets from its package under /static-offline-docs.
+    app = FastAPIOffline(
         title="headline-cluster",
         version=__version__,
         description="Duplicate-headline clustering: collapse related-article lists and keep stories per headline.",

@@ -73,8 +73,8 @@ _MEMBER_TEXT = {
     "index": "0-based position of the headline in the request.",
     "text": "The headline as sent.",
     "score": "Similarity to the story's representative.",
+    "id": "The id sent with the headline, or null.",
 }
-_SENT_ID = (str | None, "The id sent with the headline, if any.")
 
 COLLAPSE_MEMBER = Shape(
     Member,
@@ -83,7 +83,6 @@ COLLAPSE_MEMBER = Shape(
         "linked_to": "only with explain, which the service does not ask collapse for",
         "link_score": "only with explain, which the service does not ask collapse for",
     },
-    extra={"id": _SENT_ID},
     optional=("id",),
     describe=_MEMBER_TEXT,
 )
@@ -91,8 +90,7 @@ COLLAPSE_MEMBER = Shape(
 COLLAPSE_REPRESENTATIVE = Shape(
     Member,
     "CollapseRepresentative",
-    only=("index", "text"),
-    extra={"id": _SENT_ID},
+    only=("index", "id", "text"),
     optional=("id",),
     describe=_MEMBER_TEXT,
 )
@@ -109,7 +107,7 @@ COLLAPSE_STORY = Shape(
 COLLAPSE = Shape(
     CollapseResult,
     "CollapseResponse",
-    doc="The JSON of ``headline-cluster collapse --format json``, plus ``id`` where the request gave one.",
+    doc="The JSON of ``headline-cluster collapse --format json``: ``id`` is the one the request gave, or null.",
     omit={
         "level": "chose the threshold, which is in the answer",
         "linkage": "an engine setting, the same for every answer",
