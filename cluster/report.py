@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .store.types import StoryInfo
+from .wording import plural
 
 _WIDTH = 720
 _HEIGHT = 220
@@ -23,6 +24,7 @@ _BLUE = "#3b6ea8"
 _ORANGE = "#d9822b"
 _SIZE_BINS = ((1, 1), (2, 2), (3, 3), (4, 4), (5, 5), (6, 10), (11, 20), (21, 50), (51, None))
 _MEMBERS_SHOWN = 12
+_SCORE_BAR = 80  # width of a member's score bar, in pixels
 
 
 @dataclass
@@ -71,7 +73,8 @@ def render_report(data: ReportData) -> str:
         "</table>",
         "<h2>Story sizes</h2>",
         "<p class=muted>How many stories have each number of headlines (all their headlines, also those "
-        "outside the window).</p>",
+        "outside the window). The height is on a log scale, so a few large stories stay visible next to "
+        "many single-headline ones; each bar is labelled with its count.</p>",
         _size_histogram(sizes),
         "<h2>Similarity of grouped pairs</h2>",
         f"<p class=muted><span style='color:{_BLUE}'>■</span> pairs of headlines in the same story; "
@@ -79,7 +82,9 @@ def render_report(data: ReportData) -> str:
         "different stories (they would have chained). The line is the threshold.</p>",
         _similarity_histogram(data.within_pairs, data.apart_pairs, data.threshold),
         "<h2>Largest stories</h2>",
-        *(_story_block(story) for story in data.largest),
+        f"<p class=muted>score: similarity to the story's representative (bold); the bar spans "
+        f"{_bar_floor(data.largest, data.threshold):.2f} to 1.00, the tick marks the threshold.</p>",
+        *(_story_block(story, _bar_floor(data.largest, data.threshold), data.threshold) for story in data.largest),
         "<h2>Merges and splits recorded by this run</h2>",
         _changes_table(data.changes),
         "</body></html>",
@@ -97,7 +102,7 @@ def _size_histogram(sizes: Sequence[int]) -> str:
     for low, high in _SIZE_BINS:
         labels.append(str(low) if low == high else (f"{low}-{high}" if high else f"{low}+"))
         values.append(sum(1 for s in sizes if s >= low and (high is None or s <= high)))
-    return _bars(labels, [values], [_BLUE], "stories")
+    return _bars(labels, [values], [_BLUE], "stories", log=True, chart="sizes")
 
 
 def _similarity_histogram(within: np.ndarray, apart: np.ndarray, threshold: float) -> str:
@@ -112,7 +117,8 @@ def _similarity_histogram(within: np.ndarray, apart: np.ndarray, threshold: floa
     outside, _ = np.histogram(np.clip(apart, low, 1.0), bins=edges)
     labels = [f"{edge:.2f}" for edge in edges[:-1]]
     marker = (threshold - low) / (1.0 - low) if low < 1.0 else None
-    return _bars(labels, [inside.tolist(), outside.tolist()], [_BLUE, _ORANGE], "pairs", marker=marker)
+    series = [inside.tolist(), outside.tolist()]
+    return _bars(labels, series, [_BLUE, _ORANGE], "pairs", marker=marker, chart="similarity")
 
 
 def _bars(
@@ -121,30 +127,53 @@ def _bars(
     colours: Sequence[str],
     unit: str,
     marker: float | None = None,
+    log: bool = False,
+    chart: str = "",
 ) -> str:
-    """A bar chart as SVG: series side by side in each slot; ``marker`` draws a line at that fraction."""
+    """A bar chart as SVG: series side by side in each slot; ``marker`` draws a line at that fraction.
+
+    ``log``: heights on log(1 + count), and every non-empty bar labelled with its count, for data where
+    one slot dwarfs the others (hundreds of one-headline stories next to a handful of large ones).
+    """
     left, right, top, bottom = _MARGIN
     plot_w = _WIDTH - left - right
     plot_h = _HEIGHT - top - bottom
     peak = max((max(values) for values in series if len(values)), default=0) or 1
+
+    def scaled(value: int) -> float:
+        return float(np.log1p(value) / np.log1p(peak)) if log else value / peak
+
     slot = plot_w / max(len(labels), 1)
     bar = slot * 0.8 / len(series)
     shapes = [
-        f'<svg width="{_WIDTH}" height="{_HEIGHT}" '
+        f'<svg width="{_WIDTH}" height="{_HEIGHT}" data-chart="{_e(chart)}" data-scale="{"log" if log else "linear"}" '
         f'viewBox="0 0 {_WIDTH} {_HEIGHT}" role="img" aria-label="bar chart of {_e(unit)}">',
         f'<line x1="{left}" y1="{top + plot_h}" x2="{left + plot_w}" y2="{top + plot_h}" stroke="#888"/>',
         f'<text x="{left - 6}" y="{top + 4}" text-anchor="end" class=axis>{peak:,}</text>',
         f'<text x="{left - 6}" y="{top + plot_h}" text-anchor="end" class=axis>0</text>',
     ]
+    if log:
+        for tick in (10, 100, 1000, 10000):
+            if tick < peak:
+                y = top + plot_h - plot_h * scaled(tick)
+                shapes.append(
+                    f'<line x1="{left}" y1="{y:.1f}" x2="{left + plot_w}" y2="{y:.1f}" stroke="#eee"/>'
+                    f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end" class=axis>{tick:,}</text>'
+                )
     every = max(1, len(labels) // 12)  # label at most about a dozen slots so the text does not collide
     for i, label in enumerate(labels):
         x0 = left + i * slot + slot * 0.1
         for j, values in enumerate(series):
-            height = plot_h * values[i] / peak
+            height = plot_h * scaled(values[i])
             shapes.append(
                 f'<rect x="{x0 + j * bar:.1f}" y="{top + plot_h - height:.1f}" width="{bar:.1f}" '
                 f'height="{height:.1f}" fill="{colours[j]}"><title>{_e(label)}: {values[i]:,} {_e(unit)}</title></rect>'
             )
+            if log and values[i]:
+                shapes.append(
+                    f'<text x="{x0 + (j + 0.5) * bar:.1f}" y="{top + plot_h - height - 3:.1f}" text-anchor="middle" '
+                    f"class=axis>{values[i]:,}</text>"
+                )
         if i % every == 0:
             shapes.append(
                 f'<text x="{left + (i + 0.5) * slot:.1f}" y="{_HEIGHT - bottom + 14}" text-anchor="middle" '
@@ -159,23 +188,40 @@ def _bars(
     return "".join(shapes)
 
 
-def _story_block(story: StoryInfo) -> str:
+def _bar_floor(stories: Sequence[StoryInfo], threshold: float) -> float:
+    """Where the score bars start: at the threshold or the lowest score shown, whichever is lower, rounded
+    down to 0.05. Members' scores crowd just under 1.0; a bar from 0 would draw 0.907 and 1.000 alike."""
+    shown = [m.score for story in stories for m in story.members[:_MEMBERS_SHOWN]]
+    low = min([threshold, *shown])
+    return max(-1.0, min(0.95, float(np.floor(low * 20) / 20)))
+
+
+def _story_block(story: StoryInfo, floor: float = 0.0, threshold: float | None = None) -> str:
     rows = []
+    span = 1.0 - floor
+    tick = ""
+    if threshold is not None and floor <= threshold <= 1.0:
+        x = (threshold - floor) / span * _SCORE_BAR
+        tick = f'<line x1="{x:.1f}" y1="0" x2="{x:.1f}" y2="10" stroke="#c0392b"/>'
     for member in story.members[:_MEMBERS_SHOWN]:
         headline = member.headline
         rep = " class=rep" if headline.row == story.representative.row else ""
-        width = max(0.0, min(1.0, member.score)) * 60
+        width = max(0.0, min(1.0, (member.score - floor) / span)) * _SCORE_BAR
         rows.append(
             f"<tr{rep}><td class=num>{member.score:.3f}</td>"
-            f'<td><svg width="60" height="8"><rect width="{width:.1f}" height="8" fill="{_BLUE}"/></svg></td>'
-            f"<td dir=auto>{_e(headline.text)}</td><td class=muted>{_e(headline.published_at or '')}</td>"
+            f'<td><svg class=score width="{_SCORE_BAR}" height="10" data-score="{member.score:.4f}">'
+            f'<rect y="1" width="{width:.1f}" height="8" fill="{_BLUE}"/>{tick}'
+            f"<title>{member.score:.3f} (bar from {floor:.2f} to 1.00)</title></svg></td>"
+            f"<td dir=auto class=headline>{_e(headline.text)}</td>"
+            f"<td class='muted time'>{_e(headline.published_at or '')}</td>"
             f"<td class=muted>{_e(headline.source or '')}</td></tr>"
         )
     more = story.size - min(story.size, _MEMBERS_SHOWN)
     if more:
         rows.append(f"<tr><td></td><td></td><td class=muted>... and {more:,} more</td><td></td><td></td></tr>")
     return (
-        f"<h3>{_e(story.id)} · {story.size:,} headlines · {_e(story.first_seen)} to {_e(story.last_seen)}</h3>"
+        f"<h3>{_e(story.id)} · {plural(story.size, 'headline')} · "
+        f"<span class=time>{_e(story.first_seen)}</span> to <span class=time>{_e(story.last_seen)}</span></h3>"
         f"<table class=story><tr><th>score</th><th></th><th>headline</th><th>published</th><th>source</th></tr>"
         f"{''.join(rows)}</table>"
     )
@@ -197,7 +243,10 @@ _STYLE = (
     "h1{font-size:1.4em}h2{font-size:1.15em;margin-top:1.6em}h3{font-size:1em;margin:1.2em 0 .3em}"
     ".muted{color:#777}.counts th{text-align:left;font-weight:normal;padding-right:2em}"
     ".counts td{text-align:right;font-variant-numeric:tabular-nums}"
+    # text-align:start, not left: a cell's dir=auto makes an Arabic headline right-to-left, and "start" is
+    # then its right edge; "left" would pin it to the wrong side.
     "table.story{border-collapse:collapse;width:100%}table.story td,table.story th{padding:2px 6px;"
-    "border-bottom:1px solid #eee;text-align:left;vertical-align:top}"
+    "border-bottom:1px solid #eee;text-align:start;vertical-align:top}"
+    ".time{white-space:nowrap}"
     "tr.rep td{font-weight:600}.num{font-variant-numeric:tabular-nums}.axis{font-size:10px;fill:#555}"
 )
