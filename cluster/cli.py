@@ -8,10 +8,13 @@ import click
 
 from . import __version__
 from .cli_common import (
+    FullHelpGroup,
+    ReportingEmbedder,
     embedder_from,
     input_format_option,
     model_option,
     output_format_option,
+    progress_bar,
     reports_errors,
     text_field_option,
 )
@@ -22,18 +25,26 @@ from .group import LINKAGES
 from .records import read_records
 from .settings import LEVELS
 from .stories import REPRESENTATIVES, collapse
+from .wording import plural
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=FullHelpGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="headline-cluster")
 def main() -> None:
     """Group near-duplicate news headlines into stories (Arabic first, any language)."""
 
 
-@main.command(name="collapse")
+@main.command(name="collapse", short_help="Collapse a list to its distinct stories, one headline each.")
 @click.argument("file", default="-", metavar="[FILE|-]")
 @input_format_option
 @text_field_option
+@click.option(
+    "--id-field",
+    default="id",
+    show_default=True,
+    metavar="NAME",
+    help="Column or key of each headline's own id, returned with it (json: id; null where none).",
+)
 @click.option(
     "--threshold",
     "-t",
@@ -66,12 +77,13 @@ def main() -> None:
     is_flag=True,
     help="Show for each member the member it is most similar to (json: linked_to, link_score).",
 )
-@click.option("--quiet", "-q", is_flag=True, help="No summary line on stderr.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary line on stderr.")
 @reports_errors
 def collapse_command(
     file: str,
     input_format: str | None,
     text_field: str | None,
+    id_field: str,
     threshold: float | None,
     level: str,
     linkage: str | None,
@@ -83,16 +95,22 @@ def collapse_command(
 ) -> None:
     """Collapse a related-articles list to its distinct stories, one representative each.
 
-    FILE is txt (one headline per line), csv/tsv with a header, or jsonl; '-' reads stdin.
+    FILE is txt (one headline per line), csv/tsv with a header, or jsonl; '-' reads stdin. An id
+    column or key (``id``) comes back with each headline in the json output.
     """
-    result = collapse(
-        _headlines(file, input_format, text_field),
-        threshold=threshold,
-        level=level,
-        linkage=linkage,
-        representative=representative,
-        embedder=embedder_from(model),
-    )
+    headlines = _headlines(file, input_format, text_field, id_field)
+    embedder = embedder_from(model)
+    with progress_bar("embedding", quiet=quiet) as bar:
+        if bar is not None:
+            embedder = ReportingEmbedder(embedder, bar)
+        result = collapse(
+            headlines,
+            threshold=threshold,
+            level=level,
+            linkage=linkage,
+            representative=representative,
+            embedder=embedder,
+        )
     if output_format == "json":
         click.echo(json.dumps(result.to_dict(explain=explain), ensure_ascii=False, indent=2))
     else:
@@ -106,22 +124,20 @@ def collapse_command(
                 click.echo(f"    {member.score:.3f}  [{member.index}] {member.text}{link}")
     if not quiet:
         click.echo(
-            f"{len(result.texts)} headlines -> {len(result.stories)} stories (duplicate ratio "
+            f"{plural(len(result.texts), 'headline')} -> {plural(len(result.stories), 'story')} (duplicate ratio "
             f"{result.duplicate_ratio:.2f}, threshold {result.threshold:.3f}, {result.model})",
             err=True,
         )
 
 
-@main.command(name="explain")
+@main.command(name="explain", short_help="Say why headlines I and J are, or are not, one story.")
 @click.argument("file", default="-", metavar="[FILE|-]")
 @click.argument("i", type=int)
 @click.argument("j", type=int)
 @input_format_option
 @text_field_option
 @click.option("--threshold", "-t", type=click.FloatRange(-1.0, 1.0), help="Similarity needed to group.")
-@click.option(
-    "--level", type=click.Choice(LEVELS), default="story", show_default=True, help="Grouping level."
-)
+@click.option("--level", type=click.Choice(LEVELS), default="story", show_default=True, help="Grouping level.")
 @model_option
 @reports_errors
 def explain_command(
@@ -146,8 +162,8 @@ def explain_command(
     click.echo(explanation.reason)
 
 
-def _headlines(file: str, input_format: str | None, text_field: str | None) -> list[dict]:
-    read = read_records(file, input_format=input_format, text_field=text_field)
+def _headlines(file: str, input_format: str | None, text_field: str | None, id_field: str = "id") -> list[dict]:
+    read = read_records(file, input_format=input_format, text_field=text_field, id_field=id_field)
     # The id column too: `collapse --format json` must hand the caller's own ids back.
     return [{"text": r.text, "published_at": r.published_at, "id": r.id} for r in read.records]
 

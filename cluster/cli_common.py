@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from functools import wraps
 from pathlib import Path
 
 import click
+import numpy as np
 
 from .embed import get_embedder, resolve_model_name
 from .errors import HeadlineClusterError
@@ -19,6 +21,89 @@ def injected_embedder() -> EmbedderLike | None:
     """The embedder a caller passed with ``main(obj={"embedder": ...})`` (tests, programs), if any."""
     ctx = click.get_current_context(silent=True)
     return (ctx.find_root().obj or {}).get("embedder") if ctx is not None else None
+
+
+def stderr_is_terminal() -> bool:
+    """Whether standard error is a terminal; ``main(obj={"terminal": True})`` says so for a caller (tests)."""
+    ctx = click.get_current_context(silent=True)
+    said = (ctx.find_root().obj or {}).get("terminal") if ctx is not None else None
+    return sys.stderr.isatty() if said is None else bool(said)
+
+
+class ProgressBar:
+    """A progress bar on standard error, created on the first report (when the total is known).
+
+    Takes ``progress(done, total)`` calls as they come: however far apart, a total that changes, or a
+    report that goes backwards never breaks the bar.
+    """
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.bar = None
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.bar is None:
+            self.bar = click.progressbar(length=max(total, 1), label=self.label, file=sys.stderr, show_pos=True)
+            self.bar.__enter__()
+        if total != self.bar.length:
+            self.bar.length = max(total, 1)
+        self.bar.update(max(0, min(done, self.bar.length) - self.bar.pos))
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)
+
+
+@contextlib.contextmanager
+def progress_bar(label: str, *, quiet: bool) -> Iterator[ProgressBar | None]:
+    """A ProgressBar unless ``quiet`` or standard error is not a terminal (cron, pipes): then None."""
+    bar = ProgressBar(label) if not quiet and stderr_is_terminal() else None
+    try:
+        yield bar
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+class ReportingEmbedder:
+    """An embedder that encodes in slices and reports ``progress(done, total)`` after each, so a long
+    ``collapse`` moves a bar steadily; everything else is the wrapped embedder's."""
+
+    SLICE = 64  # texts per report: about a second of the default model on two cores
+
+    def __init__(self, embedder: EmbedderLike, progress: Callable[[int, int], None]) -> None:
+        self._embedder = embedder
+        self._progress = progress
+
+    def __getattr__(self, name: str):
+        return getattr(self._embedder, name)
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        texts = list(texts)
+        if len(texts) <= self.SLICE:
+            vectors = self._embedder.encode(texts)
+            self._progress(len(texts), len(texts))
+            return vectors
+        parts = []
+        for start in range(0, len(texts), self.SLICE):
+            parts.append(np.asarray(self._embedder.encode(texts[start : start + self.SLICE]), dtype=np.float32))
+            self._progress(min(start + self.SLICE, len(texts)), len(texts))
+        return np.concatenate(parts)
+
+
+class FullHelpGroup(click.Group):
+    """A group whose command list shows each command's first sentence whole, wrapped, instead of
+    click's default of cutting it at the column width with "..."."""
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = []
+        for name in self.list_commands(ctx):
+            command = self.get_command(ctx, name)
+            if command is not None and not command.hidden:
+                rows.append((name, command.get_short_help_str(limit=10_000)))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
 
 
 def embedder_from(model: str | None) -> EmbedderLike:

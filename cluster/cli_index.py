@@ -2,24 +2,25 @@
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import json
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 
 import click
 
 from .cli_common import (
+    FullHelpGroup,
     index_option,
     injected_embedder,
     input_format_option,
     model_option,
     output_format_option,
+    progress_bar,
     reports_errors,
     text_field_option,
 )
@@ -27,10 +28,13 @@ from .errors import InputError
 from .fsutil import atomic_write_text
 from .nightly import DEFAULT_LAST, run_nightly
 from .settings import LEVELS
-from .store import COMMIT_EVERY, Headline, HeadlineIndex, StoryInfo, parse_duration, read_input
+from .store import COMMIT_EVERY, DB_FILE, Headline, HeadlineIndex, QueryHit, StoryInfo, parse_duration, read_input
+from .wording import plural, rate
 
 _UTC = timezone.utc
 _SHOWN_INVALID = 10
+EXIT_EMPTY_WINDOW = 3
+"""``nightly --fail-if-empty``: the window held no headlines (a dead feed); 2 stays "an error"."""
 
 quiet_option = click.option(
     "--quiet",
@@ -48,12 +52,12 @@ def _open(index_path: Path, *, quiet: bool = False, **settings) -> HeadlineIndex
     return HeadlineIndex.open(index_path, on_wait=on_wait, **settings)
 
 
-@click.group(name="index")
+@click.group(name="index", cls=FullHelpGroup, short_help="A persistent index: a stable story id per headline.")
 def index_group() -> None:
     """A persistent headline index: every headline gets a story id that stays stable."""
 
 
-@index_group.command(name="add")
+@index_group.command(name="add", short_help="Add headlines from files; each gets a story id at once.")
 @click.argument("files", nargs=-1, metavar="[FILE|-]...")
 @index_option
 @input_format_option
@@ -90,6 +94,13 @@ def index_group() -> None:
     show_default=True,
     help="Commit after this many headlines; a killed run keeps what it committed.",
 )
+@click.option(
+    "--create/--no-create",
+    default=True,
+    show_default=True,
+    help="Create the index when the folder holds none (and say so on stderr); --no-create makes a missing "
+    "index an error, so a mistyped --index cannot start a new one.",
+)
 @quiet_option
 @reports_errors
 def add_command(
@@ -108,6 +119,7 @@ def add_command(
     threshold: float | None,
     level: str | None,
     commit_every: int,
+    create: bool,
     quiet: bool,
 ) -> None:
     """Add headlines from FILEs (txt, csv, tsv or jsonl; '-' or nothing: standard input).
@@ -117,6 +129,13 @@ def add_command(
     what is missing.
     """
     started = time.monotonic()
+    existed = (index_path / DB_FILE).is_file()
+    if not existed and not create:
+        raise InputError(
+            "no headline index here",
+            path=str(index_path),
+            hint="check the --index path, or leave out --no-create to start a new index there",
+        )
     if not files:
         if sys.stdin.isatty():
             raise InputError("no input", hint="name one or more files, or pipe headlines into standard input")
@@ -146,64 +165,37 @@ def add_command(
     if read.invalid and quiet:  # cron stays silent on clean runs, but dropped rows must not go unseen
         first = read.invalid[0]
         click.echo(
-            f"skipped {len(read.invalid):,} invalid row(s); the first: {first.path}:{first.line}: {first.reason}",
+            f"skipped {plural(len(read.invalid), 'invalid row')}; the first: {first.path}:{first.line}: {first.reason}",
             err=True,
         )
     elif read.invalid:
         for row in read.invalid[:_SHOWN_INVALID]:
             click.echo(f"skipped {row.path}:{row.line}: {row.reason}", err=True)
         if len(read.invalid) > _SHOWN_INVALID:
-            click.echo(f"... and {len(read.invalid) - _SHOWN_INVALID:,} more invalid rows skipped", err=True)
+            more = plural(len(read.invalid) - _SHOWN_INVALID, "more invalid row")
+            click.echo(f"... and {more} skipped", err=True)
     settings = {"model": model, "threshold": threshold, "level": level, "window": window_length}
-    with _open(index_path, quiet=quiet, create=True, **settings) as index, _progress_bar(not quiet) as progress:
-        result = index.add(
-            read.records, update=update, window=window_length, commit_every=commit_every, progress=progress
-        )
+    with _open(index_path, quiet=quiet, create=True, **settings) as index:
+        if not existed:
+            # Even with --quiet: a mistyped --index would otherwise start a new index without a word.
+            click.echo(f"created a new index at {index_path} (model {index.model})", err=True)
+        with progress_bar("indexing", quiet=quiet) as progress:
+            result = index.add(
+                read.records, update=update, window=window_length, commit_every=commit_every, progress=progress
+            )
     if not quiet:
         elapsed = time.monotonic() - started
-        rate = result.processed / elapsed if elapsed > 0 else 0.0
+        speed = rate(result.processed, elapsed, "headlines")
         updated = f", updated {result.updated:,}" if update else ""
         click.echo(
             f"added {result.added:,}, already present {result.present:,}{updated}, invalid {len(read.invalid):,} "
-            f"in {elapsed:.1f} s ({rate:,.0f} headlines/s); {index_path} holds {result.headlines:,} headlines "
-            f"in {result.stories:,} stories",
+            f"in {elapsed:.1f} s{f' ({speed})' if speed else ''}; {index_path} holds "
+            f"{plural(result.headlines, 'headline')} in {plural(result.stories, 'story')}",
             err=True,
         )
 
 
-class _Bar:
-    """A progress bar on standard error, created on the first report (when the total is known)."""
-
-    def __init__(self) -> None:
-        self.bar = None
-
-    def __call__(self, done: int, total: int) -> None:
-        if self.bar is None:
-            self.bar = click.progressbar(length=total, label="indexing", file=sys.stderr, show_pos=True)
-            self.bar.__enter__()
-        self.bar.update(done - self.bar.pos)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.__exit__(None, None, None)
-
-
-def _stderr_is_terminal() -> bool:
-    return sys.stderr.isatty()
-
-
-@contextlib.contextmanager
-def _progress_bar(wanted: bool) -> Iterator[Callable[[int, int], None] | None]:
-    """A _Bar when ``wanted`` and standard error is a terminal, else None (cron, pipes, --quiet)."""
-    bar = _Bar() if wanted and _stderr_is_terminal() else None
-    try:
-        yield bar
-    finally:
-        if bar is not None:
-            bar.close()
-
-
-@index_group.command(name="stats")
+@index_group.command(name="stats", short_help="Counts, settings and the state of vectors.faiss.")
 @index_option
 @output_format_option
 @reports_errors
@@ -231,9 +223,12 @@ def stats_command(index_path: Path, output_format: str) -> None:
             f"level {info['level']}, threshold {info['threshold']:.3f}, {info['linkage']} linkage, "
             f"online window {info['window_hours']:g}h",
         ),
-        ("headlines", f"{info['headlines']:,}{span} ({info['embeddings']:,} distinct texts embedded)"),
-        ("stories", f"{info['stories']:,} ({info['merges']:,} merges and {info['splits']:,} splits recorded)"),
-        ("vectors.faiss", f"{kind}, {vectors:,} vectors, {size:.1f} MB: {state}"),
+        ("headlines", f"{info['headlines']:,}{span} ({plural(info['embeddings'], 'distinct text')} embedded)"),
+        (
+            "stories",
+            f"{info['stories']:,} ({plural(info['merges'], 'merge')} and {plural(info['splits'], 'split')} recorded)",
+        ),
+        ("vectors.faiss", f"{kind}, {plural(vectors, 'vector')}, {size:.1f} MB: {state}"),
     ]
     nightly = info.get("last_nightly")
     if nightly:
@@ -241,7 +236,7 @@ def stats_command(index_path: Path, output_format: str) -> None:
             (
                 "last nightly",
                 f"{nightly['since']} .. {nightly['until']}: {nightly['state']}"
-                + (f", {nightly['stories']:,} stories" if "stories" in nightly else ""),
+                + (f", {plural(nightly['stories'], 'story')}" if "stories" in nightly else ""),
             )
         )
     width = max(len(name) for name, _ in lines)
@@ -249,7 +244,7 @@ def stats_command(index_path: Path, output_format: str) -> None:
         click.echo(f"{name:<{width}}  {value}")
 
 
-@index_group.command(name="query")
+@index_group.command(name="query", short_help="The stored headlines most similar to TEXT, judged.")
 @click.argument("text")
 @index_option
 @click.option("-k", "k", type=click.IntRange(min=1), default=10, show_default=True, help="How many hits.")
@@ -258,10 +253,15 @@ def stats_command(index_path: Path, output_format: str) -> None:
 @model_option
 @reports_errors
 def query_command(index_path: Path, text: str, k: int, explain: bool, output_format: str, model: str | None) -> None:
-    """The headlines most similar to TEXT, best first, with their story ids."""
+    """The headlines most similar to TEXT, best first, with their story ids.
+
+    Each hit shows its cosine (the search's ranking, high even for unrelated headlines of one language)
+    next to the index's judgement: whether the text would be judged the same story as the hit's.
+    """
     with _open(index_path, model=model) as index:
-        hits = index.query(text, k, explain=explain)
-        threshold = index.judgement.threshold
+        # The text output always carries the judgement: a bare cosine of 0.86 reads as "similar".
+        hits = index.query(text, k, explain=explain or output_format == "text")
+        judgement = index.judgement
     if output_format == "json":
         click.echo(json.dumps([hit.to_dict() for hit in hits], ensure_ascii=False, indent=2))
         return
@@ -270,17 +270,42 @@ def query_command(index_path: Path, text: str, k: int, explain: bool, output_for
     for rank, hit in enumerate(hits, start=1):
         headline = hit.headline
         where = " · ".join(x for x in (headline.id, headline.published_at, headline.source) if x)
-        click.echo(f"{rank:>3}. {hit.score:.3f}  {headline.story_id}  {headline.text}  [{where}]")
+        click.echo(f"{rank:>3}. {headline.story_id}  {headline.text}  [{where}]")
+        click.echo(f"     {judged(hit, judgement)}")
         if explain and hit.story_similarity is not None:
             verdict = "would join it" if hit.would_join else "would not join it"
             relation = ">=" if hit.would_join else "<"
             click.echo(
-                f"       story {headline.story_id}: {hit.story_size:,} headline(s); the query's mean similarity "
-                f"to them is {hit.story_similarity:.3f} {relation} threshold {threshold:.3f}, so it {verdict}"
+                f"     story {headline.story_id}: {plural(hit.story_size or 0, 'headline')}; the query's mean "
+                f"similarity to them is {hit.story_similarity:.3f} {relation} threshold "
+                f"{judgement.threshold:.3f}, so it {verdict}"
             )
 
 
-@index_group.command(name="story")
+def judged(hit: QueryHit, judgement: object) -> str:
+    """``cosine 0.861 · judged a different story (0.843, below 0.900)``: the search's cosine next to the
+    judgement's verdict on the hit's story, and its probability of the same story where one is known.
+
+    The probability is read from the hit (``probability``) or the judgement (``probability(score)``),
+    whichever provides it, so it shows as soon as the judgement is calibrated.
+    """
+    parts = [f"cosine {hit.score:.3f}"]
+    score, threshold = hit.story_similarity, getattr(judgement, "threshold", hit.threshold)
+    if score is not None and threshold is not None:
+        if score >= threshold:
+            parts.append(f"judged the same story ({score:.3f}, at or above {threshold:.3f})")
+        else:
+            parts.append(f"judged a different story ({score:.3f}, below {threshold:.3f})")
+        probability = getattr(hit, "probability", None)
+        to_probability = getattr(judgement, "probability", None)
+        if probability is None and callable(to_probability):
+            probability = to_probability(score)
+        if probability is not None:
+            parts.append(f"probability of the same story {float(probability):.0%}")
+    return " · ".join(parts)
+
+
+@index_group.command(name="story", short_help="One story with its members.")
 @click.argument("story_id")
 @index_option
 @output_format_option
@@ -300,7 +325,7 @@ def story_command(index_path: Path, story_id: str, output_format: str) -> None:
 def _print_story(story: StoryInfo, asked: str) -> None:
     if story.id != asked:
         click.echo(f"{asked} was merged into {story.id}")
-    click.echo(f"{story.id}: {story.size:,} headline(s), {story.first_seen} .. {story.last_seen}")
+    click.echo(f"{story.id}: {plural(story.size, 'headline')}, {story.first_seen} .. {story.last_seen}")
     for member in story.members:
         mark = "*" if member.headline.row == story.representative.row else " "
         click.echo(f" {mark} {member.score:.3f}  {member.headline.text}  [{member.headline.id}]")
@@ -320,7 +345,7 @@ def remove_command(index_path: Path, ids: tuple[str, ...], quiet: bool) -> None:
         click.echo(f"removed {len(result.removed):,}{missing}", err=True)
 
 
-@index_group.command(name="export")
+@index_group.command(name="export", short_help="Every headline with its story id (jsonl or csv).")
 @index_option
 @click.option("--format", "output_format", type=click.Choice(["jsonl", "csv"]), default="jsonl", show_default=True)
 @click.option(
@@ -368,7 +393,7 @@ def repair_command(index_path: Path) -> None:
     for item in fixed:
         click.echo(f"repaired: {item}", err=True)
     if not fixed:
-        click.echo(f"nothing was wrong; vectors.faiss rewritten ({count:,} headlines)", err=True)
+        click.echo(f"nothing was wrong; vectors.faiss rewritten ({plural(count, 'headline')})", err=True)
 
 
 def _moment(value: str | None, option: str) -> datetime | None:
@@ -387,7 +412,7 @@ def _moment(value: str | None, option: str) -> datetime | None:
     return moment if moment.tzinfo else moment.replace(tzinfo=_UTC)
 
 
-@click.command(name="nightly")
+@click.command(name="nightly", short_help="Re-group a time window and keep story ids stable.")
 @index_option
 @click.option("--since", metavar="TIME", help="Start of the window (ISO 8601, UTC unless it says otherwise).")
 @click.option("--until", metavar="TIME", help="End of the window, excluded (default: now).")
@@ -395,15 +420,28 @@ def _moment(value: str | None, option: str) -> datetime | None:
 @click.option(
     "--out", "-o", required=True, type=click.Path(file_okay=False, path_type=Path), help="Folder for the outputs."
 )
+@click.option(
+    "--fail-if-empty",
+    is_flag=True,
+    help=f"Exit with code {EXIT_EMPTY_WINDOW} when the window holds no headlines (a dead feed), after writing "
+    "the outputs; without it an empty window is a success.",
+)
 @quiet_option
 @reports_errors
 def nightly_command(
-    index_path: Path, since: str | None, until: str | None, last: str | None, out: Path, quiet: bool
+    index_path: Path,
+    since: str | None,
+    until: str | None,
+    last: str | None,
+    out: Path,
+    fail_if_empty: bool,
+    quiet: bool,
 ) -> None:
     """Re-group a time window with the batch algorithm and keep story ids stable.
 
     Writes OUT/stories.jsonl, OUT/headlines.csv and OUT/report.html. The same window twice gives
-    byte-identical stories.jsonl and headlines.csv; a killed run, run again, completes.
+    byte-identical stories.jsonl and headlines.csv; a killed run, run again, completes. Exit codes: 0
+    done, 2 an error, 3 an empty window with --fail-if-empty.
     """
     if since is not None and last is not None:
         raise click.UsageError("give --since or --last, not both")
@@ -414,9 +452,18 @@ def nightly_command(
     if not quiet:
         resumed = " (resumed an interrupted run)" if result.resumed else ""
         click.echo(
-            f"nightly {result.since} .. {result.until}{resumed}: {result.headlines:,} headlines in "
-            f"{result.stories:,} stories; this run: {result.merges:,} merges, {result.splits:,} splits, "
-            f"{result.new_stories:,} new ids, {result.changed:,} headlines changed story; wrote "
+            f"nightly {result.since} .. {result.until}{resumed}: {plural(result.headlines, 'headline')} in "
+            f"{plural(result.stories, 'story')}; this run: {plural(result.merges, 'merge')}, "
+            f"{plural(result.splits, 'split')}, {plural(result.new_stories, 'new id')}, "
+            f"{plural(result.changed, 'headline')} changed story; wrote "
             + ", ".join(str(p) for p in result.outputs.values()),
             err=True,
         )
+    if fail_if_empty and result.headlines == 0:
+        # Even with --quiet: this is what cron is to mail about.
+        click.echo(
+            f"Error: the window {result.since} .. {result.until} holds no headlines (--fail-if-empty): is the "
+            "feed still being indexed?",
+            err=True,
+        )
+        sys.exit(EXIT_EMPTY_WINDOW)

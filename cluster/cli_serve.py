@@ -44,7 +44,7 @@ def _listen(host: str, port: int) -> socket.socket:
     return sock
 
 
-@click.command(name="serve")
+@click.command(name="serve", short_help="Serve the index over HTTP (API docs at /docs).")
 @index_option
 @click.option("--create", is_flag=True, help="Create the index when the folder holds none (default: refuse).")
 @click.option(

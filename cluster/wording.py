@@ -15,9 +15,9 @@ def plural(count: int, singular: str, plural_form: str | None = None) -> str:
 
 
 def rate(count: int, seconds: float, unit: str) -> str | None:
-    """``1,234 headlines/s``, or None when there is no rate worth printing: a run too short to time, or
-    one that processed nothing (callers then leave the rate out rather than print 0/s or a huge number)."""
-    if count <= 0 or seconds < 0.05:
+    """``1,234 headlines/s`` (``0.4 headlines/s`` below 10), or None when there is no rate worth printing:
+    nothing was processed, or no time was measured (callers then leave the rate out rather than print 0/s)."""
+    if count <= 0 or seconds <= 0:
         return None
     per_second = count / seconds
     shown = f"{per_second:,.0f}" if per_second >= 10 else f"{per_second:.1f}"

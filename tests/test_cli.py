@@ -145,3 +145,76 @@ def test_missing_model_folder(runner, tmp_path) -> None:
     path = REPO / "examples" / "related_en.csv"
     result = run(runner, "collapse", str(path), "--model", str(tmp_path / "nope"))
     assert_clean_failure(result, "multilingual-e5-small", "does not exist")
+
+
+# --- with the fake embedder: ids, progress, wording, help --------------------------------------------------
+
+
+def run_fake(runner: CliRunner, *args: str, input: str | None = None, terminal: bool | None = None):
+    from test_store import FakeEmbedder
+
+    obj = {"embedder": FakeEmbedder(), "terminal": terminal}
+    return runner.invoke(main, [str(a) for a in args], input=input, catch_exceptions=False, obj=obj)
+
+
+def test_collapse_json_returns_the_inputs_ids(runner, tmp_path: Path) -> None:
+    source = tmp_path / "related.csv"
+    source.write_text(
+        "guid,text\nA-17,topic1 Central bank raises rates\n,topic1 Rates go up at the central bank\n"
+        "C-3,topic2 Storm hits the coast\n",
+        encoding="utf-8",
+    )
+    result = run_fake(runner, "collapse", source, "--id-field", "guid", "--threshold", "0.8", "--format", "json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    ids = {m["index"]: m["id"] for s in data["stories"] for m in s["members"]}
+    assert ids == {0: "A-17", 1: None, 2: "C-3"}  # an empty id cell is no id
+    assert all(s["representative"]["id"] == ids[s["representative"]["index"]] for s in data["stories"])
+    lines = "".join(json.dumps({"id": f"j{n}", "text": t}) + "\n" for n, t in enumerate(["topic5 a", "topic5 b"]))
+    from_jsonl = run_fake(runner, "collapse", "--input-format", "jsonl", "--format", "json", input=lines)
+    assert [m["id"] for s in json.loads(from_jsonl.stdout)["stories"] for m in s["members"]] == ["j0", "j1"]
+
+
+def test_collapse_shows_progress_only_on_a_terminal_and_not_when_quiet(runner) -> None:
+    many = "".join(f"topic{n % 40} headline number {n}\n" for n in range(300))
+    shown = run_fake(runner, "collapse", "-", input=many, terminal=True)
+    # (click draws the moving bar only on a real terminal; here it prints the label once.)
+    assert shown.exit_code == 0 and "embedding" in shown.stderr
+    assert "embedding" not in run_fake(runner, "collapse", "-", input=many).stderr  # CliRunner: not a terminal
+    quiet = run_fake(runner, "collapse", "-", "--quiet", input=many, terminal=True)
+    assert quiet.stderr == ""
+
+
+def test_the_progress_embedder_gives_the_same_vectors_in_slices() -> None:
+    import numpy as np
+    from test_store import FakeEmbedder
+
+    from cluster.cli_common import ReportingEmbedder
+
+    texts = [f"topic{n % 7} headline {n}" for n in range(150)]
+    reports: list[tuple[int, int]] = []
+    sliced = ReportingEmbedder(FakeEmbedder(), lambda done, total: reports.append((done, total)))
+    assert np.array_equal(sliced.encode(texts), FakeEmbedder().encode(texts))
+    assert reports == [(64, 150), (128, 150), (150, 150)]
+    assert sliced.name == "fake-64" and sliced.dimension == 64  # the rest is the wrapped embedder's
+
+
+def test_one_headline_is_one_story_in_words(runner) -> None:
+    result = run_fake(runner, "collapse", "-", input="topic1 A single headline\n")
+    assert result.stderr.startswith("1 headline -> 1 story (duplicate ratio 0.00"), result.stderr
+
+
+@pytest.mark.parametrize("group", [[], ["index"]])
+def test_help_lists_every_command_without_cutting_it_off(runner, group: list[str]) -> None:
+    import click
+
+    result = runner.invoke(main, [*group, "--help"], terminal_width=80)
+    assert result.exit_code == 0
+    listing = " ".join(result.stdout.split("Commands:\n", 1)[1].split())
+    assert "..." not in listing and "…" not in listing
+    parent = main.get_command(click.Context(main), group[0]) if group else main
+    for name in parent.list_commands(click.Context(parent)):
+        command = parent.get_command(click.Context(parent), name)
+        # Each command's short help, or else the whole first sentence of its help, appears uncut.
+        expected = command.short_help or command.help.split(". ")[0].split("\n\n")[0]
+        assert " ".join(expected.split()) in listing, name

@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from functools import partial
 from pathlib import Path
 
@@ -24,14 +25,34 @@ def runner() -> CliRunner:
     return CliRunner()
 
 
-def run(runner: CliRunner, *args: str, input: str | bytes | None = None, embedder: object = "fake"):
-    """Run the CLI in-process with the fake embedder injected (``embedder=None``: the real model)."""
-    obj = {"embedder": FakeEmbedder() if embedder == "fake" else embedder}
+def run(
+    runner: CliRunner,
+    *args: str,
+    input: str | bytes | None = None,
+    embedder: object = "fake",
+    terminal: bool | None = None,
+):
+    """Run the CLI in-process with the fake embedder injected (``embedder=None``: the real model);
+    ``terminal``: whether the CLI is to take standard error for a terminal (default: ask it)."""
+    obj = {"embedder": FakeEmbedder() if embedder == "fake" else embedder, "terminal": terminal}
     return runner.invoke(main, [str(a) for a in args], input=input, catch_exceptions=False, obj=obj)
 
 
-def add(runner: CliRunner, index: Path, *args: str, input: str | bytes | None = None):
-    return run(runner, "index", "add", "--index", index, "--model", "fake-64", "--threshold", "0.8", *args, input=input)
+def add(runner: CliRunner, index: Path, *args: str, input: str | bytes | None = None, terminal: bool | None = None):
+    return run(
+        runner,
+        "index",
+        "add",
+        "--index",
+        index,
+        "--model",
+        "fake-64",
+        "--threshold",
+        "0.8",
+        *args,
+        input=input,
+        terminal=terminal,
+    )
 
 
 def count(index: Path) -> int:
@@ -105,7 +126,7 @@ def test_quiet_still_says_that_rows_were_skipped(tmp_path: Path, runner: CliRunn
     path.write_text(jsonl({"text": "topic1 fine"}, {"text": ""}, {"text": "topic3 ok"}, {"nope": 1}), encoding="utf-8")
     result = add(runner, index, path, "--skip-invalid", "--quiet")
     assert result.exit_code == 0
-    assert result.stderr == f"skipped 2 invalid row(s); the first: {path}:2: empty headline\n"
+    assert result.stderr == f"skipped 2 invalid rows; the first: {path}:2: empty headline\n"
     assert count(index) == 5
 
 
@@ -133,18 +154,49 @@ def test_summary_and_quiet(tmp_path: Path, runner: CliRunner) -> None:
     loud = add(runner, tmp_path / "a", source)
     assert "added 3, already present 0, invalid 0 in " in loud.stderr
     quiet = add(runner, tmp_path / "b", source, "--quiet")
-    assert quiet.exit_code == 0 and quiet.output == ""
+    # --quiet keeps one line: a new index (a mistyped --index in a cron line) must not go unseen.
+    assert quiet.exit_code == 0 and quiet.output == f"created a new index at {tmp_path / 'b'} (model fake-64)\n"
     assert count(tmp_path / "b") == 3
+    assert add(runner, tmp_path / "b", source, "--quiet").output == ""
 
 
-def test_progress_bar_only_on_a_terminal(tmp_path: Path, runner: CliRunner, monkeypatch) -> None:
+def test_progress_bar_only_on_a_terminal(tmp_path: Path, runner: CliRunner) -> None:
     source = tmp_path / "good.jsonl"
     source.write_text(GOOD, encoding="utf-8")
     assert "indexing" not in add(runner, tmp_path / "a", source).stderr  # CliRunner is not a terminal
-    # By name: cluster.cli_index is loaded by cluster.cli (importing it first would be circular).
-    monkeypatch.setattr("cluster.cli_index._stderr_is_terminal", lambda: True)
-    assert "indexing" in add(runner, tmp_path / "b", source).stderr
-    assert "indexing" not in add(runner, tmp_path / "c", source, "--quiet").stderr
+    assert "indexing" in add(runner, tmp_path / "b", source, terminal=True).stderr
+    assert "indexing" not in add(runner, tmp_path / "c", source, "--quiet", terminal=True).stderr
+
+
+def test_a_new_index_is_announced_and_no_create_refuses_a_missing_one(tmp_path: Path, runner: CliRunner) -> None:
+    source = tmp_path / "good.jsonl"
+    source.write_text(GOOD, encoding="utf-8")
+    first = add(runner, tmp_path / "news", source)
+    assert first.exit_code == 0 and f"created a new index at {tmp_path / 'news'}" in first.stderr
+    again = add(runner, tmp_path / "news", source, "--no-create")
+    assert again.exit_code == 0 and "created" not in again.stderr
+    typo = add(runner, tmp_path / "nwes", source, "--no-create")
+    assert typo.exit_code == 2 and "no headline index here" in typo.stderr and "--no-create" in typo.stderr
+    assert "Traceback" not in typo.output and not (tmp_path / "nwes").exists()
+
+
+def test_counts_in_messages_are_singular_for_one(tmp_path: Path, runner: CliRunner) -> None:
+    result = add(runner, tmp_path / "one", input=jsonl({"id": "x", "text": "topic1 Only one headline"}))
+    assert "holds 1 headline in 1 story" in result.stderr, result.stderr
+    assert "headline(s)" not in result.stderr and "1 stories" not in result.stderr
+    repaired = run(runner, "index", "repair", "--index", tmp_path / "one")
+    assert "(1 headline)" in repaired.stderr, repaired.stderr
+
+
+def test_the_progress_bar_takes_reports_however_they_come(capsys) -> None:
+    from cluster.cli_common import ProgressBar
+
+    bar = ProgressBar("indexing")
+    for done, total in [(0, 1995), (1000, 1995), (900, 1995), (1995, 1995), (2100, 2100)]:
+        bar(done, total)  # a jump, one going back, a total that grows: none may break the bar
+    assert bar.bar.pos == 2100 and bar.bar.length == 2100
+    bar.close()
+    assert "indexing" in capsys.readouterr().err
 
 
 def test_csv_with_named_fields(tmp_path: Path, runner: CliRunner) -> None:
@@ -229,6 +281,32 @@ def test_query_json_and_explain(runner: CliRunner, index: Path) -> None:
     assert "would join it" in explained.stdout and "threshold 0.800" in explained.stdout
 
 
+def test_query_text_shows_the_judgement_next_to_the_cosine(runner: CliRunner, index: Path) -> None:
+    lines = run(runner, "index", "query", "topic1 bank lifts rates", "--index", index, "-k", "3").stdout.splitlines()
+    verdicts = [line.strip() for line in lines if line.strip().startswith("cosine ")]
+    assert len(verdicts) == 3
+    same = [v for v in verdicts if "judged the same story" in v]
+    different = [v for v in verdicts if "judged a different story" in v]
+    assert len(same) == 2 and len(different) == 1  # the two topic1 headlines, then the storm
+    assert re.fullmatch(r"cosine -?\d\.\d{3} · judged a different story \(-?\d\.\d{3}, below 0\.800\)", different[0])
+
+
+def test_the_verdict_shows_a_probability_once_the_judgement_has_one() -> None:
+    from types import SimpleNamespace
+
+    from cluster.cli_index import judged
+
+    hit = SimpleNamespace(score=0.861, story_similarity=0.843, threshold=0.9)
+    plain = SimpleNamespace(threshold=0.9)
+    assert judged(hit, plain) == "cosine 0.861 · judged a different story (0.843, below 0.900)"
+    calibrated = SimpleNamespace(threshold=0.9, probability=lambda score: 0.07 if score < 0.9 else 0.9)
+    assert judged(hit, calibrated).endswith("· probability of the same story 7%")
+    on_the_hit = SimpleNamespace(score=0.95, story_similarity=0.93, threshold=0.9, probability=0.88)
+    assert judged(on_the_hit, plain) == (
+        "cosine 0.950 · judged the same story (0.930, at or above 0.900) · probability of the same story 88%"
+    )
+
+
 def test_story_command(runner: CliRunner, index: Path) -> None:
     with HeadlineIndex.open(index) as opened:
         story_id = opened.get("g1").story_id
@@ -284,11 +362,23 @@ def test_nightly_command(tmp_path: Path, runner: CliRunner, index: Path) -> None
     assert (tmp_path / "one" / "report.html").stat().st_size > 1000
 
 
+def test_nightly_fail_if_empty_exits_3_on_an_empty_window(tmp_path: Path, runner: CliRunner, index: Path) -> None:
+    empty = ["nightly", "--index", index, "--since", "2020-01-01", "--until", "2020-01-02", "--out", tmp_path / "e"]
+    plain = run(runner, *empty)
+    assert plain.exit_code == 0 and "0 headlines in 0 stories" in plain.stderr
+    failing = run(runner, *empty, "--fail-if-empty", "--quiet")
+    assert failing.exit_code == 3
+    assert "holds no headlines" in failing.stderr and "Traceback" not in failing.output
+    assert (tmp_path / "e" / "report.html").is_file()  # the outputs are still written
+    full = ["nightly", "--index", index, "--since", "2024-05-01", "--until", "2024-05-02", "--out", tmp_path / "f"]
+    assert run(runner, *full, "--fail-if-empty").exit_code == 0
+
+
 def test_nightly_last_is_a_window_ending_at_until(tmp_path: Path, runner: CliRunner, index: Path) -> None:
     result = run(
         runner, "nightly", "--index", index, "--until", "2024-05-01T09:30:00Z", "--last", "1h", "--out", tmp_path
     )
-    assert "2024-05-01T08:30:00Z .. 2024-05-01T09:30:00Z: 1 headlines" in result.stderr
+    assert "2024-05-01T08:30:00Z .. 2024-05-01T09:30:00Z: 1 headline in 1 story" in result.stderr
 
 
 @pytest.mark.parametrize(
