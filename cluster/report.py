@@ -25,6 +25,11 @@ _ORANGE = "#d9822b"
 _SIZE_BINS = ((1, 1), (2, 2), (3, 3), (4, 4), (5, 5), (6, 10), (11, 20), (21, 50), (51, None))
 _MEMBERS_SHOWN = 12
 _SCORE_BAR = 80  # width of a member's score bar, in pixels
+# Fixed column widths: every story's table lines up with the others, whatever its headlines.
+_STORY_COLUMNS = (
+    f'<colgroup><col style="width:4em"><col style="width:{_SCORE_BAR + 12}px"><col>'
+    '<col style="width:12.5em"><col style="width:8em"></colgroup>'
+)
 
 
 @dataclass
@@ -154,7 +159,7 @@ def _bars(
     ]
     if log:
         for tick in (10, 100, 1000, 10000):
-            if tick < peak:
+            if scaled(tick) < 0.85:  # a gridline close under the peak's label would overprint it
                 y = top + plot_h - plot_h * scaled(tick)
                 shapes.append(
                     f'<line x1="{left}" y1="{y:.1f}" x2="{left + plot_w}" y2="{y:.1f}" stroke="#eee"/>'
@@ -222,7 +227,8 @@ def _story_block(story: StoryInfo, floor: float = 0.0, threshold: float | None =
     return (
         f"<h3>{_e(story.id)} · {plural(story.size, 'headline')} · "
         f"<span class=time>{_e(story.first_seen)}</span> to <span class=time>{_e(story.last_seen)}</span></h3>"
-        f"<table class=story><tr><th>score</th><th></th><th>headline</th><th>published</th><th>source</th></tr>"
+        f"<table class='story members'>{_STORY_COLUMNS}<tr><th>score</th><th></th><th>headline</th><th>published</th>"
+        "<th>source</th></tr>"
         f"{''.join(rows)}</table>"
     )
 
@@ -245,7 +251,8 @@ _STYLE = (
     ".counts td{text-align:right;font-variant-numeric:tabular-nums}"
     # text-align:start, not left: a cell's dir=auto makes an Arabic headline right-to-left, and "start" is
     # then its right edge; "left" would pin it to the wrong side.
-    "table.story{border-collapse:collapse;width:100%}table.story td,table.story th{padding:2px 6px;"
+    "table.story{border-collapse:collapse;width:100%}table.members{table-layout:fixed}"
+    "table.story td,table.story th{padding:2px 6px;"
     "border-bottom:1px solid #eee;text-align:start;vertical-align:top}"
     ".time{white-space:nowrap}"
     "tr.rep td{font-weight:600}.num{font-variant-numeric:tabular-nums}.axis{font-size:10px;fill:#555}"

@@ -112,6 +112,7 @@ def test_docs_page_renders_the_operations_from_this_server_alone(
 RENDERED = """() => {
   const cells = [...document.querySelectorAll('td.headline')];
   const arabic = cells.filter(c => /[\\u0600-\\u06FF]/.test(c.textContent.trim().charAt(0)));
+  const latin = cells.filter(c => /[A-Za-z]/.test(c.textContent.trim().charAt(0)));
   const textRight = cell => {
     const range = document.createRange();
     range.selectNodeContents(cell);
@@ -130,6 +131,7 @@ RENDERED = """() => {
   return {
     arabic: arabic.length,
     directions: [...new Set(arabic.map(c => getComputedStyle(c).direction))],
+    latinDirections: [...new Set(latin.map(c => getComputedStyle(c).direction))],
     // Right-aligned: the text ends at the cell's right edge (less its padding), not at its left.
     gaps: arabic.map(c => c.getBoundingClientRect().right - textRight(c)),
     timeLines: [...document.querySelectorAll('.time')].map(lines),
@@ -151,6 +153,7 @@ def test_report_renders_arabic_right_to_left_and_draws_its_charts(
     got = page.evaluate(RENDERED)
     assert got["arabic"] >= 5
     assert got["directions"] == ["rtl"]
+    assert got["latinDirections"] == ["ltr"]  # dir=auto, not a page forced right-to-left
     assert max(got["gaps"]) < 12, got["gaps"]  # cell padding is 6px
     assert got["times"] > 5 and set(got["timeLines"]) == {1}, got["timeLines"]
     charts = {chart["name"]: chart for chart in got["charts"]}

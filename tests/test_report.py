@@ -23,7 +23,22 @@ ARABIC_STORIES = {
         "لحظة وقوع زلزال جنوب تركيا بقوة 6.2 درجة",
     ],
     "الفائدة": ["البنك المركزي يرفع أسعار الفائدة ربع نقطة", "المركزي يقرر رفع الفائدة لمواجهة التضخم"],
+    "storm": ["Storm Ada forces evacuations along the coast", "Thousands evacuated as Storm Ada batters the coast"],
 }
+SINGLE_HEADLINES = [
+    "منتخب المغرب يتأهل إلى نصف نهائي كأس أفريقيا بعد الفوز على مصر",
+    "الأهلي يعلن التعاقد مع مدرب برتغالي جديد لمدة موسمين",
+    "افتتاح معرض الكتاب الدولي بمشاركة ألف دار نشر",
+    "ارتفاع أسعار النفط مع تراجع المخزونات الأمريكية",
+    "وزارة الصحة تطلق حملة تطعيم في المدارس",
+    "إطلاق قمر صناعي جديد لرصد الطقس",
+    "مهرجان السينما يعلن قائمة الأفلام المشاركة",
+    "افتتاح جسر جديد يربط ضفتي النهر",
+    "جامعة القاهرة تعلن مواعيد الامتحانات",
+    "Local council approves new cycling lanes downtown",
+    "Tech firm recalls faulty laptop batteries",
+    "هطول أمطار غزيرة على العاصمة وتحذيرات من السيول",
+]
 
 
 class KeywordEmbedder(FakeEmbedder):
@@ -32,17 +47,17 @@ class KeywordEmbedder(FakeEmbedder):
 
     def _vector(self, text: str) -> np.ndarray:
         for number, word in enumerate(ARABIC_STORIES, start=1):
-            if word in text:
+            if word in text.casefold():  # the normalized text it is given is casefolded
                 return super()._vector(f"topic{number} {text}")
         return super()._vector(text)
 
 
 def write_sample_report(folder: Path) -> Path:
-    """A nightly report over Arabic stories of several sizes and many single-headline ones."""
+    """A nightly report over Arabic (and some English) stories of several sizes and single-headline ones."""
     rows = []
     for word, texts in ARABIC_STORIES.items():
         rows += [{"id": f"{word}-{n}", "text": text} for n, text in enumerate(texts)]
-    rows += [{"id": f"single-{n}", "text": f"خبر منفرد رقم {n} عن موضوع مختلف {n * 7919}"} for n in range(30)]
+    rows += [{"id": f"single-{n}", "text": text} for n, text in enumerate(SINGLE_HEADLINES)]
     for n, row in enumerate(rows):
         row["published_at"] = datetime(2024, 5, 1, n % 24, n % 60, tzinfo=timezone.utc)
     with HeadlineIndex.open(folder / "idx", create=True, embedder=KeywordEmbedder(), threshold=0.8) as index:
