@@ -283,7 +283,7 @@ def query_command(index_path: Path, text: str, k: int, explain: bool, output_for
 
 
 def judged(hit: QueryHit, judgement: object) -> str:
-    """``cosine 0.861 · judged a different story (0.843, below 0.900)``: the search's cosine next to the
+    """``cosine 0.861 · its story: judged different (0.843, below 0.900)``: the search's cosine next to the
     judgement's verdict on the hit's story, and its probability of the same story where one is known.
 
     The probability is read from the hit (``probability``) or the judgement (``probability(score)``),
@@ -293,9 +293,9 @@ def judged(hit: QueryHit, judgement: object) -> str:
     score, threshold = hit.story_similarity, getattr(judgement, "threshold", hit.threshold)
     if score is not None and threshold is not None:
         if score >= threshold:
-            parts.append(f"judged the same story ({score:.3f}, at or above {threshold:.3f})")
+            parts.append(f"its story: judged the same ({score:.3f}, at or above {threshold:.3f})")
         else:
-            parts.append(f"judged a different story ({score:.3f}, below {threshold:.3f})")
+            parts.append(f"its story: judged different ({score:.3f}, below {threshold:.3f})")
         probability = getattr(hit, "probability", None)
         to_probability = getattr(judgement, "probability", None)
         if probability is None and callable(to_probability):
