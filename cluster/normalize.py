@@ -369,9 +369,10 @@ def normalize(text: str, *, prefixes: Sequence[str] | None = None, strip_prefixe
     return _matcher(tuple(prefixes)).strip(folded)
 
 
-# Printable ASCII other than the space survives normalization (at most folded to another printable), so
-# one such character proves a headline is not blank without normalizing it.
-_VISIBLE_ASCII = re.compile(r"[!-~]")
+# Printable ASCII other than the space, and the Arabic letters (hamza to ghain, feh to yeh; not tatweel),
+# survive normalization (at most folded to another such character), so one of them proves a headline is
+# not blank without normalizing it: the readers call is_blank on every row.
+_SURELY_VISIBLE = re.compile(r"[!-~\u0621-\u063a\u0641-\u064a]")
 
 
 def is_blank(text: str) -> bool:
@@ -383,6 +384,6 @@ def is_blank(text: str) -> bool:
     out because it never strips a headline down to nothing, and so the prefix file named by
     ``HEADLINE_CLUSTER_PREFIXES`` is not read here.
     """
-    if _VISIBLE_ASCII.search(text):
+    if _SURELY_VISIBLE.search(text):
         return False
     return not normalize(text, strip_prefixes=False)

@@ -10,9 +10,11 @@ from __future__ import annotations
 import csv
 import json
 import re
-from collections.abc import Iterator, Mapping, Sequence
+import sys
+from collections.abc import Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from itertools import chain, islice
 from typing import Any, Protocol
 
 from cluster.errors import InputError
@@ -30,6 +32,13 @@ EXPECTED = {
     "jsonl": 'expected one JSON object per line, such as {"text": "..."}',
 }
 _EPOCH = re.compile(r"[+-]?\d+(\.\d*)?")
+_TIME_RANGE = "give a time from 0001-01-01 to 9999-12-31 in UTC"
+# A headline record is a flat object; nesting this deep is damage or an attack, and deeper still json
+# raises RecursionError at a depth that depends on the caller's stack.
+MAX_JSON_DEPTH = 100
+_JSON_DEPTH_HINT = 'write each line as a flat object such as {"text": "..."}'
+_JSON_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')
+_QUOTE_HINT = 'close the quote, or double a quote that is part of the text ("")'
 
 
 class RowError(Exception):
@@ -50,7 +59,6 @@ class Fields:
     url: str
 
 
-
 class RowSink(Protocol):
     """Where parsers send rows: ``cluster.records._Collector``."""
 
@@ -59,6 +67,8 @@ class RowSink(Protocol):
     def check_decoded(self, first: int, last: int) -> None: ...
 
     def reject(self, line: int, error: RowError) -> None: ...
+
+    def warn(self, line: int, reason: str, hint: str = "") -> None: ...
 
     def add(
         self,
@@ -100,6 +110,9 @@ def parse_jsonl(text: str, fields: Fields, collector: RowSink) -> None:
 
 
 def _add_json_line(raw: str, number: int, fields: Fields, collector: RowSink) -> None:
+    too_deep = RowError(f"JSON nested more than {MAX_JSON_DEPTH} levels deep", _JSON_DEPTH_HINT)
+    if json_too_deep(raw):
+        raise too_deep
     try:
         obj = json.loads(raw)
     except json.JSONDecodeError as exc:
@@ -107,18 +120,24 @@ def _add_json_line(raw: str, number: int, fields: Fields, collector: RowSink) ->
         if number == 1 and raw.strip() == "[":
             hint = "this looks like a JSON array; JSON Lines needs one object per line, without [ ]"
         raise RowError(f"malformed JSON: {exc.msg} at column {exc.colno}", hint) from None
+    except RecursionError:
+        raise too_deep from None
+    except ValueError as exc:
+        # json turns number literals into ints; Python refuses ints of more than 4,300 digits.
+        if "integer string conversion" in str(exc):
+            raise RowError(
+                f"a number has more than {getattr(sys, 'get_int_max_str_digits', lambda: 4300)():,} digits",
+                "write long ids as strings; timestamps as ISO 8601 or epoch seconds",
+            ) from None
+        raise RowError(f"cannot read the JSON: {exc}", "each line must be one complete JSON object") from None
     if not isinstance(obj, dict):
-        raise RowError(
-            f"expected a JSON object, got {_json_type(obj)}", 'write each line as {"text": "..."}'
-        )
+        raise RowError(f"expected a JSON object, got {_json_type(obj)}", 'write each line as {"text": "..."}')
     keys = list(obj)
     text_index = _resolve_text(keys, fields.text)
     if text_index is None:
         wanted = repr(fields.text) if fields.text else "'text' or 'title'"
         found = ", ".join(repr(key) for key in keys) or "none"
-        raise RowError(
-            f"no {wanted} field (keys found: {found})", "pass --text-field NAME to choose the field"
-        )
+        raise RowError(f"no {wanted} field (keys found: {found})", "pass --text-field NAME to choose the field")
     text_key = keys[text_index]
     value = obj[text_key]
     if value is None:
@@ -147,6 +166,26 @@ def _add_json_line(raw: str, number: int, fields: Fields, collector: RowSink) ->
         url=_optional_str(obj, found_keys.get("url")),
         extra={key: _extra_str(obj[key]) for key in keys if key not in used and obj[key] is not None},
     )
+
+
+def json_too_deep(raw: str, limit: int = MAX_JSON_DEPTH) -> bool:
+    """Whether the JSON text opens more than ``limit`` arrays/objects inside each other.
+
+    Brackets inside strings do not count. The scan runs only when the line has more brackets than the
+    limit, so ordinary lines cost two ``str.count`` calls.
+    """
+    if raw.count("[") + raw.count("{") <= limit:
+        return False
+    depth = 0
+    for match in _JSON_TOKEN.finditer(raw):
+        char = match.group()[0]
+        if char in "[{":
+            depth += 1
+            if depth > limit:
+                return True
+        elif char in "]}":
+            depth -= 1
+    return False
 
 
 def parse_delimited(text: str, delimiter: str, fields: Fields, collector: RowSink) -> None:
@@ -197,6 +236,16 @@ def parse_delimited(text: str, delimiter: str, fields: Fields, collector: RowSin
             )
         except RowError as error:
             collector.reject(first, error)
+            continue
+        if last > first and any("\n" in value for value in row):
+            # Legitimate (a quoted field may hold line breaks), but it is also what two stray quotes
+            # look like: the rows between them become one field, and the field count still matches.
+            collector.warn(
+                first,
+                f"row spans lines {first}-{last}: a quoted field contains line breaks",
+                f"if a quote on line {first} was meant to close on that line, the rows after it were read "
+                "into this one",
+            )
 
 
 def _cell(row: list[str], roles: Mapping[str, int], role: str) -> str | None:
@@ -205,41 +254,86 @@ def _cell(row: list[str], roles: Mapping[str, int], role: str) -> str | None:
     return None if index is None else (row[index].strip() or None)
 
 
-def _csv_rows(text: str, delimiter: str) -> Iterator[tuple[int, int, list[str] | RowError]]:
-    """(first line, last line, fields or a parse error) for each non-blank row."""
+_CsvRow = tuple[int, int, list[str] | RowError]
+
+
+def _csv_rows(text: str, delimiter: str) -> Iterator[_CsvRow]:
+    """(first line, last line, fields or a parse error) for each non-blank row.
+
+    A quote that never closes would make the rest of the file one field. A sentinel line after the input
+    shows it: read into a field, it was inside an open quote. That row is reported where its quote
+    opened, and reading resumes on the next line, so the rows after it are not lost.
+    """
     parts = text.split("\n")
-    # Feed the reader '\n'-terminated physical lines so its line_num counts lines as the other formats do.
-    lines = [part + "\n" for part in parts[:-1]] + ([parts[-1]] if parts[-1] else [])
-    reader = csv.reader(lines, delimiter=delimiter)
-    last = 0
+    # Feed the reader '\n'-terminated physical lines so its line_num counts lines as the other formats do;
+    # the last line gets one too, so that the sentinel starts a record of its own unless a quote is open.
+    lines = [part + "\n" for part in parts[:-1]] + ([parts[-1] + "\n"] if parts[-1] else [])
+    sentinel = "\ufdd0end of input\ufdd1"
+    while sentinel in text:
+        sentinel += "\ufdd1"
+    # Each restart begins after the line where an open quote started. The lines re-read were inside that
+    # quote, where every quote comes in pairs, so they cannot open one that swallows them again: the work
+    # stays linear in the file size.
+    start: int | None = 0
+    while start is not None:
+        start = yield from _rows_from(lines, start, delimiter, sentinel)
+
+
+def _rows_from(lines: list[str], start: int, delimiter: str, sentinel: str) -> Generator[_CsvRow, None, int | None]:
+    """Rows from ``lines[start:]``; returns where to resume after an open quote, or None at the end."""
+    reader = csv.reader(chain(islice(lines, start, None), (sentinel,)), delimiter=delimiter)
+    last = start
     while True:
         first = last + 1
         try:
             row = next(reader)
         except StopIteration:
-            return
+            return None
         except csv.Error as exc:
+            last = start + reader.line_num
+            if "field larger than field limit" in str(exc) and last > first:
+                # An open quote in a large file hits the field size limit before the end of the file.
+                yield (
+                    first,
+                    last,
+                    RowError(
+                        f"cannot parse row: {exc}; the field runs from line {first} to {last}, so a quote on "
+                        f"line {first} probably never closes",
+                        _QUOTE_HINT,
+                    ),
+                )
+                return first
             # The reader recovers on the next line, so one unparseable row does not end the file.
-            last = reader.line_num
             yield first, last, RowError(f"cannot parse row: {exc}")
             continue
-        last = reader.line_num
+        last = start + reader.line_num
+        if row and row[-1].endswith(sentinel):
+            if len(row) == 1 and row[0] == sentinel:
+                return None
+            # The open field holds one '\n' per line it ran over, up to the sentinel's line.
+            opened = last - row[-1].count("\n")
+            yield (
+                opened,
+                last - 1,
+                RowError(
+                    f"unterminated quote: the field that opens on line {opened} never closes, so it runs to "
+                    f"the end of the file (line {last - 1}) and would swallow every row after it",
+                    _QUOTE_HINT,
+                ),
+            )
+            return opened
         if len(row) <= 1 and not "".join(row).strip():
             continue
         yield first, last, row
 
 
-def _header(
-    rows: Iterator[tuple[int, int, list[str] | RowError]], fmt: str, collector: RowSink
-) -> tuple[int, list[str]]:
+def _header(rows: Iterator[_CsvRow], fmt: str, collector: RowSink) -> tuple[int, list[str]]:
     for first, last, row in rows:
         # The header decides how every row is read, so a problem with it is a problem with the file.
         try:
             collector.check_decoded(first, last)
         except RowError as error:
-            raise InputError(
-                f"header {error.reason}", path=collector.name, line=first, hint=error.hint
-            ) from None
+            raise InputError(f"header {error.reason}", path=collector.name, line=first, hint=error.hint) from None
         if isinstance(row, RowError):
             raise InputError(f"cannot read the header: {row.reason}", path=collector.name, line=first)
         return first, row
@@ -336,6 +430,122 @@ def _parse_time(value: Any, field_name: str | None) -> datetime | None:
         if len(shown) > 60:
             shown = shown[:57] + "..."
         raise RowError(f"cannot read timestamp {shown!r} in {field_name!r}", _TIME_FORMS) from None
-    if parsed.tzinfo is None:
-        return parsed.replace(tzinfo=_UTC)
-    return parsed.astimezone(_UTC)
+    try:
+        return to_utc(parsed)
+    except ValueError:
+        raise RowError(
+            f"timestamp {value.strip()[:60]!r} in {field_name!r} is out of range: in UTC it falls before "
+            "year 1 or after year 9999",
+            _TIME_RANGE,
+        ) from None
+
+
+def to_utc(moment: datetime) -> datetime:
+    """``moment`` as an aware UTC datetime (naive is taken as UTC); ValueError when UTC cannot hold it.
+
+    A local time near the ends of the calendar, such as 0001-01-01T00:00:00+14:00, has no UTC datetime;
+    rejecting it here means every Record's ``published_at`` survives ``.astimezone(timezone.utc)`` and
+    ``.timestamp()`` downstream.
+    """
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=_UTC)
+    try:
+        return moment.astimezone(_UTC)
+    except OverflowError:
+        reason = f"{moment.isoformat()} is out of range: in UTC it falls before year 1 or after year 9999"
+        raise ValueError(reason) from None
+
+
+# --- telling the format of standard input ----------------------------------------------------------------
+
+_SNIFF_HINT = "pass --input-format txt, csv, tsv or jsonl to choose"
+# A header cell: a name such as id, title, published_at, "Published At", url.canonical (or empty, as in
+# the unnamed index column pandas writes). A headline fragment has digits first, quotes, colons, ... .
+_HEADER_CELL = re.compile(r"(?:[^\W\d][\w .\-]{0,63})?")
+
+
+def sniff(text: str, text_field: str | None = None) -> tuple[str, list[tuple[int, str, str]]]:
+    """The format of input that has no name to tell it by, and (line, reason, hint) notes on doubtful input.
+
+    The rule (a plain list of headlines is always read as txt):
+
+    - jsonl when the first non-blank line is a JSON object and every non-blank line starts with ``{``.
+      Malformed lines among them are then reported by the jsonl reader with their line numbers, instead of
+      turning into headlines of JSON text. A headline list cannot look like this: its first line would have
+      to be a JSON object.
+    - tsv (tab) or csv (comma) when the first non-blank line is a header: at least two cells, one of them
+      the text column (``text_field``, else ``text`` or ``title``, any case), every cell a name (letters,
+      then letters, digits, ``_ . -`` or spaces, at most 64 characters; or empty), and the next row has as
+      many cells. A headline would need, besides a cell that is exactly "Title" or "Text", a next headline
+      with the same number of commas (or tabs).
+    - txt otherwise. A note (a warning for the user) says so when the input half looks like another
+      format: a first line that is a JSON object while a later line is not, a lone ``[`` or ``{`` (a JSON
+      document, not JSON Lines), or a first line that names the text column but fails the header test.
+    """
+    numbered = [(n, line.strip()) for n, line in enumerate(text.split("\n"), start=1) if line.strip()]
+    if not numbered:
+        return "txt", []
+    number, head = numbered[0]
+    if head.startswith("{") and _json_object_line(head):
+        for later, line in numbered:
+            if not line.startswith("{"):
+                reason = f"line {number} is a JSON object but line {later} is not, so the input is read as txt"
+                return "txt", [(later, reason, f"pass --input-format jsonl to read it as JSON Lines; {_SNIFF_HINT}")]
+        return "jsonl", []
+    if head in ("[", "{") or (head.startswith("[") and _json_array_line(head)):
+        reason = "this looks like JSON (an array or a multi-line object), which is read as txt"
+        return "txt", [(number, reason, f"convert it to JSON Lines, one object per line; {_SNIFF_HINT}")]
+    for delimiter, fmt in (("\t", "tsv"), (",", "csv")):
+        if delimiter not in head:
+            continue
+        cells = _first_rows(text, delimiter)
+        if not cells or _resolve_text(cells[0], text_field) is None:
+            continue
+        header = cells[0]
+        if (
+            len(header) >= 2
+            and all(_HEADER_CELL.fullmatch(cell) for cell in header)
+            and (len(cells) == 1 or len(cells[1]) == len(header))
+        ):
+            return fmt, []
+        reason = f"line {number} names a headline column like a {fmt} header, but is read as a headline"
+        return "txt", [(number, reason, f"pass --input-format {fmt} to read a table; {_SNIFF_HINT}")]
+    if _resolve_text([head], text_field) is not None:
+        reason = f"line {number} {head!r} looks like a one-column header, but is read as a headline"
+        return "txt", [(number, reason, f"pass --input-format csv to read a one-column table; {_SNIFF_HINT}")]
+    return "txt", []
+
+
+def _json_object_line(line: str) -> bool:
+    if not line.endswith("}"):
+        return False
+    if json_too_deep(line):
+        return True  # JSON-shaped; the jsonl reader reports the depth with the line number
+    try:
+        return isinstance(json.loads(line), dict)
+    except (ValueError, RecursionError):
+        return False
+
+
+def _json_array_line(line: str) -> bool:
+    if not line.endswith("]") or json_too_deep(line):
+        return False
+    try:
+        return isinstance(json.loads(line), list)
+    except (ValueError, RecursionError):
+        return False
+
+
+def _first_rows(text: str, delimiter: str) -> list[list[str]]:
+    """The first two non-blank rows, cells stripped; [] when they cannot be parsed."""
+    rows: list[list[str]] = []
+    try:
+        for row in csv.reader(text.split("\n", 10_000)[:10_000], delimiter=delimiter):
+            cells = [cell.strip() for cell in row]
+            if any(cells):
+                rows.append(cells)
+                if len(rows) == 2:
+                    break
+    except csv.Error:
+        return []
+    return rows

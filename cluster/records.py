@@ -16,17 +16,32 @@ from pathlib import Path
 from typing import Any, BinaryIO, TextIO
 
 from cluster.errors import InputError
-from cluster.readers import EXPECTED, RESAVE_HINT, Fields, RowError, parse_delimited, parse_jsonl, parse_txt
+from cluster.normalize import is_blank
+from cluster.readers import (
+    EXPECTED,
+    RESAVE_HINT,
+    Fields,
+    RowError,
+    parse_delimited,
+    parse_jsonl,
+    parse_txt,
+    sniff,
+    to_utc,
+)
 
 __all__ = [
     "INPUT_FORMATS",
     "InvalidRow",
     "ReadResult",
+    "ReadWarning",
     "Record",
     "content_id",
     "detect_format",
+    "is_blank",
     "read_many",
     "read_records",
+    "sniff_format",
+    "to_utc",
 ]
 
 INPUT_FORMATS = ("txt", "csv", "tsv", "jsonl")
@@ -61,13 +76,41 @@ class Record:
     extra: Mapping[str, str] = field(default_factory=dict, hash=False)
 
 
+def _describe(path: str | None, line: int | None, reason: str, hint: str) -> str:
+    where = "" if path is None else (f"{path}:{line}: " if line is not None else f"{path}: ")
+    return f"{where}{reason}" + (f" ({hint})" if hint else "")
+
+
 @dataclass(frozen=True)
 class InvalidRow:
-    """A row skipped because of ``skip_invalid``; ``path`` is the display name of its file."""
+    """A row skipped because of ``skip_invalid``; ``path`` is the display name of its file.
+
+    ``str()`` gives the full message, ``file:line: what is wrong (what to do)``.
+    """
 
     line: int
     reason: str
     path: str | None = None
+    # Not compared: two skips of the same row for the same reason are the same skip.
+    hint: str = field(default="", compare=False)
+
+    def __str__(self) -> str:
+        return _describe(self.path, self.line, self.reason, self.hint)
+
+
+@dataclass(frozen=True)
+class ReadWarning:
+    """Input that was read, but maybe not as meant: text cut to ``max_chars``, a row that runs over several
+    lines, standard input that half looks like another format. ``str()`` is ``file:line: what (what to do)``.
+    """
+
+    line: int | None
+    reason: str
+    path: str | None = None
+    hint: str = ""
+
+    def __str__(self) -> str:
+        return _describe(self.path, self.line, self.reason, self.hint)
 
 
 @dataclass
@@ -77,6 +120,8 @@ class ReadResult:
     truncated: int
     name: str
     input_format: str
+    # For the caller to show (the CLI on stderr); reading never stops for a warning.
+    warnings: list[ReadWarning] = field(default_factory=list)
 
 
 def content_id(text: str) -> str:
@@ -86,14 +131,16 @@ def content_id(text: str) -> str:
 
 
 def detect_format(path: str, explicit: str | None) -> str:
-    """The input format: ``explicit`` when given, else from the file extension ('-' is stdin: txt)."""
+    """The input format: ``explicit`` when given, else from the file extension.
+
+    '-' (stdin) gives 'txt' here; ``read_records`` instead tells stdin's format from its content (see
+    ``sniff_format``).
+    """
     if explicit is not None:
         wanted = explicit.strip().lower()
         wanted = _FORMAT_ALIASES.get(wanted, wanted)
         if wanted not in INPUT_FORMATS:
-            raise InputError(
-                f"unknown input format {explicit!r}", hint=f"choose one of: {', '.join(INPUT_FORMATS)}"
-            )
+            raise InputError(f"unknown input format {explicit!r}", hint=f"choose one of: {', '.join(INPUT_FORMATS)}")
         return wanted
     if path == "-":
         return "txt"
@@ -105,6 +152,17 @@ def detect_format(path: str, explicit: str | None) -> str:
     if suffix == ".json":
         hint += " (a file with one JSON object per line is jsonl)"
     raise InputError(f"cannot tell the input format from {what}", path=path, hint=hint)
+
+
+def sniff_format(text: str, *, text_field: str | None = None) -> str:
+    """The format ``read_records`` reads unnamed input (stdin, a stream without a path) as, from its text.
+
+    jsonl when the first non-blank line is a JSON object and every non-blank line starts with ``{``; csv or
+    tsv when the first non-blank line is a header (two or more name-like cells, one of them ``text_field``
+    or else ``text``/``title``) and the next row has as many cells; otherwise txt, so a plain headline list
+    is never read as anything else. Full rule: :func:`cluster.readers.sniff`.
+    """
+    return sniff(text, text_field)[0]
 
 
 def read_records(
@@ -124,16 +182,24 @@ def read_records(
     """Read headlines from a path, '-' (standard input) or an open stream.
 
     Raises InputError for any problem; with ``skip_invalid`` per-row problems are returned in
-    ``ReadResult.invalid`` instead. Text longer than ``max_chars`` is cut, and counted in ``truncated``;
-    with ``reject_long`` such a row is invalid instead (for callers that must store text as given).
+    ``ReadResult.invalid`` instead. A headline that is empty once normalized (only whitespace, controls or
+    invisible characters: ``is_blank``) is an invalid row. Text longer than ``max_chars`` is cut, counted in
+    ``truncated`` and named in ``warnings``; with ``reject_long`` such a row is invalid instead (for callers
+    that must store text as given). Input without a path to tell its format by (stdin) and no
+    ``input_format`` is sniffed (``sniff_format``); doubtful cases are named in ``warnings``.
     """
     if max_chars < 1:
         raise ValueError("max_chars must be at least 1")
     data, display, detect_path = _load(source, name)
-    fmt = detect_format(detect_path, input_format)
+    sniffing = detect_path == "-" and input_format is None
+    fmt = "txt" if sniffing else detect_format(detect_path, input_format)
     text, bad_lines = _decode(data, display, skip_invalid)
-    fields = Fields(text_field, id_field, time_field, source_field, url_field)
     collector = _Collector(display, skip_invalid, max_chars, bad_lines, reject_long)
+    if sniffing:
+        fmt, notes = sniff(text, text_field)
+        for line, reason, hint in notes:
+            collector.warn(line, reason, hint)
+    fields = Fields(text_field, id_field, time_field, source_field, url_field)
     if fmt == "txt":
         parse_txt(text, collector)
     elif fmt == "jsonl":
@@ -143,7 +209,7 @@ def read_records(
     # Rows that were there but all invalid are not "empty": the caller gets them in `invalid` to report.
     if not collector.records and not collector.invalid:
         raise InputError(f"no headlines in {display}", path=display, hint=EXPECTED[fmt])
-    return ReadResult(collector.records, collector.invalid, collector.truncated, display, fmt)
+    return ReadResult(collector.records, collector.invalid, collector.truncated, display, fmt, collector.warnings)
 
 
 def read_many(paths: Sequence[str], **kwargs: Any) -> ReadResult:
@@ -159,6 +225,7 @@ def read_many(paths: Sequence[str], **kwargs: Any) -> ReadResult:
     skip_invalid = bool(kwargs.get("skip_invalid", False))
     records: list[Record] = []
     invalid: list[InvalidRow] = []
+    warnings: list[ReadWarning] = []
     truncated = 0
     names: list[str] = []
     formats: list[str] = []
@@ -168,6 +235,7 @@ def read_many(paths: Sequence[str], **kwargs: Any) -> ReadResult:
         names.append(part.name)
         formats.append(part.input_format)
         invalid.extend(part.invalid)
+        warnings.extend(part.warnings)
         truncated += part.truncated
         for record in part.records:
             if record.id is not None:
@@ -176,12 +244,12 @@ def read_many(paths: Sequence[str], **kwargs: Any) -> ReadResult:
                     reason = f"duplicate id {record.id!r} (first seen at {first_seen[record.id]})"
                     if not skip_invalid:
                         raise InputError(reason, path=part.name, line=record.line, hint=_DUPLICATE_HINT)
-                    invalid.append(InvalidRow(record.line, reason, part.name))
+                    invalid.append(InvalidRow(record.line, reason, part.name, _DUPLICATE_HINT))
                     continue
                 first_seen[record.id] = where
             records.append(record)
     fmt = formats[0] if len(set(formats)) == 1 else "mixed"
-    return ReadResult(records, invalid, truncated, ", ".join(names), fmt)
+    return ReadResult(records, invalid, truncated, ", ".join(names), fmt, warnings)
 
 
 # --- loading and decoding -------------------------------------------------------------------------------
@@ -196,9 +264,7 @@ def _load(source: str | Path | TextIO | BinaryIO, name: str | None) -> tuple[byt
         try:
             return Path(source).read_bytes(), display, str(source)
         except FileNotFoundError:
-            raise InputError(
-                "file not found", path=display, hint="check the path, or use - for stdin"
-            ) from None
+            raise InputError("file not found", path=display, hint="check the path, or use - for stdin") from None
         except IsADirectoryError:
             raise InputError("is a directory, not a file", path=display) from None
         except PermissionError:
@@ -258,7 +324,13 @@ def _decode(data: bytes, name: str, skip_invalid: bool) -> tuple[str, set[int]]:
 _DUPLICATE_HINT = "ids must be unique; remove the repeated row or give it its own id"
 
 
+_EMPTY_HINT = "remove the row or give it a headline"
+_LONG_HINT = "this is usually an article body or several lines run together; fix or remove the line"
+
+
 class _Collector:
+    """Receives rows from the parsers in cluster.readers: the one place a headline is checked and kept."""
+
     def __init__(self, name: str, skip_invalid: bool, max_chars: int, bad_lines: set[int], reject_long: bool):
         self.name = name
         self.skip_invalid = skip_invalid
@@ -267,6 +339,7 @@ class _Collector:
         self.bad_lines = bad_lines
         self.records: list[Record] = []
         self.invalid: list[InvalidRow] = []
+        self.warnings: list[ReadWarning] = []
         self.truncated = 0
         self._id_lines: dict[str, int] = {}
 
@@ -277,7 +350,10 @@ class _Collector:
     def reject(self, line: int, error: RowError) -> None:
         if not self.skip_invalid:
             raise InputError(error.reason, path=self.name, line=line, hint=error.hint)
-        self.invalid.append(InvalidRow(line, error.reason, self.name))
+        self.invalid.append(InvalidRow(line, error.reason, self.name, error.hint))
+
+    def warn(self, line: int, reason: str, hint: str = "") -> None:
+        self.warnings.append(ReadWarning(line, reason, self.name, hint))
 
     def add(
         self,
@@ -292,19 +368,33 @@ class _Collector:
     ) -> None:
         text = text.strip()
         if not text:
-            raise RowError("empty headline", "remove the row or give it a headline")
-        if self.reject_long and len(text) > self.max_chars:
-            raise RowError(
-                f"headline is {len(text):,} characters long, over the limit of {self.max_chars:,}",
-                "this is usually an article body or several lines run together; fix or remove the line",
-            )
+            raise RowError("empty headline", _EMPTY_HINT)
+        if is_blank(text):
+            raise RowError(f"headline has no visible characters (only {_code_points(text)})", _EMPTY_HINT)
+        length = len(text)
+        if length > self.max_chars:
+            if self.reject_long:
+                reason = f"headline is {length:,} characters long, over the limit of {self.max_chars:,}"
+                raise RowError(reason, _LONG_HINT)
+            text = text[: self.max_chars]
+            if is_blank(text):
+                reason = f"headline has no visible characters in its first {self.max_chars:,} (of {length:,})"
+                raise RowError(reason, _EMPTY_HINT)
         if id is not None:
             if id in self._id_lines:
-                raise RowError(
-                    f"duplicate id {id!r} (first seen on line {self._id_lines[id]})", _DUPLICATE_HINT
-                )
+                raise RowError(f"duplicate id {id!r} (first seen on line {self._id_lines[id]})", _DUPLICATE_HINT)
             self._id_lines[id] = line
-        if len(text) > self.max_chars:
-            text = text[: self.max_chars]
+        if length > self.max_chars:
             self.truncated += 1
+            self.warn(
+                line,
+                f"headline is {length:,} characters long; cut to the first {self.max_chars:,}",
+                f"only the cut text is matched and shown; {_LONG_HINT}",
+            )
         self.records.append(Record(text, id, published_at, source, url, line, dict(extra or {})))
+
+
+def _code_points(text: str, shown: int = 3) -> str:
+    """The distinct non-space code points of ``text`` as U+XXXX, for a message about invisible text."""
+    points = list(dict.fromkeys(f"U+{ord(char):04X}" for char in text if not char.isspace()))
+    return ", ".join(points[:shown]) + (", ..." if len(points) > shown else "")

@@ -536,3 +536,11 @@ def test_emoji_sequences_keep_their_visible_parts() -> None:
 def test_is_blank(text: str, blank: bool) -> None:
     assert is_blank(text) is blank
     assert is_blank(text) is (normalize(text) == "")
+
+
+def test_is_blank_fast_path_only_trusts_characters_that_survive_normalization() -> None:
+    from cluster.normalize import _SURELY_VISIBLE
+
+    trusted = [chr(cp) for cp in range(0x10000) if _SURELY_VISIBLE.fullmatch(chr(cp))]
+    assert len(trusted) == 94 + 26 + 10
+    assert all(normalize(char, strip_prefixes=False) for char in trusted)
