@@ -376,7 +376,8 @@ class _Collector:
             if self.reject_long:
                 reason = f"headline is {length:,} characters long, over the limit of {self.max_chars:,}"
                 raise RowError(reason, _LONG_HINT)
-            text = text[: self.max_chars]
+            # rstrip: a Record's text never ends in whitespace, wherever the cut falls.
+            text = text[: self.max_chars].rstrip()
             if is_blank(text):
                 reason = f"headline has no visible characters in its first {self.max_chars:,} (of {length:,})"
                 raise RowError(reason, _EMPTY_HINT)

@@ -310,3 +310,9 @@ def test_skipped_rows_keep_their_hint(tmp_path: Path) -> None:
     path = write(tmp_path, "e.txt", "ok\n\u200b\n")
     row = read_records(path, skip_invalid=True).invalid[0]
     assert row.hint and str(row).endswith(f"({row.hint})")
+
+
+def test_cut_text_does_not_end_in_whitespace(tmp_path: Path) -> None:
+    # Found by tests/test_fuzz_inputs.py: U+0085 (NEL) is whitespace that str.strip() removes.
+    path = write(tmp_path, "h.txt", "00id\x850 and more\n")
+    assert read_records(path, max_chars=5).records[0].text == "00id"
