@@ -2,7 +2,9 @@
 
 Every problem is reported as an InputError that names the file and, for row problems, the line, so a
 user can fix the input without reading a traceback. With ``skip_invalid`` row problems are collected
-instead, while problems with the file as a whole still raise.
+instead, while problems with the file as a whole still raise. What is read but maybe not as meant (text cut
+to ``max_chars``, a CSV row over several lines, stdin whose format is in doubt) is named in
+``ReadResult.warnings``. The per-format parsers live in ``cluster.readers``.
 """
 
 from __future__ import annotations
