@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, TextIO
 
 from cluster.errors import InputError
+from cluster.limits import MAX_HEADLINE_CHARS, MAX_ID_CHARS
 from cluster.normalize import is_blank
 from cluster.readers import (
     EXPECTED,
@@ -177,7 +178,7 @@ def read_records(
     source_field: str = "source",
     url_field: str = "url",
     skip_invalid: bool = False,
-    max_chars: int = 2000,
+    max_chars: int = MAX_HEADLINE_CHARS,
     reject_long: bool = False,
     name: str | None = None,
 ) -> ReadResult:
@@ -384,6 +385,9 @@ class _Collector:
                 reason = f"headline has no visible characters in its first {self.max_chars:,} (of {length:,})"
                 raise RowError(reason, _EMPTY_HINT)
         if id is not None:
+            if len(id) > MAX_ID_CHARS:
+                reason = f"the id is {len(id):,} characters long, over the limit of {MAX_ID_CHARS:,}"
+                raise RowError(reason, "shorten it: ids are keys, such as a URL hash or a feed's article id")
             if id in self._id_lines:
                 raise RowError(f"duplicate id {id!r} (first seen on line {self._id_lines[id]})", _DUPLICATE_HINT)
             self._id_lines[id] = line

@@ -73,6 +73,7 @@ from .vectors import VectorFile, describe_problem
 from .writing import commit_chunk, stored_vectors, update_in_place
 
 EmbedderFactory = Callable[..., EmbedderLike]
+_EMBED_STEP = 128  # headlines embedded between two progress reports
 
 
 def _to_stderr(message: str) -> None:
@@ -306,15 +307,28 @@ class HeadlineIndex:
             )
         return embedder
 
-    def _embed(self, batch: Sequence[Pending]) -> tuple[np.ndarray, dict[bytes, np.ndarray], int]:
-        """Vectors of ``batch``; new (key -> vector) pairs to store; how many reused a stored vector."""
+    def _embed(
+        self, batch: Sequence[Pending], embedded: Callable[[int], None] | None = None
+    ) -> tuple[np.ndarray, dict[bytes, np.ndarray], int]:
+        """Vectors of ``batch``; new (key -> vector) pairs to store; how many reused a stored vector.
+
+        ``embedded(n)`` is told how many of the batch's headlines are done as embedding goes on.
+        """
         known = stored_vectors(self.db, list(dict.fromkeys(p.key for p in batch)))
         reused = sum(p.key in known for p in batch)
         todo = {p.key: p.normalized for p in batch if p.key not in known}
         fresh: dict[bytes, np.ndarray] = {}
         if todo:
             embedder = self.embedder_in_use()
-            vectors = np.asarray(embedder.encode(list(todo.values())), dtype=np.float32)
+            texts = list(todo.values())
+            parts = []
+            # In steps, so that a progress bar moves while a large chunk embeds; a text's vector does
+            # not depend on the texts embedded with it.
+            for start in range(0, len(texts), _EMBED_STEP):
+                parts.append(np.asarray(embedder.encode(texts[start : start + _EMBED_STEP]), dtype=np.float32))
+                if embedded is not None:
+                    embedded(reused + min(start + _EMBED_STEP, len(texts)))
+            vectors = np.concatenate(parts)
             dimension = self.dimension
             if dimension is not None and vectors.shape[1] != dimension:
                 raise InputError(
@@ -349,7 +363,8 @@ class HeadlineIndex:
         (default: the index's) of its time and whose members it matches on average at the threshold,
         under the index's judgement (the average-linkage rule of the batch grouping); otherwise it starts
         a new story. Commits every ``commit_every`` headlines: a killed run keeps those, and running it
-        again adds the rest. ``progress(done, total)`` is called after each commit.
+        again adds the rest. ``progress(done, total)`` is called as headlines are embedded and after each
+        commit.
         """
         started = time.monotonic()
         result = AddResult()
@@ -391,7 +406,8 @@ class HeadlineIndex:
             assigner: Assigner | None = None
             done = 0
             for chunk in chunks(fresh, max(1, commit_every)):
-                vectors, new_vectors, reused = self._embed([p for p, _ in chunk])
+                step = None if progress is None else (lambda n, base=done: progress(base + n, len(fresh)))
+                vectors, new_vectors, reused = self._embed([p for p, _ in chunk], step)
                 result.embedded += len(new_vectors)
                 result.reused += reused
                 if assigner is None:
