@@ -268,7 +268,9 @@ class HeadlineIndex:
                 self._lock_depth -= 1
             return
         try:
-            lock = file_lock(self.path / LOCK_FILE, wait=wait, on_wait=self._on_wait, what="another writer")
+            lock = file_lock(
+                self.path / LOCK_FILE, wait=wait, on_wait=self._on_wait, what=f"another writer on {self.path}"
+            )
             held = lock.__enter__()
         except OSError as exc:
             raise InputError(
