@@ -29,3 +29,7 @@ class InputError(HeadlineClusterError):
 
 class ModelLoadError(HeadlineClusterError):
     """A sentence-transformers model could not be loaded."""
+
+
+class IndexDamagedError(InputError):
+    """An index's database cannot be read where it should be: ``index repair`` rebuilds what survives."""

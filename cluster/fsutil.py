@@ -109,7 +109,7 @@ def file_lock(
                 yield False
                 return
             if on_wait is not None:
-                on_wait(f"waiting for {what or 'another process'} ({path}) ...")
+                on_wait(f"waiting for {what or f'another process holding {path}'} ...")
             fcntl.flock(fd, fcntl.LOCK_EX)
         yield True
     finally:

@@ -197,12 +197,18 @@ def lexical_matrix(texts: Sequence[str], sizes: Sequence[int] = (3,), idf: bool 
     return sparse.csr_matrix(sparse.diags(1.0 / norms) @ matrix, dtype=np.float32)
 
 
-def _hours(times: Sequence[object] | None, n: int) -> np.ndarray | None:
-    """Publication times as hours since the epoch (NaN where unknown), or None when none is known."""
+def _hours(times: Sequence[object] | np.ndarray | None, n: int) -> np.ndarray | None:
+    """Publication times as hours since the epoch (NaN where unknown), or None when none is known.
+
+    ``times``: datetimes, Unix seconds or None each, or an array of Unix seconds with NaN for unknown.
+    """
     if times is None:
         return None
     if len(times) != n:
         raise ValueError(f"{len(times)} times for {n} headlines")
+    if isinstance(times, np.ndarray):  # the index's own times: no per-item work
+        hours = times.astype(np.float64) / 3600.0
+        return None if np.isnan(hours).all() else hours
     hours = np.full(n, np.nan)
     for k, stamp in enumerate(times):
         if isinstance(stamp, datetime):
@@ -221,7 +227,7 @@ class HybridSimilarity:
         vectors: np.ndarray,
         normalized_texts: Sequence[str],
         *,
-        times: Sequence[object] | None = None,
+        times: Sequence[object] | np.ndarray | None = None,
         params: HybridParams | None = None,
     ):
         self.cosine = CosineSimilarity(vectors)
@@ -368,7 +374,7 @@ class Judgement:
         return self.kind == "hybrid" and self.params.time_penalty > 0
 
     def similarity(
-        self, vectors: np.ndarray, normalized: Sequence[str], times: Sequence[object] | None = None
+        self, vectors: np.ndarray, normalized: Sequence[str], times: Sequence[object] | np.ndarray | None = None
     ) -> CosineSimilarity | HybridSimilarity:
         """The score over one collection: unit ``vectors``, their ``normalized`` texts and publication
         ``times`` (datetimes, Unix seconds or None; used only by a score that weighs time)."""

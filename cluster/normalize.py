@@ -5,9 +5,11 @@ and embedded, so it may fold away anything that distinguishes spellings rather t
 
 Pipeline (``normalize``), in order:
 
-1. Invisible characters are dropped: zero-width and bidi controls (U+200B-U+200F, U+202A-U+202E,
-   U+2060-U+2064, U+2066-U+2069, U+FEFF), the soft hyphen U+00AD and the Arabic letter mark U+061C.
-   This happens just before NFKC rather than after it, so that an invisible character sitting between a
+1. Invisible characters are dropped: every format character (category Cf: zero-width and bidi controls
+   U+200B-U+200F, U+202A-U+202E, U+2060-U+206F, U+FEFF, the soft hyphen U+00AD, the Arabic letter mark
+   U+061C, Arabic number signs, tag characters, ...) and the other default-ignorable code points (the
+   combining grapheme joiner, Hangul fillers, variation selectors); see ``_INVISIBLE_RANGES``. This
+   happens just before NFKC rather than after it, so that an invisible character sitting between a
    letter and its accent cannot block composition and leave a string that a second pass would change.
 2. Unicode NFKC (full-width Latin, Arabic presentation forms such as U+FEFB -> "لا", "…" -> "...").
    The double primes ″ and ‶ are mapped to ``"`` first, because NFKC would split them into two single
@@ -69,7 +71,7 @@ from pathlib import Path
 
 from cluster.errors import InputError
 
-__all__ = ["DEFAULT_PREFIXES", "PREFIXES_ENV", "load_prefixes", "normalize"]
+__all__ = ["DEFAULT_PREFIXES", "PREFIXES_ENV", "is_blank", "load_prefixes", "normalize"]
 
 PREFIXES_ENV = "HEADLINE_CLUSTER_PREFIXES"
 
@@ -122,27 +124,58 @@ def _chars(first: int, last: int) -> range:
     return range(first, last + 1)
 
 
+# Code points with no visible form: every format character (Unicode category Cf: zero-width and bidi
+# controls, the soft hyphen, Arabic number signs, tags, ...) and the other default-ignorable code points
+# (combining grapheme joiner, Hangul fillers, variation selectors). They change how text renders or is
+# shaped, never what it says, and a headline made only of them must normalize to "".
+_INVISIBLE_RANGES: tuple[tuple[int, int], ...] = (
+    (0x00AD, 0x00AD),
+    (0x034F, 0x034F),
+    (0x0600, 0x0605),
+    (0x061C, 0x061C),
+    (0x06DD, 0x06DD),
+    (0x070F, 0x070F),
+    (0x0890, 0x0891),
+    (0x08E2, 0x08E2),
+    (0x115F, 0x1160),
+    (0x17B4, 0x17B5),
+    (0x180B, 0x180F),
+    (0x200B, 0x200F),
+    (0x202A, 0x202E),
+    (0x2060, 0x206F),
+    (0x3164, 0x3164),
+    (0xFE00, 0xFE0F),
+    (0xFEFF, 0xFEFF),
+    (0xFFA0, 0xFFA0),
+    (0xFFF0, 0xFFFB),
+    (0x110BD, 0x110BD),
+    (0x110CD, 0x110CD),
+    (0x13430, 0x1343F),
+    (0x1BCA0, 0x1BCA3),
+    (0x1D173, 0x1D17A),
+    (0xE0000, 0xE0FFF),
+)
+# The double primes would otherwise come out of NFKC as two single primes.
+_PRIMES = {0x2033: '"', 0x2036: '"'}
+
+
 def _build_pre_nfkc_table() -> dict[int, str | None]:
-    # The double primes would otherwise come out of NFKC as two single primes.
-    table: dict[int, str | None] = {0x2033: '"', 0x2036: '"'}
     # Invisible characters go before NFKC: left in place they could block an accent from composing.
-    for cp in [
-        *_chars(0x200B, 0x200F),
-        *_chars(0x202A, 0x202E),
-        *_chars(0x2060, 0x2064),
-        *_chars(0x2066, 0x2069),
-        0xFEFF,
-        0x00AD,
-        0x061C,
-    ]:
-        table[cp] = None
+    table: dict[int, str | None] = dict(_PRIMES)
+    for first, last in _INVISIBLE_RANGES:
+        for cp in _chars(first, last):
+            table[cp] = None
     return table
 
 
-_PRE_NFKC_MAP = _build_pre_nfkc_table()
-_PRE_NFKC = str.maketrans(_PRE_NFKC_MAP)
+_PRE_NFKC = str.maketrans(_build_pre_nfkc_table())
 # str.translate costs a dict lookup per character, so skip it unless there is something to translate.
-_PRE_NFKC_ANY = re.compile("[" + "".join(re.escape(chr(cp)) for cp in _PRE_NFKC_MAP) + "]")
+_PRE_NFKC_ANY = re.compile(
+    "["
+    + "".join(re.escape(chr(cp)) for cp in _PRIMES)
+    + "".join(f"{re.escape(chr(a))}-{re.escape(chr(b))}" for a, b in _INVISIBLE_RANGES)
+    + "]"
+)
 
 
 def _build_fold_table() -> dict[int, str | None]:
@@ -334,3 +367,23 @@ def normalize(text: str, *, prefixes: Sequence[str] | None = None, strip_prefixe
         if prefixes is None:
             prefixes = DEFAULT_PREFIXES
     return _matcher(tuple(prefixes)).strip(folded)
+
+
+# Printable ASCII other than the space, and the Arabic letters (hamza to ghain, feh to yeh; not tatweel),
+# survive normalization (at most folded to another such character), so one of them proves a headline is
+# not blank without normalizing it: the readers call is_blank on every row.
+_SURELY_VISIBLE = re.compile(r"[!-~\u0621-\u063a\u0641-\u064a]")
+
+
+def is_blank(text: str) -> bool:
+    """True when ``text`` has nothing to match on: its normalized form is "".
+
+    That is text made only of whitespace, controls, invisible format characters (RLM, ZWSP, BOM, ...),
+    tashkeel and tatweel. Every layer that accepts headlines (the readers, ``collapse``, the index, the
+    HTTP service) uses this one test, so they agree on what an empty headline is. Prefix stripping is left
+    out because it never strips a headline down to nothing, and so the prefix file named by
+    ``HEADLINE_CLUSTER_PREFIXES`` is not read here.
+    """
+    if _SURELY_VISIBLE.search(text):
+        return False
+    return not normalize(text, strip_prefixes=False)

@@ -54,10 +54,17 @@ def judgement_of(embedder: EmbedderLike, level: str = "story", threshold: float 
 
 
 def score(
-    normalized: Sequence[str], vectors: np.ndarray, judgement: Judgement, times: Sequence[object] | None = None
+    normalized: Sequence[str],
+    vectors: np.ndarray,
+    judgement: Judgement,
+    times: Sequence[object] | np.ndarray | None = None,
 ) -> PairwiseSimilarity:
-    """The judgement's score over already embedded headlines (the index and nightly read theirs from disk)."""
-    return judgement.similarity(vectors, list(normalized), _known_times(times))
+    """The judgement's score over already embedded headlines (the index and nightly read theirs from disk).
+
+    ``times`` as for :func:`prepare`, or an array of Unix seconds with NaN where unknown.
+    """
+    known = times if isinstance(times, np.ndarray) else _known_times(times)
+    return judgement.similarity(vectors, list(normalized), known)
 
 
 def prepare(

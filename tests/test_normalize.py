@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from cluster.errors import InputError
-from cluster.normalize import DEFAULT_PREFIXES, PREFIXES_ENV, load_prefixes, normalize
+from cluster.normalize import DEFAULT_PREFIXES, PREFIXES_ENV, is_blank, load_prefixes, normalize
 
 
 @pytest.fixture(autouse=True)
@@ -481,3 +481,66 @@ def test_idempotent_on_random_text() -> None:
 def test_empty_input(text: str) -> None:
     assert normalize(text) == ""
     assert normalize(text, strip_prefixes=False) == ""
+
+
+# --- every format character and default-ignorable code point is invisible (issue 13) ---------------------
+
+# Unicode's Default_Ignorable_Code_Point ranges that are not format characters (Cf): the combining grapheme
+# joiner, Hangul fillers, Khmer inherent vowels, Mongolian variation selectors, variation selectors.
+IGNORABLE_NOT_CF = [
+    0x034F, 0x115F, 0x1160, 0x17B4, 0x17B5, *range(0x180B, 0x180E), 0x180F, 0x3164,
+    *range(0xFE00, 0xFE10), 0xFFA0, *range(0xE0100, 0xE01F0),
+]  # fmt: skip
+
+
+def _format_characters() -> list[int]:
+    import sys
+    import unicodedata
+
+    return [cp for cp in range(sys.maxunicode + 1) if unicodedata.category(chr(cp)) == "Cf"]
+
+
+@pytest.mark.parametrize("cp", [*_format_characters(), *IGNORABLE_NOT_CF], ids=lambda cp: f"U+{cp:04X}")
+def test_format_and_ignorable_characters_are_dropped(cp: int) -> None:
+    char = chr(cp)
+    assert normalize(char) == ""
+    assert fold(f"Ga{char}za") == "gaza"
+    assert fold(f"غ{char}زة") == "غزة"
+
+
+def test_emoji_sequences_keep_their_visible_parts() -> None:
+    # ZWJ, variation selectors and tag characters go; the pictographs stay, so the text is not blank.
+    assert fold("\U0001f469\u200d\U0001f4bb \u2764\ufe0f \U0001f3f4\U000e0067\U000e0062\U000e007f") == (
+        "\U0001f469\U0001f4bb \u2764 \U0001f3f4"
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "blank"),
+    [
+        ("", True),
+        ("   ", True),
+        ("\u200f\u200b\u0640", True),
+        ("\u2066\u2069\u00ad\ufeff", True),
+        ("\x07\x1b\t", True),
+        ("\u064e\u0651", True),
+        ("\u3164\u115f", True),
+        ("\U000e0001\U000e0041", True),
+        ("a", False),
+        ("\u200fغزة", False),
+        ("عاجل", False),
+        ("...", False),
+        ("\u2800", False),
+    ],
+)
+def test_is_blank(text: str, blank: bool) -> None:
+    assert is_blank(text) is blank
+    assert is_blank(text) is (normalize(text) == "")
+
+
+def test_is_blank_fast_path_only_trusts_characters_that_survive_normalization() -> None:
+    from cluster.normalize import _SURELY_VISIBLE
+
+    trusted = [chr(cp) for cp in range(0x10000) if _SURELY_VISIBLE.fullmatch(chr(cp))]
+    assert len(trusted) == 94 + 26 + 10
+    assert all(normalize(char, strip_prefixes=False) for char in trusted)

@@ -491,3 +491,14 @@ def test_parse_duration(text: str, seconds: float) -> None:
 def test_parse_duration_rejects_nonsense(text: str) -> None:
     with pytest.raises(InputError, match="cannot read the duration"):
         parse_duration(text)
+
+
+def test_progress_moves_while_a_chunk_embeds(tmp_path: Path) -> None:
+    calls: list[tuple[int, int]] = []
+    with open_index(tmp_path / "idx") as index:
+        index.add(
+            headlines(600, topics=40), commit_every=1000, progress=lambda done, total: calls.append((done, total))
+        )
+    assert len(calls) >= 5  # 128 at a time, then the commit
+    assert all(total == 600 for _, total in calls)
+    assert [done for done, _ in calls] == sorted(done for done, _ in calls) and calls[-1] == (600, 600)

@@ -41,7 +41,7 @@ def scores_to(
     if not len(texts):
         return np.zeros(0, dtype=np.float32)
     collection = np.vstack([vector[None, :], vectors])
-    times = [when, *whens.tolist()]
+    times = np.concatenate([[when], whens]).astype(np.float64)
     similarity = score([text, *texts], collection, judgement, times)
     return np.asarray(similarity.block(np.array([0]), np.arange(1, len(collection)))[0], dtype=np.float32)
 

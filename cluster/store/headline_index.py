@@ -26,19 +26,28 @@ from typing import Any
 
 import numpy as np
 
-from ..embed import get_embedder, resolve_model_name, text_key, variant_of_model_id
+from ..embed import get_embedder, resolve_model_name, variant_of_model_id
 from ..errors import InputError
 from ..fsutil import file_lock
 from ..judge import Judgement
-from ..normalize import normalize
 from ..pipeline import EmbedderLike
 from ..records import Record
 from ..settings import LEVELS, judgement_for
-from .ann import VectorIndex, one_search_thread
-from .assign import Assigner, story_means
+from .ann import VectorIndex
+from .assign import Assigner
 from .ids import story_order
-from .maintenance import apply_regrouping, index_stats, repair_index, run_changes, start_run, window_headlines
+from .integrity import CheckReport
+from .maintenance import (
+    apply_regrouping,
+    check_index,
+    index_stats,
+    repair_index,
+    run_changes,
+    start_run,
+    window_headlines,
+)
 from .pending import Pending, pending, unchanged
+from .reading import query_index
 from .schema import (
     DB_FILE,
     HEADLINE_COLUMNS,
@@ -64,6 +73,7 @@ from .vectors import VectorFile, describe_problem
 from .writing import commit_chunk, stored_vectors, update_in_place
 
 EmbedderFactory = Callable[..., EmbedderLike]
+_EMBED_STEP = 128  # headlines embedded between two progress reports
 
 
 def _to_stderr(message: str) -> None:
@@ -257,7 +267,18 @@ class HeadlineIndex:
             finally:
                 self._lock_depth -= 1
             return
-        with file_lock(self.path / LOCK_FILE, wait=wait, on_wait=self._on_wait, what="another writer") as held:
+        try:
+            lock = file_lock(
+                self.path / LOCK_FILE, wait=wait, on_wait=self._on_wait, what=f"another writer on {self.path}"
+            )
+            held = lock.__enter__()
+        except OSError as exc:
+            raise InputError(
+                f"cannot take the writer lock: {exc.strerror or exc}",
+                path=str(self.path / LOCK_FILE),
+                hint="the index folder is not writable by this user: make it writable, or write to a copy",
+            ) from None
+        try:
             if not held:
                 yield False
                 return
@@ -266,6 +287,8 @@ class HeadlineIndex:
                 yield True
             finally:
                 self._lock_depth = 0
+        finally:
+            lock.__exit__(None, None, None)
 
     # -- embeddings ------------------------------------------------------------------------------------
 
@@ -286,15 +309,28 @@ class HeadlineIndex:
             )
         return embedder
 
-    def _embed(self, batch: Sequence[Pending]) -> tuple[np.ndarray, dict[bytes, np.ndarray], int]:
-        """Vectors of ``batch``; new (key -> vector) pairs to store; how many reused a stored vector."""
+    def _embed(
+        self, batch: Sequence[Pending], embedded: Callable[[int], None] | None = None
+    ) -> tuple[np.ndarray, dict[bytes, np.ndarray], int]:
+        """Vectors of ``batch``; new (key -> vector) pairs to store; how many reused a stored vector.
+
+        ``embedded(n)`` is told how many of the batch's headlines are done as embedding goes on.
+        """
         known = stored_vectors(self.db, list(dict.fromkeys(p.key for p in batch)))
         reused = sum(p.key in known for p in batch)
         todo = {p.key: p.normalized for p in batch if p.key not in known}
         fresh: dict[bytes, np.ndarray] = {}
         if todo:
             embedder = self.embedder_in_use()
-            vectors = np.asarray(embedder.encode(list(todo.values())), dtype=np.float32)
+            texts = list(todo.values())
+            parts = []
+            # In steps, so that a progress bar moves while a large chunk embeds; a text's vector does
+            # not depend on the texts embedded with it.
+            for start in range(0, len(texts), _EMBED_STEP):
+                parts.append(np.asarray(embedder.encode(texts[start : start + _EMBED_STEP]), dtype=np.float32))
+                if embedded is not None:
+                    embedded(reused + min(start + _EMBED_STEP, len(texts)))
+            vectors = np.concatenate(parts)
             dimension = self.dimension
             if dimension is not None and vectors.shape[1] != dimension:
                 raise InputError(
@@ -329,7 +365,8 @@ class HeadlineIndex:
         (default: the index's) of its time and whose members it matches on average at the threshold,
         under the index's judgement (the average-linkage rule of the batch grouping); otherwise it starts
         a new story. Commits every ``commit_every`` headlines: a killed run keeps those, and running it
-        again adds the rest. ``progress(done, total)`` is called after each commit.
+        again adds the rest. ``progress(done, total)`` is called as headlines are embedded and after each
+        commit.
         """
         started = time.monotonic()
         result = AddResult()
@@ -371,7 +408,8 @@ class HeadlineIndex:
             assigner: Assigner | None = None
             done = 0
             for chunk in chunks(fresh, max(1, commit_every)):
-                vectors, new_vectors, reused = self._embed([p for p, _ in chunk])
+                step = None if progress is None else (lambda n, base=done: progress(base + n, len(fresh)))
+                vectors, new_vectors, reused = self._embed([p for p, _ in chunk], step)
                 result.embedded += len(new_vectors)
                 result.reused += reused
                 if assigner is None:
@@ -419,56 +457,7 @@ class HeadlineIndex:
         With ``explain``, each hit also carries its story's size and the query's mean judgement score to
         the story's members, which decides whether the query would join that story.
         """
-        if not text.strip():
-            raise InputError("the query is empty")
-        normalized = normalize(text)
-        vector = self._vector_of(normalized)
-        vi = self._vectors.current(write=False)
-        if vi is None or k <= 0:
-            return []
-        wanted = k
-        while True:
-            with one_search_thread():
-                neighbors = vi.search(vector, wanted)[0]
-            with self.db.snapshot():
-                hits = self._hits(neighbors, vector, normalized, explain)
-            if len(hits) >= k or len(neighbors) < wanted:
-                return hits[:k]
-            wanted *= 2  # some neighbours were removed after the file was written: look further
-
-    def _vector_of(self, normalized: str) -> np.ndarray:
-        key = text_key(normalized)
-        stored = stored_vectors(self.db, [key])
-        if key in stored:  # a stored headline's vector: no need to load the model
-            return stored[key]
-        return np.asarray(self.embedder_in_use().encode([normalized]), dtype=np.float32)[0]
-
-    def _hits(self, neighbors: Sequence, vector: np.ndarray, normalized: str, explain: bool) -> list[QueryHit]:
-        headlines = {h.row: h for h in self._headlines_by_row([n.id for n in neighbors])}
-        stories: dict[str, tuple[int, float]] = {}
-        if explain:
-            wanted = {h.story_id for h in headlines.values()}
-            # A query has no publication time: the judgement compares it without one.
-            stories = story_means(self.db, self.judgement, vector, normalized, np.nan, wanted, self.dimension or 0)
-        hits = []
-        for neighbor in neighbors:
-            headline = headlines.get(neighbor.id)
-            if headline is None:
-                continue
-            size, mean = stories.get(headline.story_id, (None, None))
-            hits.append(QueryHit(headline, neighbor.score, size, mean, self.threshold if explain else None))
-        return hits
-
-    def _headlines_by_row(self, rows: Sequence[int]) -> list[Headline]:
-        found = []
-        for chunk in chunks(list(rows)):
-            found.extend(
-                Headline(*r)
-                for r in self.db.execute(
-                    f"SELECT {HEADLINE_COLUMNS} FROM headlines h WHERE h.row IN ({marks(len(chunk))})", chunk
-                )
-            )
-        return found
+        return query_index(self, self._vectors, text, k, explain)
 
     def get(self, headline_id: str) -> Headline | None:
         """The stored headline with this id."""
@@ -534,18 +523,29 @@ class HeadlineIndex:
         """Recompute the records of stories from their members (inside :meth:`transaction`)."""
         refresh_stories(self.db, self.judgement, self.dimension or 0, story_ids, created_at)
 
-    def repair(self) -> list[str]:
-        """Check the database, recompute stories that disagree with their headlines, rewrite vectors.faiss.
+    def check(self, *, quick: bool = False) -> CheckReport:
+        """Every kind of damage the index can detect (:mod:`.integrity`); repairs nothing."""
+        return check_index(self, self._vectors, quick=quick)
 
-        Returns what was wrong (empty when nothing was). Story ids of headlines never change here.
+    def repair(self) -> list[str]:
+        """Repair what :meth:`check` finds and rewrite vectors.faiss; what was wrong ([] when nothing was).
+
+        A damaged database is rebuilt from what survives, damaged vectors are embedded again from their
+        text, story records are recomputed. Story ids of headlines never change here.
         """
         with self.lock():
             fixed = repair_index(self, self._vectors)
-            before = self.stats()["faiss"]
+            before = self._vectors.describe(self._vectors.all_rows(), self.count())
             if not before["in_step"]:
                 fixed.append(describe_problem(before))
             self._vectors.rewrite()
         return fixed
+
+    def reconnect(self) -> None:
+        """Open the database file again (after ``repair`` replaced it)."""
+        self.db = Database(self.path / DB_FILE)
+        self._vectors.db = self.db
+        self._settings = self._judgement = None
 
     def maintain(self) -> VectorIndex | None:
         """Bring vectors.faiss in step and switch a large exact index to HNSW (the nightly maintenance)."""

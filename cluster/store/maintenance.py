@@ -10,8 +10,11 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from ..errors import InputError
-from .schema import DB_FILE, Database, as_vectors, iso, utc_now
+from .integrity import CheckReport, damaged_vector_rows, database_findings, is_unit, salvage, wrong_story_ids
+from .schema import Database, as_vectors, iso, utc_now
 from .types import Run, WindowHeadlines
 from .vectors import VectorFile
 
@@ -48,6 +51,7 @@ def index_stats(index: HeadlineIndex, vectors: VectorFile) -> dict[str, Any]:
             "splits": history.get("split", 0),
         }
     info["faiss"] = vectors.describe(rows, headlines)
+    info["check"] = check_index(index, vectors, quick=True).to_dict()
     if last_run is not None:
         since, until, state, finished, summary = last_run
         info["last_nightly"] = {
@@ -60,32 +64,71 @@ def index_stats(index: HeadlineIndex, vectors: VectorFile) -> dict[str, Any]:
     return info
 
 
-def repair_index(index: HeadlineIndex, vectors: VectorFile) -> list[str]:
-    """Check the database and recompute stories that disagree with their headlines; what was wrong."""
+def check_index(index: HeadlineIndex, vectors: VectorFile, *, quick: bool = False) -> CheckReport:
+    """Look for every kind of damage :mod:`.integrity` knows; repairs nothing."""
     db = index.db
+    report = CheckReport(database=database_findings(db, quick=quick))
+    dimension = index.dimension
+    if dimension is not None:
+        report.damaged_vectors, report.missing_vectors = damaged_vector_rows(db, dimension)
+    report.wrong_stories = len(wrong_story_ids(db))
+    try:
+        report.faiss = vectors.describe(vectors.all_rows(), index.count())
+    except InputError:  # the headlines table cannot be read: the database findings say why
+        report.faiss = {"in_step": False}
+    return report
+
+
+def repair_index(index: HeadlineIndex, vectors: VectorFile) -> list[str]:
+    """Repair what :func:`check_index` finds (the caller holds the writer lock); what was wrong.
+
+    A damaged database is rebuilt from the rows that can still be read; vectors that are damaged or
+    lost are embedded again from their headlines' normalized text; story records are recomputed from
+    their headlines. Story ids of headlines never change here.
+    """
     fixed: list[str] = []
-    verdict = db.execute("PRAGMA quick_check").fetchone()[0]
-    orphans = db.execute(
-        "SELECT count(*) FROM headlines h LEFT JOIN embeddings e ON e.text_key = h.text_key WHERE e.text_key IS NULL"
-    ).fetchone()[0]
-    if verdict != "ok" or orphans:
-        damage = verdict if verdict != "ok" else f"{orphans} headline(s) have no stored vector"
-        raise InputError(
-            f"the database is damaged ({damage})", path=str(index.path / DB_FILE), hint="restore it from a backup"
-        )
-    wrong = [
-        s
-        for (s,) in db.execute(
-            "SELECT s.id FROM stories s LEFT JOIN (SELECT story_id, count(*) AS n FROM headlines "
-            "GROUP BY story_id) c ON c.story_id = s.id WHERE s.size != coalesce(c.n, 0) "
-            "UNION SELECT story_id FROM headlines WHERE story_id NOT IN (SELECT id FROM stories)"
-        )
-    ]
+    findings = database_findings(index.db)
+    if findings:
+        index.db.close()
+        rebuilt = salvage(index.path)
+        index.reconnect()
+        fixed.append(f"the database was damaged ({findings[0]}): {rebuilt.describe()}")
+    dimension = index.dimension
+    if dimension is not None:
+        damaged, missing = damaged_vector_rows(index.db, dimension)
+        if damaged or missing:
+            count = reembed(index, dimension)
+            fixed.append(
+                f"embedded {count:,} headline text(s) again: {len(damaged):,} stored vector(s) were damaged, "
+                f"{missing:,} missing"
+            )
+    wrong = wrong_story_ids(index.db)
     if wrong:
-        with db.transaction():
+        with index.db.transaction():
             index.refresh_stories(wrong)
         fixed.append(f"recomputed {len(wrong):,} story record(s) from their headlines")
     return fixed
+
+
+def reembed(index: HeadlineIndex, dimension: int) -> int:
+    """Embed again every headline text whose stored vector is damaged or missing; how many texts."""
+    db = index.db
+    todo: dict[bytes, str] = {}
+    for key, normalized, blob in db.execute(
+        "SELECT h.text_key, h.normalized, e.vector FROM headlines h LEFT JOIN embeddings e "
+        "ON e.text_key = h.text_key ORDER BY h.row"
+    ):
+        if blob is None or not is_unit(blob, dimension):
+            todo.setdefault(key, normalized)
+    if not todo:
+        return 0
+    fresh = np.asarray(index.embedder_in_use().encode(list(todo.values())), dtype=np.float32)
+    with db.transaction():
+        db.executemany(
+            "INSERT OR REPLACE INTO embeddings (text_key, vector) VALUES (?, ?)",
+            [(key, vector.tobytes()) for key, vector in zip(todo, fresh, strict=True)],
+        )
+    return len(todo)
 
 
 def window_headlines(index: HeadlineIndex, low: float, high: float) -> WindowHeadlines:

@@ -8,9 +8,9 @@ from datetime import datetime
 
 from ..embed import text_key
 from ..errors import InputError
-from ..limits import MAX_HEADLINE_CHARS
-from ..normalize import normalize
-from ..records import Record, content_id
+from ..limits import MAX_HEADLINE_CHARS, MAX_ID_CHARS
+from ..normalize import is_blank, normalize
+from ..records import Record, content_id, to_utc
 from .schema import UTC, iso_moment
 from .types import Headline
 
@@ -48,14 +48,19 @@ def pending(item: Record | Mapping | str, position: int) -> Pending:
         )
     else:
         raise InputError(f"headline {position} is a {type(item).__name__}: pass Records, mappings or strings")
-    if not record.text.strip():
-        raise InputError(f"headline {position} is empty")
+    if is_blank(record.text):
+        raise InputError(f"headline {position} is empty (it has no visible characters)")
+    if record.id is not None and len(record.id) > MAX_ID_CHARS:
+        raise InputError(f"headline {position}: the id is {len(record.id):,} characters long, over {MAX_ID_CHARS:,}")
     if len(record.text) > MAX_HEADLINE_CHARS:
         raise InputError(f"headline {position} is {len(record.text):,} characters long, over {MAX_HEADLINE_CHARS:,}")
     normalized = normalize(record.text)
     when = record.published_at
-    if when is not None and when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
+    if when is not None:
+        try:
+            when = to_utc(when if when.tzinfo else when.replace(tzinfo=UTC))
+        except ValueError as exc:
+            raise InputError(f"headline {position}: published_at {exc}") from None
     return Pending(
         record.id or content_id(record.text),
         record,

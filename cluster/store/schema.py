@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import IndexDamagedError, InputError
 
 SCHEMA_VERSION = 1
 DB_FILE = "headlines.sqlite"
@@ -79,6 +79,70 @@ CREATE TABLE IF NOT EXISTS runs (
 HEADLINE_COLUMNS = "h.row, h.id, h.text, h.published_at, h.source, h.url, h.story_id, h.added_at, h.t"
 
 
+_DAMAGED = ("malformed", "corrupt")
+_NO_ACCESS = ("readonly", "read-only", "unable to open", "permission denied", "disk i/o error")
+
+
+def sqlite_problem(exc: sqlite3.Error, path: Path) -> InputError | None:
+    """What a SQLite error means for the user of an index, with what to do; None for other errors."""
+    text = str(exc)
+    lowered = text.lower()
+    folder = path.parent
+    if any(word in lowered for word in _DAMAGED):
+        return IndexDamagedError(
+            f"the index database is damaged ({text})",
+            path=str(path),
+            hint=f"run: headline-cluster index repair --index {folder} (it rebuilds the index from what survives)",
+        )
+    if "not a database" in lowered:  # nothing of it can be read: there is nothing to rebuild from
+        return InputError(f"cannot open the index database: {text}", path=str(path), hint="restore it from a backup")
+    if any(word in lowered for word in _NO_ACCESS):
+        return InputError(
+            f"cannot use the index database ({text})",
+            path=str(path),
+            hint="the index folder or its files are not writable by this user (SQLite needs to write beside the "
+            "database even to read it): make them writable, or copy the index folder somewhere writable",
+        )
+    return None
+
+
+class Cursor:
+    """A SQLite cursor whose errors while fetching rows say what they mean (:func:`sqlite_problem`)."""
+
+    def __init__(self, cursor: sqlite3.Cursor, path: Path):
+        self._cursor = cursor
+        self._path = path
+
+    def _translate(self, exc: sqlite3.DatabaseError) -> Exception:
+        return sqlite_problem(exc, self._path) or exc
+
+    def __iter__(self) -> Iterator[Any]:
+        try:
+            yield from self._cursor
+        except sqlite3.DatabaseError as exc:
+            raise self._translate(exc) from None
+
+    def fetchone(self) -> Any:
+        try:
+            return self._cursor.fetchone()
+        except sqlite3.DatabaseError as exc:
+            raise self._translate(exc) from None
+
+    def fetchall(self) -> list[Any]:
+        try:
+            return self._cursor.fetchall()
+        except sqlite3.DatabaseError as exc:
+            raise self._translate(exc) from None
+
+    @property
+    def rowcount(self) -> int:
+        return self._cursor.rowcount
+
+    @property
+    def lastrowid(self) -> int | None:
+        return self._cursor.lastrowid
+
+
 class Database:
     """One SQLite connection to an index, with explicit transactions and typed access to ``meta``."""
 
@@ -91,19 +155,28 @@ class Database:
             db.execute("PRAGMA synchronous=FULL")
             db.execute("SELECT count(*) FROM sqlite_master").fetchone()
         except sqlite3.DatabaseError as exc:
-            raise InputError(
+            raise sqlite_problem(exc, path) or InputError(
                 f"cannot open the index database: {exc}", path=str(path), hint="restore it from a backup"
             ) from None
         self.connection = db
 
-    def execute(self, sql: str, parameters: Sequence[Any] = ()) -> sqlite3.Cursor:
-        return self.connection.execute(sql, parameters)
+    def execute(self, sql: str, parameters: Sequence[Any] = ()) -> Cursor:
+        try:
+            return Cursor(self.connection.execute(sql, parameters), self.path)
+        except sqlite3.DatabaseError as exc:
+            raise sqlite_problem(exc, self.path) or exc from None
 
-    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> sqlite3.Cursor:
-        return self.connection.executemany(sql, rows)
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> Cursor:
+        try:
+            return Cursor(self.connection.executemany(sql, rows), self.path)
+        except sqlite3.DatabaseError as exc:
+            raise sqlite_problem(exc, self.path) or exc from None
 
     def create_schema(self) -> None:
-        self.connection.executescript(SCHEMA)  # CREATE ... IF NOT EXISTS: harmless when a racing creator won
+        try:
+            self.connection.executescript(SCHEMA)  # CREATE ... IF NOT EXISTS: harmless when a racing creator won
+        except sqlite3.DatabaseError as exc:
+            raise sqlite_problem(exc, self.path) or exc from None
 
     @property
     def in_transaction(self) -> bool:
@@ -115,13 +188,14 @@ class Database:
         if self.connection.in_transaction:  # nested: part of the enclosing transaction
             yield
             return
-        self.connection.execute("BEGIN IMMEDIATE")
+        self.execute("BEGIN IMMEDIATE")
         try:
             yield
         except BaseException:
-            self.connection.execute("ROLLBACK")
+            if self.connection.in_transaction:
+                self.connection.execute("ROLLBACK")
             raise
-        self.connection.execute("COMMIT")
+        self.execute("COMMIT")
 
     @contextlib.contextmanager
     def snapshot(self) -> Iterator[None]:
@@ -129,11 +203,13 @@ class Database:
         if self.connection.in_transaction:
             yield
             return
-        self.connection.execute("BEGIN")
+        self.execute("BEGIN")
         try:
             yield
         finally:
-            self.connection.execute("COMMIT")
+            # Ending a read transaction on a damaged file can fail too; the error that matters was raised.
+            with contextlib.suppress(sqlite3.DatabaseError):
+                self.connection.execute("COMMIT")
 
     def meta(self, key: str, default: Any = None) -> Any:
         row = self.connection.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()

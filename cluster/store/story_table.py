@@ -34,7 +34,7 @@ class Members:
         return np.array([h.t if h.published_at is not None else np.nan for h in self.headlines], dtype=np.float64)
 
     def similarity(self, judgement: Judgement):  # -> PairwiseSimilarity
-        return score(self.normalized, self.vectors, judgement, self.whens.tolist())
+        return score(self.normalized, self.vectors, judgement, self.whens)
 
 
 def load_members(db: Database, story_ids: Iterable[str], dimension: int) -> dict[str, Members]:
