@@ -12,15 +12,19 @@ from .cli_common import (
     ReportingEmbedder,
     embedder_from,
     input_format_option,
+    invalid_row_hint,
     model_option,
     output_format_option,
     progress_bar,
+    report_read,
     reports_errors,
+    skip_invalid_option,
     text_field_option,
 )
 from .cli_eval import calibrate_command, eval_group
 from .cli_index import index_group, nightly_command
 from .cli_serve import serve_command
+from .errors import InputError
 from .group import LINKAGES
 from .records import read_records
 from .settings import LEVELS
@@ -77,6 +81,7 @@ def main() -> None:
     is_flag=True,
     help="Show for each member the member it is most similar to (json: linked_to, link_score).",
 )
+@skip_invalid_option
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary line on stderr.")
 @reports_errors
 def collapse_command(
@@ -91,6 +96,7 @@ def collapse_command(
     model: str | None,
     output_format: str,
     explain: bool,
+    skip_invalid: bool,
     quiet: bool,
 ) -> None:
     """Collapse a related-articles list to its distinct stories, one representative each.
@@ -98,7 +104,7 @@ def collapse_command(
     FILE is txt (one headline per line), csv/tsv with a header, or jsonl; '-' reads stdin. An id
     column or key (``id``) comes back with each headline in the json output.
     """
-    headlines = _headlines(file, input_format, text_field, id_field)
+    headlines = _headlines(file, input_format, text_field, id_field, skip_invalid=skip_invalid, quiet=quiet)
     embedder = embedder_from(model)
     with progress_bar("embedding", quiet=quiet) as bar:
         if bar is not None:
@@ -139,6 +145,7 @@ def collapse_command(
 @click.option("--threshold", "-t", type=click.FloatRange(-1.0, 1.0), help="Similarity needed to group.")
 @click.option("--level", type=click.Choice(LEVELS), default="story", show_default=True, help="Grouping level.")
 @model_option
+@skip_invalid_option
 @reports_errors
 def explain_command(
     file: str,
@@ -149,12 +156,15 @@ def explain_command(
     threshold: float | None,
     level: str,
     model: str | None,
+    skip_invalid: bool,
 ) -> None:
-    """Say why headlines I and J of FILE (0-based) are, or are not, one story."""
+    """Say why headlines I and J of FILE (0-based) are, or are not, one story.
+
+    I and J count the headlines read, as `collapse` numbers them (skipped rows do not count).
+    """
     # The same headlines, times included, as `collapse` groups: the explanation matches its grouping.
-    result = collapse(
-        _headlines(file, input_format, text_field), threshold=threshold, level=level, embedder=embedder_from(model)
-    )
+    headlines = _headlines(file, input_format, text_field, skip_invalid=skip_invalid)
+    result = collapse(headlines, threshold=threshold, level=level, embedder=embedder_from(model))
     try:
         explanation = result.explain(i, j)
     except IndexError as exc:
@@ -162,8 +172,22 @@ def explain_command(
     click.echo(explanation.reason)
 
 
-def _headlines(file: str, input_format: str | None, text_field: str | None, id_field: str = "id") -> list[dict]:
-    read = read_records(file, input_format=input_format, text_field=text_field, id_field=id_field)
+def _headlines(
+    file: str,
+    input_format: str | None,
+    text_field: str | None,
+    id_field: str = "id",
+    *,
+    skip_invalid: bool = False,
+    quiet: bool = False,
+) -> list[dict]:
+    try:
+        read = read_records(
+            file, input_format=input_format, text_field=text_field, id_field=id_field, skip_invalid=skip_invalid
+        )
+    except InputError as exc:
+        raise invalid_row_hint(exc, "nothing was collapsed") from None
+    report_read(read, quiet=quiet)
     # The id column too: `collapse --format json` must hand the caller's own ids back.
     return [{"text": r.text, "published_at": r.published_at, "id": r.id} for r in read.records]
 

@@ -12,9 +12,10 @@ import click
 import numpy as np
 
 from .embed import get_embedder, resolve_model_name
-from .errors import HeadlineClusterError
+from .errors import HeadlineClusterError, InputError
 from .pipeline import EmbedderLike
-from .records import INPUT_FORMATS
+from .records import INPUT_FORMATS, ReadResult
+from .wording import plural
 
 
 def injected_embedder() -> EmbedderLike | None:
@@ -161,3 +162,41 @@ output_format_option = click.option(
     show_default=True,
     help="Output format.",
 )
+
+
+SHOWN_INVALID = 10  # skipped rows and warnings listed one by one; the rest are counted
+
+skip_invalid_option = click.option(
+    "--skip-invalid",
+    is_flag=True,
+    help="Skip invalid rows and name each on stderr. Without it, one invalid row stops the run.",
+)
+
+
+def report_read(read: ReadResult, *, quiet: bool = False) -> None:
+    """Name on stderr the rows a reader skipped and what it warned about (capped; one line with --quiet)."""
+    if read.invalid and quiet:  # cron stays silent on clean runs, but dropped rows must not go unseen
+        click.echo(f"skipped {plural(len(read.invalid), 'invalid row')}; the first: {read.invalid[0]}", err=True)
+    elif read.invalid:
+        for row in read.invalid[:SHOWN_INVALID]:
+            click.echo(f"skipped {row}", err=True)
+        if len(read.invalid) > SHOWN_INVALID:
+            click.echo(f"... and {plural(len(read.invalid) - SHOWN_INVALID, 'more invalid row')} skipped", err=True)
+    if read.warnings and not quiet:
+        for warning in read.warnings[:SHOWN_INVALID]:
+            click.echo(f"warning: {warning}", err=True)
+        if len(read.warnings) > SHOWN_INVALID:
+            click.echo(f"... and {plural(len(read.warnings) - SHOWN_INVALID, 'more warning')}", err=True)
+
+
+def invalid_row_hint(exc: InputError, what: str) -> InputError:
+    """``exc`` about one row, with what to do added: fix the row or skip such rows."""
+    if exc.line is None:
+        return exc
+    hint = f"{exc.hint}; " if exc.hint else ""
+    return InputError(
+        exc.reason,
+        path=exc.path,
+        line=exc.line,
+        hint=f"{hint}{what}: fix the row, or pass --skip-invalid to skip invalid rows",
+    )

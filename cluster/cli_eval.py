@@ -16,6 +16,7 @@ import click
 import numpy as np
 
 from .cli_common import (
+    FullHelpGroup,
     embedder_from,
     input_format_option,
     model_option,
@@ -98,7 +99,7 @@ def _emit(figures: dict, output_format: str, labels: dict[str, str]) -> None:
         click.echo(f"{label:<{width}}  {shown}")
 
 
-@click.group(name="eval")
+@click.group(name="eval", cls=FullHelpGroup)
 def eval_group() -> None:
     """Measure the product's similarity and grouping on labelled data."""
 

@@ -18,9 +18,11 @@ from .cli_common import (
     index_option,
     injected_embedder,
     input_format_option,
+    invalid_row_hint,
     model_option,
     output_format_option,
     progress_bar,
+    report_read,
     reports_errors,
     text_field_option,
 )
@@ -32,7 +34,6 @@ from .store import COMMIT_EVERY, DB_FILE, Headline, HeadlineIndex, QueryHit, Sto
 from .wording import plural, rate
 
 _UTC = timezone.utc
-_SHOWN_INVALID = 10
 EXIT_EMPTY_WINDOW = 3
 """``nightly --fail-if-empty``: the window held no headlines (a dead feed); 2 stays "an error"."""
 
@@ -153,27 +154,8 @@ def add_command(
             skip_invalid=skip_invalid,
         )
     except InputError as exc:
-        if exc.line is None:
-            raise
-        hint = f"{exc.hint}; " if exc.hint else ""
-        raise InputError(
-            exc.reason,
-            path=exc.path,
-            line=exc.line,
-            hint=f"{hint}nothing was added: fix the row, or pass --skip-invalid to skip invalid rows",
-        ) from None
-    if read.invalid and quiet:  # cron stays silent on clean runs, but dropped rows must not go unseen
-        first = read.invalid[0]
-        click.echo(
-            f"skipped {plural(len(read.invalid), 'invalid row')}; the first: {first.path}:{first.line}: {first.reason}",
-            err=True,
-        )
-    elif read.invalid:
-        for row in read.invalid[:_SHOWN_INVALID]:
-            click.echo(f"skipped {row.path}:{row.line}: {row.reason}", err=True)
-        if len(read.invalid) > _SHOWN_INVALID:
-            more = plural(len(read.invalid) - _SHOWN_INVALID, "more invalid row")
-            click.echo(f"... and {more} skipped", err=True)
+        raise invalid_row_hint(exc, "nothing was added") from None
+    report_read(read, quiet=quiet)
     settings = {"model": model, "threshold": threshold, "level": level, "window": window_length}
     with _open(index_path, quiet=quiet, create=True, **settings) as index:
         if not existed:
@@ -239,6 +221,10 @@ def stats_command(index_path: Path, output_format: str) -> None:
                 + (f", {plural(nightly['stories'], 'story')}" if "stories" in nightly else ""),
             )
         )
+    check = info.get("check", {})
+    lines.append(
+        ("damage", "none found" if check.get("ok", True) else "; ".join(check["problems"]) + ": run index repair")
+    )
     width = max(len(name) for name, _ in lines)
     for name, value in lines:
         click.echo(f"{name:<{width}}  {value}")
@@ -382,18 +368,28 @@ def _export_lines(headlines: Iterator[Headline], output_format: str) -> Iterator
         buffer.truncate()
 
 
-@index_group.command(name="repair")
+@index_group.command(name="repair", short_help="Repair what index check finds; says what it repaired.")
 @index_option
 @reports_errors
 def repair_command(index_path: Path) -> None:
-    """Check the index and rebuild vectors.faiss from the database."""
+    """Repair what `index check` finds, and rewrite vectors.faiss from the database.
+
+    A damaged database is rebuilt from every row that can still be read (the damaged file is kept
+    beside it), damaged or missing vectors are embedded again from their headlines, story records are
+    recomputed. Exit code 0 when the index is sound afterwards, 1 when damage remains.
+    """
     with _open(index_path) as index:
         fixed = index.repair()
         count = index.count()
+        remaining = index.check()
     for item in fixed:
         click.echo(f"repaired: {item}", err=True)
     if not fixed:
         click.echo(f"nothing was wrong; vectors.faiss rewritten ({plural(count, 'headline')})", err=True)
+    if not remaining.ok:
+        for line in remaining.problems:
+            click.echo(f"still damaged: {line}", err=True)
+        sys.exit(1)
 
 
 def _moment(value: str | None, option: str) -> datetime | None:

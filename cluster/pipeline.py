@@ -18,7 +18,7 @@ import numpy as np
 
 from .errors import InputError
 from .judge import Judgement, PairwiseSimilarity
-from .normalize import normalize
+from .normalize import is_blank, normalize
 from .settings import judgement_for
 
 __all__ = ["EmbedderLike", "Prepared", "TEXT_FIELDS", "headline_items", "judgement_of", "prepare", "score"]
@@ -118,8 +118,10 @@ def headline_items(
                 raise InputError(f"headline {position}: id must be text or an integer, not {kind}")
         else:
             raise InputError(f"headline {position} is a {type(item).__name__}: pass strings or mappings")
-        if not text.strip():
-            raise InputError(f"headline {position} is empty")
+        if is_blank(text):
+            raise InputError(
+                f"headline {position} is empty (it has no visible characters)", hint="remove it or give it text"
+            )
         texts.append(text.strip())
         times.append(when)
         ids.append(headline_id)

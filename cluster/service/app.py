@@ -26,13 +26,16 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi.security import APIKeyHeader, HTTPBearer
 from fastapi_offline import FastAPIOffline
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
-from ..errors import InputError
+from ..embed import Embedder
+from ..errors import IndexDamagedError, InputError
 from ..normalize import normalize
 from ..store import EmbedderLike, HeadlineIndex
 from ..stories import collapse
 from . import metrics as metrics_text
+from .cache import BoundedEmbeddingCache
 from .derive import values
 from .errors import ApiError, error, validation_response
 from .guard import Guarded
@@ -65,7 +68,9 @@ class _Service:
         self, index_path: Path, *, model: str | None, embedder: EmbedderLike | None, create: bool, readers: int
     ):
         self.path = index_path
-        self.writer = HeadlineIndex.open(index_path, create=create, model=model, embedder=embedder, **_quiet())
+        self.writer = HeadlineIndex.open(
+            index_path, create=create, model=model, embedder=embedder, embedder_factory=_bounded_embedder, **_quiet()
+        )
         try:
             # Loaded here, once: the first request must not pay for the model load.
             self.embedder = embedder if embedder is not None else self.writer.embedder_in_use()
@@ -170,6 +175,12 @@ class _Service:
         return metrics_text.gauges(headlines, getattr(self.embedder, "cache", None))
 
 
+def _bounded_embedder(model: str, quantize: str | None = None) -> EmbedderLike:
+    """The model with a bounded cache in memory: a service that runs for months must not grow one without
+    end, on disk or in memory (headlines it adds keep their vectors in the index itself)."""
+    return Embedder(model, cache=BoundedEmbeddingCache(), quantize=quantize)
+
+
 def _quiet() -> dict[str, Callable[[str], None]]:
     # The index reports repairs and lock waits on stderr by default; a service sends them to its log.
     return {"notify": log.warning, "on_wait": log.info}
@@ -224,7 +235,22 @@ def create_app(
 
     @app.exception_handler(InputError)
     async def invalid_input(request: Request, exc: InputError) -> JSONResponse:
+        if isinstance(exc, IndexDamagedError) or "not writable" in exc.hint:
+            log.error("the index cannot be used: %s", exc)
+            return error(503, "unavailable", str(exc))
         return error(422, "invalid_input", str(exc))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # Raised by the framework itself, e.g. a body that is not UTF-8 or JSON nested too deep to parse:
+        # answered in the documented error format like every other error.
+        if exc.status_code == 404:
+            return error(404, "not_found", f"no route {request.url.path}: see /docs")
+        if exc.status_code == 405:
+            return error(405, "method_not_allowed", f"{request.method} is not allowed on {request.url.path}: see /docs")
+        if exc.status_code == 400:
+            return error(422, "invalid_json", f"the body could not be read as JSON: {exc.detail}", "body")
+        return error(exc.status_code, "http_error", str(exc.detail))
 
     @app.exception_handler(404)
     async def not_found(request: Request, exc: Exception) -> JSONResponse:
@@ -310,7 +336,7 @@ def create_app(
         return PlainTextResponse(metrics.render(gauges), media_type=metrics_text.CONTENT_TYPE)
 
     # Outermost first: metrics see every answer, then the key check, then the body limit.
-    app.add_middleware(Guarded, api_key=api_key, max_body_bytes=limits.max_body_bytes)
+    app.add_middleware(Guarded, api_key=api_key, max_body_bytes=limits.max_body_bytes, body_seconds=limits.body_seconds)
     # v1's own routes first: the app holds them behind one wrapper route without a template (see Measured).
     app.add_middleware(Measured, metrics=metrics, routes=lambda: [*v1.routes, *app.router.routes])
     return app

@@ -38,8 +38,14 @@ def error(
     return JSONResponse(error_body(code, message, field), status_code=status, headers=headers)
 
 
-# Pydantic tags an error inside a ``str | CollapseItem`` union with the branch it tried.
-_UNION_TAGS = {"str", CollapseItem.__name__}
+# Pydantic tags an error inside a ``str | CollapseItem`` union with the branch it tried: the model's name,
+# or for the string branch a description of its validators such as "function-after[_visible(), ...]".
+def _is_union_tag(part: object) -> bool:
+    return isinstance(part, str) and (part in ("str", CollapseItem.__name__) or _is_string_branch(part))
+
+
+def _is_string_branch(part: object) -> bool:
+    return isinstance(part, str) and (part == "str" or part.startswith(("function-", "constrained-str")))
 
 
 def field_path(loc: Sequence[Any]) -> tuple[str, bool]:
@@ -56,7 +62,7 @@ def field_path(loc: Sequence[Any]) -> tuple[str, bool]:
     for position, part in enumerate(parts):
         if isinstance(part, int):
             path += f"[{part}]"
-        elif position > 0 and isinstance(parts[position - 1], int) and part in _UNION_TAGS:
+        elif position > 0 and isinstance(parts[position - 1], int) and _is_union_tag(part):
             branch = True
         else:
             path += f".{part}" if path else str(part)
@@ -77,10 +83,13 @@ def validation_response(exc: RequestValidationError) -> JSONResponse:
     for item in errors:
         field, branch = field_path(item["loc"])
         is_object = isinstance(item.get("input"), Mapping) or field.count(".") > 0
-        if branch and item["loc"][-1] == "str":
+        if branch and _is_string_branch(item["loc"][-1]):
             if isinstance(item.get("input"), Mapping):
                 continue  # the client sent an object: its own field errors say what is wrong
-            message = "must be a string or an object with a text field"
+            if isinstance(item.get("input"), str):  # a string, refused for what it holds
+                message = _plain(item["msg"])
+            else:
+                message = "must be a string or an object with a text field"
         elif branch and not is_object:
             continue  # the object branch's complaint about a non-object adds nothing to the line above
         elif item.get("type") == "extra_forbidden":
@@ -88,10 +97,15 @@ def validation_response(exc: RequestValidationError) -> JSONResponse:
         elif field == "body" and item.get("type") in ("model_attributes_type", "dict_type"):
             message = "send a JSON object with Content-Type: application/json"
         else:
-            message = item["msg"]
+            message = _plain(item["msg"])
         if (field, message) not in described:
             described.append((field, message))
     field, message = described[0] if described else ("body", "invalid request")
     others = len({f for f, _ in described} - {field})
     suffix = f" (and {others} other field{'s' if others > 1 else ''})" if others else ""
     return error(422, "invalid_request", f"{field}: {message}{suffix}", field)
+
+
+def _plain(message: str) -> str:
+    # Pydantic prefixes the messages of custom validators with their kind; the client needs the reason.
+    return message.removeprefix("Value error, ")

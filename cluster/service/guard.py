@@ -3,8 +3,10 @@ body size limit, counted as the body arrives so a chunked body cannot slip past 
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -34,10 +36,13 @@ async def send_json(send: Send, status: int, body: dict[str, Any], headers: Sequ
 class Guarded:
     """API key check for /v1 (before any body is read), then the body size limit."""
 
-    def __init__(self, app: ASGIApp, api_key: str | None, max_body_bytes: int):
+    def __init__(self, app: ASGIApp, api_key: str | None, max_body_bytes: int, body_seconds: float = 15.0):
         self.app = app
         self.key = api_key.encode("utf-8") if api_key else None
         self.limit = max_body_bytes
+        # A client that starts a request and never finishes its body would otherwise hold its connection
+        # for as long as it likes (uvicorn times out idle keep-alive connections only).
+        self.body_seconds = body_seconds
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -67,8 +72,13 @@ class Guarded:
         # Read the whole body here (bounded by the limit) so a chunked body cannot slip past it.
         chunks: list[bytes] = []
         size = 0
+        deadline = time.monotonic() + self.body_seconds
         while True:
-            message = await receive()
+            try:
+                message = await asyncio.wait_for(receive(), max(0.0, deadline - time.monotonic()))
+            except asyncio.TimeoutError:
+                await self._timed_out(send)
+                return
             if message["type"] != "http.request":
                 return  # the client went away
             chunk = message.get("body", b"")
@@ -98,6 +108,10 @@ class Guarded:
             given = token.strip()
         # compare_digest takes time independent of where the strings differ.
         return given is not None and self.key is not None and hmac.compare_digest(given, self.key)
+
+    async def _timed_out(self, send: Send) -> None:
+        message = f"the request body did not arrive within {self.body_seconds:g} s: send it whole, then wait"
+        await send_json(send, 408, error_body("timeout", message, "body"), [(b"connection", b"close")])
 
     async def _too_large(self, send: Send) -> None:
         await send_json(

@@ -119,7 +119,8 @@ class Measured:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        status = 500
+        status: int | None = None
+        gone = False
 
         async def sending(message: Message) -> None:
             nonlocal status
@@ -127,10 +128,18 @@ class Measured:
                 status = message["status"]
             await send(message)
 
+        async def receiving() -> Message:
+            nonlocal gone
+            message = await receive()
+            gone = gone or message["type"] == "http.disconnect"
+            return message
+
         try:
-            await self.app(scope, receive, sending)
+            await self.app(scope, receiving, sending)
         finally:
-            self.metrics.observe(scope["method"], self._route(scope), status, time.perf_counter() - started)
+            # No answer at all: the client left first (499, as nginx counts it), or the app failed (500).
+            answered = status if status is not None else (499 if gone else 500)
+            self.metrics.observe(scope["method"], self._route(scope), answered, time.perf_counter() - started)
 
     def _route(self, scope: Scope) -> str:
         # The template, not the raw path: ids in paths would make one time series per headline.

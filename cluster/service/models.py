@@ -9,15 +9,32 @@ are attached here because the library types carry comments, not schema text.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from ..normalize import is_blank
+from ..records import to_utc
 from ..store import AddResult, Headline, QueryHit, StoryInfo, StoryMember
 from ..stories import CollapseResult, Member, Story
 from .derive import Shape, build_model
 
 # --- requests -------------------------------------------------------------------------------------------------
+
+
+def _visible(text: str) -> str:
+    # The same rule as the readers and the library: a headline of only invisible characters is empty.
+    if is_blank(text):
+        raise ValueError("the headline is empty (it has no visible characters)")
+    return text
+
+
+def _in_utc(moment: datetime | None) -> datetime | None:
+    # A time UTC cannot hold (0001-01-01T00:00:00+14:00) is a bad field, not a server error.
+    return None if moment is None else to_utc(moment)
+
+
+HeadlineText = Annotated[str, Field(min_length=1, description="The headline as displayed."), AfterValidator(_visible)]
 
 
 class _Strict(BaseModel):
@@ -26,12 +43,12 @@ class _Strict(BaseModel):
 
 
 class CollapseItem(_Strict):
-    text: str = Field(description="The headline as displayed.")
+    text: HeadlineText
     id: str | None = Field(None, max_length=256, description="Your id; echoed back with the member.")
 
 
 class CollapseRequest(_Strict):
-    headlines: list[str | CollapseItem] = Field(min_length=1, description="Headlines, in display order.")
+    headlines: list[HeadlineText | CollapseItem] = Field(min_length=1, description="Headlines, in display order.")
     threshold: float | None = Field(
         None, ge=-1.0, le=1.0, description="Similarity needed to group (default: the model's, as the CLI's)."
     )
@@ -39,8 +56,10 @@ class CollapseRequest(_Strict):
 
 class NewHeadline(_Strict):
     id: str = Field(min_length=1, max_length=256, description="Your id of the article; unique in the index.")
-    text: str = Field(description="The headline as displayed.")
-    published_at: datetime | None = Field(None, description="ISO 8601; UTC when no offset is given.")
+    text: HeadlineText
+    published_at: Annotated[datetime | None, AfterValidator(_in_utc)] = Field(
+        None, description="ISO 8601; UTC when no offset is given."
+    )
     source: str | None = Field(None, max_length=256, description="Where it was published (kept, not matched).")
     url: str | None = Field(None, max_length=4096, description="The article's address (kept, not matched).")
 
@@ -245,6 +264,9 @@ class ErrorBody(BaseModel):
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorBody, "description": "Missing or wrong API key (when one is configured)."},
+    404: {"model": ErrorBody, "description": "No such headline or story (or no such route)."},
+    408: {"model": ErrorBody, "description": "The request body did not arrive in time."},
     413: {"model": ErrorBody, "description": "Body over the size limit."},
     422: {"model": ErrorBody, "description": "Invalid JSON, fields or limits; names the field."},
+    503: {"model": ErrorBody, "description": "The index cannot be used (damaged, or not writable): see the message."},
 }
