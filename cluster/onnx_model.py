@@ -30,11 +30,11 @@ _BLOCK = 32
 _OPSET = 20  # Gelu is a standard operator from opset 20
 _MASKED = -1.0e9  # added to scores of padded keys: exp() of it underflows to exactly 0
 
-ACCURACY_LEVELS = {"fp32": 1, "int8": 4, "rowint8": 0, "hybrid": 4}
+ACCURACY_LEVELS = {"fp32": 1, "int8": 4}
 """MatMulNBits compute types measured (docs/performance.md): float32, or int8 activations per row block."""
 
 
-def _nbits_codes(blocks: np.ndarray, rows: int, cols: int, bits: int = 4) -> tuple[np.ndarray, np.ndarray]:
+def _nbits_codes(blocks: np.ndarray, rows: int, cols: int) -> tuple[np.ndarray, np.ndarray]:
     """Q4_0 blocks of a (rows, cols) matrix as MatMulNBits wants them: codes (rows, cols/32, 16), scales.
 
     Q4_0 puts weight j in the low nibble of byte j and weight j+16 in its high nibble; MatMulNBits and
@@ -43,13 +43,11 @@ def _nbits_codes(blocks: np.ndarray, rows: int, cols: int, bits: int = 4) -> tup
     nibbles = blocks[:, 2:]
     codes = np.concatenate([nibbles & 0x0F, nibbles >> 4], axis=1)  # (blocks, 32), in weight order
     scales = blocks[:, :2].copy().view("<f2").astype(np.float32).reshape(rows, cols // _BLOCK)
-    if bits == 8:  # the same values as 8-bit codes around the 8-bit default zero point 128: still exact
-        return (codes.astype(np.uint8) + 120).reshape(rows, cols // _BLOCK, _BLOCK), scales
     packed = (codes[:, 0::2] | (codes[:, 1::2] << 4)).astype(np.uint8)
     return packed.reshape(rows, cols // _BLOCK, _BLOCK // 2), scales
 
 
-def build_graph(packed: PackedModel, *, accuracy: str = "int8", bits: int = 8, on_layer=None):  # -> onnx.ModelProto
+def build_graph(packed: PackedModel, *, accuracy: str = "int8", on_layer=None):  # -> onnx.ModelProto
     """The ONNX model of ``packed`` (read with ``dequantize=False``); ``on_layer(i)`` after each layer."""
     from onnx import TensorProto, helper, numpy_helper
 
@@ -78,9 +76,7 @@ def build_graph(packed: PackedModel, *, accuracy: str = "int8", bits: int = 8, o
         blocks = t[f"{prefix}.w"]
         if not is_q4(blocks) or n_in % _BLOCK:
             raise ValueError(f"{prefix}.w: expected Q4_0 blocks along rows of {n_in}")
-        if accuracy == "rowint8" or (accuracy == "hybrid" and not prefix.endswith(".fo")):
-            return row_int8(x, blocks, prefix, n_out, n_in, out)
-        codes, scales = _nbits_codes(blocks, n_out, n_in, bits)
+        codes, scales = _nbits_codes(blocks, n_out, n_in)
         product = node(
             "MatMulNBits",
             [x, const(f"{out}.codes", codes), const(f"{out}.scales", scales)],
@@ -88,53 +84,16 @@ def build_graph(packed: PackedModel, *, accuracy: str = "int8", bits: int = 8, o
             domain="com.microsoft",
             K=n_in,
             N=n_out,
-            bits=bits,
+            bits=4,
             block_size=_BLOCK,
             accuracy_level=level,
         )
         return node("Add", [product, const(f"{out}.bias", float_tensor(f"{prefix}.b"))], out)
 
-    def row_int8(x: str, blocks: np.ndarray, prefix: str, n_out: int, n_in: int, out: str) -> str:
-        # int8 weights per output channel; activations uint8 with a scale and zero point per token row.
-        # MatMulInteger takes one zero point for A, so the row zero points are taken out afterwards:
-        # sum_k (q_k + z) w_k = sum_k q_k w_k + z * sum_k w_k, with sum_k w_k a constant per column.
-        from .default_model import _dequantize_q4
-
-        weights = _dequantize_q4(blocks, n_out * n_in).reshape(n_out, n_in)
-        w_scale = np.maximum(np.abs(weights).max(axis=1), 1e-12) / 127.0
-        w_codes = np.clip(np.round(weights / w_scale[:, None]), -127, 127).astype(np.int8)
-        colsum = w_codes.astype(np.int64).sum(axis=1).astype(np.float32)
-        hi = node("Max", [node("ReduceMax", [x, axes], f"{out}.rmax", keepdims=1), zero_f], f"{out}.hi")
-        lo = node("Min", [node("ReduceMin", [x, axes], f"{out}.rmin", keepdims=1), zero_f], f"{out}.lo")
-        scale = node(
-            "Max", [node("Div", [node("Sub", [hi, lo], f"{out}.range"), c255], f"{out}.s0"), tiny], f"{out}.scale"
-        )
-        zp = node("Round", [node("Div", [node("Neg", [lo], f"{out}.nlo"), scale], f"{out}.z0")], f"{out}.zp")
-        shifted = node("Add", [node("Round", [node("Div", [x, scale], f"{out}.xs")], f"{out}.xr"), zp], f"{out}.xz")
-        codes = node("Cast", [node("Clip", [shifted, zero_f, c255], f"{out}.xc")], f"{out}.xq", to=TensorProto.UINT8)
-        product = node("MatMulInteger", [codes, const(f"{out}.w", np.ascontiguousarray(w_codes.T))], f"{out}.int")
-        y = node("Cast", [product], f"{out}.f", to=TensorProto.FLOAT)
-        y = node("Sub", [y, node("Mul", [zp, const(f"{out}.colsum", colsum)], f"{out}.corr")], f"{out}.centered")
-        y = (
-            node("Mul", [node("Mul", [y, scale], f"{out}.rs")], f"{out}.cs")
-            if False
-            else node(
-                "Mul",
-                [node("Mul", [y, scale], f"{out}.rs"), const(f"{out}.wscale", w_scale.astype(np.float32))],
-                f"{out}.cs",
-            )
-        )
-        return node("Add", [y, const(f"{out}.bias", float_tensor(f"{prefix}.b"))], out)
-
     def layer_norm(x: str, prefix: str, out: str) -> str:
         weight = const(f"{out}.weight", float_tensor(f"{prefix}.w"))
         bias = const(f"{out}.bias", float_tensor(f"{prefix}.b"))
         return node("LayerNormalization", [x, weight, bias], out, axis=-1, epsilon=float(packed.eps))
-
-    axes = const("row.axes", np.array([-1]))
-    zero_f = const("row.zero", np.array(0.0, np.float32))
-    c255 = const("row.255", np.array(255.0, np.float32))
-    tiny = const("row.tiny", np.array(1e-12, np.float32))
 
     # Embeddings: word (4-bit rows, gathered), absolute position 0..T-1, token type 0.
     word_blocks = t["emb.word"]
