@@ -17,6 +17,7 @@ import json
 import os
 import socket
 import sqlite3
+import sys
 import threading
 import warnings
 from collections.abc import Sequence
@@ -72,6 +73,18 @@ _VARIANT_SUFFIX = {"none": "", "int8": "+int8-onnx", "q4": "+q4-onnx"}
 def variant_of_model_id(model_id: str) -> str:
     """The embedding variant whose vectors are stored under ``model_id`` (see ``Embedder.model_id``)."""
     return next((v for v, suffix in _VARIANT_SUFFIX.items() if suffix and model_id.endswith(suffix)), "none")
+
+
+def set_threads(threads: int) -> None:
+    """CPU threads for embedding, for both runtimes: ONNX Runtime sessions created from now on, and torch's
+    (at once if torch is loaded, else when a torch model loads). For ``serve --threads``, without importing
+    torch for the default model."""
+    from . import onnx_embed
+
+    onnx_embed.set_threads(threads)
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(threads)
 
 
 def is_default_model(name: str) -> bool:
@@ -321,6 +334,10 @@ def _load_model(name: str, quantize: str = "none"):  # -> SentenceTransformer
     import torch
     from sentence_transformers import SentenceTransformer
 
+    from . import onnx_embed
+
+    if onnx_embed._threads is not None:  # set_threads ran before torch was imported
+        torch.set_num_threads(onnx_embed._threads)
     reporter = _reporter.get()
     with quiet_model_loading():
         model = _load_quietly(name, SentenceTransformer, torch.float32, reporter)
