@@ -105,7 +105,7 @@ def collapse_command(
     column or key (``id``) comes back with each headline in the json output.
     """
     headlines = _headlines(file, input_format, text_field, id_field, skip_invalid=skip_invalid, quiet=quiet)
-    embedder = embedder_from(model)
+    embedder = embedder_from(model, quiet=quiet)
     with progress_bar("embedding", quiet=quiet) as bar:
         if bar is not None:
             embedder = ReportingEmbedder(embedder, bar)

@@ -107,10 +107,11 @@ class FullHelpGroup(click.Group):
                 formatter.write_dl(rows)
 
 
-def embedder_from(model: str | None) -> EmbedderLike:
-    """The injected embedder, else the one for ``model`` (or the default)."""
+def embedder_from(model: str | None, *, quiet: bool = False) -> EmbedderLike:
+    """The injected embedder, else the one for ``model`` (or the default); ``quiet`` silences the first
+    run's step lines."""
     injected = injected_embedder()
-    return injected if injected is not None else get_embedder(resolve_model_name(model))
+    return injected if injected is not None else get_embedder(resolve_model_name(model), quiet=quiet)
 
 
 def reports_errors(command: Callable) -> Callable:

@@ -26,6 +26,7 @@ from .cli_common import (
     reports_errors,
     text_field_option,
 )
+from .embed import get_embedder
 from .errors import InputError
 from .fsutil import atomic_write_text
 from .nightly import DEFAULT_LAST, run_nightly
@@ -50,6 +51,8 @@ def _open(index_path: Path, *, quiet: bool = False, **settings) -> HeadlineIndex
     injected = injected_embedder()
     if injected is not None:  # a caller's embedder (tests, programs that run the CLI in-process)
         settings["embedder_factory"] = lambda model, **_: injected
+    elif quiet:  # --quiet silences the first run's step lines too
+        settings["embedder_factory"] = lambda model, quantize=None: get_embedder(model, quantize, quiet=True)
     return HeadlineIndex.open(index_path, on_wait=on_wait, **settings)
 
 

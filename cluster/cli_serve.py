@@ -83,9 +83,8 @@ def _listen(host: str, port: int) -> socket.socket:
     type=click.IntRange(min=1),
     default=lambda: os.cpu_count() or 1,
     show_default="all cores",
-    help="CPU threads the model may use (torch's intra-op threads, and ONNX Runtime's for the default int8 "
-    "variant). On a machine shared with other busy "
-    "processes, 1 avoids thrashing; see docs/service.md for measurements.",
+    help="CPU threads the model may use (ONNX Runtime's for the default model, torch's for others). On a "
+    "machine shared with other busy processes, 1 avoids thrashing; see docs/service.md for measurements.",
 )
 @click.option("--access-log/--no-access-log", default=True, show_default=True, help="Log one line per request.")
 @click.option(
@@ -139,9 +138,9 @@ def serve_command(
             hint="pass --create to start an empty one, or fill it first with: headline-cluster index add FILE --index "
             + str(index_path),
         )
-    import torch
+    from .embed import set_threads
 
-    torch.set_num_threads(threads)
+    set_threads(threads)
     sock = _listen(host, port)
     try:
         limits = Limits(max_headlines=max_headlines, max_text_chars=max_text_chars, max_body_bytes=max_body_bytes)

@@ -23,7 +23,6 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy import sparse
-from scipy.cluster import hierarchy
 from scipy.sparse import csgraph
 
 from .judge import PairwiseSimilarity
@@ -91,6 +90,8 @@ def group(similarity: PairwiseSimilarity, threshold: float, *, linkage: str = "a
 
 
 def _dense_linkage(scores: np.ndarray, threshold: float, linkage: str) -> np.ndarray:
+    from scipy.cluster import hierarchy  # most of the package's import time; only some lists need it
+
     distance = 1.0 - np.asarray(scores, dtype=np.float64)
     np.fill_diagonal(distance, 0.0)
     distance = np.clip((distance + distance.T) / 2.0, 0.0, None)

@@ -18,6 +18,7 @@ from click.testing import CliRunner
 
 from cluster.cli import main
 from cluster.records import read_records
+from cluster.store import HeadlineIndex
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
@@ -121,3 +122,27 @@ def test_explain_agrees_with_collapse_on_the_og2021_slice(embedder, og_slice) ->
     for i, j in same[:: max(1, len(same) // 15)] + apart[:: max(1, len(apart) // 15)]:
         reason = run(embedder, "explain", og_slice, i, j).strip()
         assert reason.startswith("same story") == (labels[i] == labels[j]), (i, j, reason)
+
+
+def test_story_ids_do_not_depend_on_commit_every_or_the_cache(og_slice, tmp_path: Path) -> None:
+    # The real default model, embedding in commits of 7 against one commit of all 300 with fresh caches:
+    # a headline's vector does not depend on what it was embedded with, so the ids are the same.
+    from cluster.embed import Embedder, EmbeddingCache
+
+    ids = []
+    for commit_every in (7, 1000):
+        index = tmp_path / f"idx{commit_every}"
+        run(
+            Embedder(cache=EmbeddingCache()),
+            "index",
+            "add",
+            og_slice,
+            "--index",
+            index,
+            "--quiet",
+            "--commit-every",
+            commit_every,
+        )
+        with HeadlineIndex.open(index) as opened:
+            ids.append({h.id: h.story_id for h in opened.headlines()})
+    assert ids[0] == ids[1] and len(set(ids[0].values())) > 5
