@@ -6,10 +6,13 @@ the library and the CLI as a user runs them.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import stat
 import struct
+import subprocess
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -164,16 +167,46 @@ def test_sqlite_errors_become_advice() -> None:
     assert sqlite_problem(sqlite3.OperationalError("no such column: x"), where) is None
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root may write to read-only folders")
-def test_a_read_only_index_gets_a_clear_message(built: Path) -> None:
-    for path in [built, *built.iterdir()]:
-        path.chmod(0o555 if path.is_dir() else 0o444)
+@contextlib.contextmanager
+def read_only_view(folder: Path, tmp_path: Path) -> Iterator[Path]:
+    """``folder`` as this process cannot write it: a read-only bind mount for root (whom permissions do
+    not stop), else the folder with its write bits taken away."""
+    if os.geteuid() != 0:
+        paths = [folder, *folder.iterdir()]
+        for path in paths:
+            path.chmod(0o555 if path.is_dir() else 0o444)
+        try:
+            yield folder
+        finally:
+            for path in paths:
+                path.chmod(0o755 if path.is_dir() else 0o644)
+        return
+    view = tmp_path / "read-only"
+    view.mkdir()
+    mounted = subprocess.run(["mount", "--bind", str(folder), str(view)], capture_output=True).returncode == 0
+    if not mounted or subprocess.run(["mount", "-o", "remount,bind,ro", str(view)], capture_output=True).returncode:
+        if mounted:
+            subprocess.run(["umount", "-l", str(view)], capture_output=True)
+        pytest.skip("cannot make a read-only view of a folder here (no bind mounts)")
     try:
-        result = run("index", "add", "--index", built, "-", input="topic1 new\n")
-        assert result.exit_code == 2 and "not writable" in result.output and "Traceback" not in result.output
+        yield view
     finally:
-        for path in [built, *built.iterdir()]:
-            path.chmod(0o755 if path.is_dir() else 0o644)
+        subprocess.run(["umount", "-l", str(view)], capture_output=True)
+
+
+def test_a_read_only_index_is_read_and_refuses_writes_clearly(built: Path, tmp_path: Path) -> None:
+    with HeadlineIndex.open(built, embedder=FakeEmbedder()) as index:
+        expected = index.count()
+    for leftover in built.glob(f"{DB_FILE}-*"):  # closed cleanly: no write-ahead log left
+        assert leftover.stat().st_size == 0 or leftover.name.endswith("-shm")
+    with read_only_view(built, tmp_path) as view:
+        for command in (["index", "stats"], ["index", "export"], ["index", "check"]):
+            result = run(*command, "--index", view)
+            assert result.exit_code == 0, (command, result.output)
+        assert f"{expected:,}" in run("index", "stats", "--index", view).output
+        result = run("index", "add", "--index", view, "-", input="topic1 one more headline\n")
+        assert result.exit_code == 2 and "not writable" in result.output, result.output
+        assert "backup" not in result.output and "Traceback" not in result.output
 
 
 def test_a_rerun_after_a_kill_following_the_commit_reports_the_committed_figures(tmp_path: Path, monkeypatch) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sqlite3
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timezone
@@ -148,6 +149,7 @@ class Database:
 
     def __init__(self, path: Path):
         self.path = path
+        self.read_only = False
         try:
             db = sqlite3.connect(path, timeout=60, isolation_level=None, check_same_thread=False)
             db.execute("PRAGMA journal_mode=WAL")
@@ -155,10 +157,32 @@ class Database:
             db.execute("PRAGMA synchronous=FULL")
             db.execute("SELECT count(*) FROM sqlite_master").fetchone()
         except sqlite3.DatabaseError as exc:
-            raise sqlite_problem(exc, path) or InputError(
-                f"cannot open the index database: {exc}", path=str(path), hint="restore it from a backup"
-            ) from None
+            problem = sqlite_problem(exc, path)
+            db = self._read_only() if problem is not None and not isinstance(problem, IndexDamagedError) else None
+            if db is None:
+                raise problem or InputError(
+                    f"cannot open the index database: {exc}", path=str(path), hint="restore it from a backup"
+                ) from None
         self.connection = db
+
+    def _read_only(self) -> sqlite3.Connection | None:
+        """A read-only connection to an index on a folder this process cannot write (a mounted backup),
+        or None. SQLite must write beside a WAL database even to read it, unless the file is opened as
+        immutable, which is only right when no write-ahead log holds changes the file lacks."""
+        wal = Path(f"{self.path}-wal")
+        if not self.path.is_file() or (os.access(self.path.parent, os.W_OK) and os.access(self.path, os.W_OK)):
+            return None
+        if wal.exists() and wal.stat().st_size > 0:
+            return None
+        try:
+            db = sqlite3.connect(
+                f"file:{self.path}?mode=ro&immutable=1", uri=True, isolation_level=None, check_same_thread=False
+            )
+            db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        except sqlite3.DatabaseError:
+            return None
+        self.read_only = True
+        return db
 
     def execute(self, sql: str, parameters: Sequence[Any] = ()) -> Cursor:
         try:
