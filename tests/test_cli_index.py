@@ -126,7 +126,10 @@ def test_quiet_still_says_that_rows_were_skipped(tmp_path: Path, runner: CliRunn
     path.write_text(jsonl({"text": "topic1 fine"}, {"text": ""}, {"text": "topic3 ok"}, {"nope": 1}), encoding="utf-8")
     result = add(runner, index, path, "--skip-invalid", "--quiet")
     assert result.exit_code == 0
-    assert result.stderr == f"skipped 2 invalid rows; the first: {path}:2: empty headline\n"
+    assert (
+        result.stderr
+        == f"skipped 2 invalid rows; the first: {path}:2: empty headline (remove the row or give it a headline)\n"
+    )
     assert count(index) == 5
 
 
