@@ -38,7 +38,7 @@ from __future__ import annotations
 import json
 import math
 import re
-import zlib
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -79,7 +79,6 @@ FEATURES = (
 )
 BELOW_GATE = 0.01  # a pair under the cosine gate keeps its order but can no longer reach a threshold
 PAIR_CHUNK = 65_536
-_HASH_BITS = 1 << 22
 _TIME_CAP_HOURS = 168.0  # a week: beyond it every gap says the same
 _WORD = re.compile(r"[^\W_]+")
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
@@ -168,9 +167,22 @@ def load_params(level: str, path: Path | None = None) -> tuple[LearnedParams, fl
     return LearnedParams.from_dict(entry), float(entry["threshold"])
 
 
-def _hash(token: str) -> int:
-    # crc32, not hash(): Python salts str hashes per process, and scores must be the same everywhere.
-    return zlib.crc32(token.encode("utf-8")) % _HASH_BITS
+_STEM_IDS: dict[str, int] = {}
+_GRAM_IDS: dict[str, int] = {}
+_NUMBER_IDS: dict[str, int] = {}
+
+
+def _ids(tokens, table: dict[str, int]) -> list[int]:
+    """Process-wide numbers for ``tokens``. Only equality of numbers within one kind matters (the
+    features are overlaps), so the numbering may differ between processes while every score stays the
+    same; unlike hashing, two tokens never share a number."""
+    out = []
+    for token in tokens:
+        found = table.get(token)
+        if found is None:
+            found = table.setdefault(token, len(table))  # atomic under the GIL: threads agree on one number
+        out.append(found)
+    return out
 
 
 def script_of(text: str) -> int:
@@ -195,25 +207,26 @@ def stem(word: str) -> str:
 
 @lru_cache(maxsize=1 << 16)  # the index re-scores a story's members for each headline that may join it
 def headline_signals(text: str) -> tuple[tuple[int, ...], tuple[tuple[int, float], ...], tuple[int, ...], int, int]:
-    """Per-headline signals of a normalized headline: hashed stems (words of 3+ letters), hashed
-    character 3-grams with unit-norm sublinear weights, hashed numbers, word count and script."""
+    """Per-headline signals of a normalized headline: numbered stems (words of 3+ letters), numbered
+    character 3-grams with unit-norm sublinear weights, numbered numbers, word count and script."""
     words = _WORD.findall(text)
-    stems = sorted({_hash("w" + stem(w)) for w in words if len(w) >= 3 and not w.isdigit()})
-    counts: dict[int, int] = {}
+    stems = sorted(_ids({stem(w) for w in words if len(w) >= 3 and not w.isdigit()}, _STEM_IDS))
+    grams: list[str] = []
     for word in words:
         marked = f"<{word}>"
-        grams = [marked] if len(marked) <= 3 else [marked[k : k + 3] for k in range(len(marked) - 2)]
-        for gram in grams:
-            key = _hash("g" + gram)
-            counts[key] = counts.get(key, 0) + 1
-    weights = {k: 1.0 + math.log(c) for k, c in counts.items()}
-    norm = math.sqrt(sum(v * v for v in weights.values())) or 1.0
-    grams_out = tuple(sorted((k, v / norm) for k, v in weights.items()))
-    numbers = sorted({_hash("n" + m.replace(",", "")) for m in _NUMBER.findall(text)})
+        if len(marked) <= 3:
+            grams.append(marked)
+        else:
+            grams.extend([marked[k : k + 3] for k in range(len(marked) - 2)])
+    counts = Counter(grams)
+    weights = [1.0 + math.log(c) for c in counts.values()]
+    norm = math.sqrt(sum(v * v for v in weights)) or 1.0
+    grams_out = tuple(sorted(zip(_ids(counts, _GRAM_IDS), [v / norm for v in weights], strict=True)))
+    numbers = sorted(_ids({m.replace(",", "") for m in _NUMBER.findall(text)}, _NUMBER_IDS))
     return tuple(stems), grams_out, tuple(numbers), len(words), script_of(text)
 
 
-def _rows(entries: Sequence[Sequence], valued: bool) -> sparse.csr_matrix:
+def _rows(entries: Sequence[Sequence], valued: bool, width: int) -> sparse.csr_matrix:
     indptr, indices, data = [0], [], []
     for entry in entries:
         if valued:
@@ -225,7 +238,7 @@ def _rows(entries: Sequence[Sequence], valued: bool) -> sparse.csr_matrix:
         indptr.append(len(indices))
     return sparse.csr_matrix(
         (np.asarray(data, dtype=np.float32), np.asarray(indices, dtype=np.int64), np.asarray(indptr, dtype=np.int64)),
-        shape=(len(entries), _HASH_BITS),
+        shape=(len(entries), width),
     )
 
 
@@ -253,9 +266,9 @@ class HeadlineTable:
         if len(normalized) != len(self.vectors):
             raise ValueError(f"{len(normalized)} texts for {len(self.vectors)} vectors")
         signals = [headline_signals(t) for t in normalized]
-        self.stems = _rows([s[0] for s in signals], valued=False)
-        self.grams = _rows([s[1] for s in signals], valued=True)
-        self.numbers = _rows([s[2] for s in signals], valued=False)
+        self.stems = _rows([s[0] for s in signals], False, len(_STEM_IDS) + 1)
+        self.grams = _rows([s[1] for s in signals], True, len(_GRAM_IDS) + 1)
+        self.numbers = _rows([s[2] for s in signals], False, len(_NUMBER_IDS) + 1)
         self.n_stems = np.asarray([len(s[0]) for s in signals], dtype=np.float32)
         self.n_numbers = np.asarray([len(s[2]) for s in signals], dtype=np.float32)
         self.n_words = np.asarray([s[3] for s in signals], dtype=np.float32)
