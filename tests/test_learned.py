@@ -185,8 +185,9 @@ def test_the_shipped_weights_cover_every_level() -> None:
 def test_settings_give_the_learned_judgement_for_the_default_model_and_cosine_otherwise() -> None:
     for level in LEVELS:
         judgement = judgement_for("multilingual-e5-small", level)
-        assert judgement.kind == "learned" and judgement.learned is not None
-        assert judgement.cosine_floor() == judgement.learned.cosine_floor(judgement.threshold)
+        if level != "story":  # the story level keeps the hybrid (cluster/settings.py says why)
+            assert judgement.kind == "learned" and judgement.learned is not None
+            assert judgement.cosine_floor() == judgement.learned.cosine_floor(judgement.threshold)
         other = judgement_for("some/other-model", level)
         assert other.kind == "cosine" and other.threshold == GENERIC[level]
     assert judgement_for("multilingual-e5-small", "event").threshold == load_params("event")[1]
