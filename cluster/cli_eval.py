@@ -28,6 +28,7 @@ from .errors import InputError
 from .evaluate import Cuts, cluster_metrics, pair_metrics, read_pairs
 from .group import LINKAGES, group
 from .judge import SIMILARITIES, Judgement
+from .learned import LearnedParams, fit_logistic, impute, pair_features, probability
 from .pipeline import EmbedderLike, prepare
 from .records import read_records
 from .settings import LEVELS, judgement_for, save_threshold
@@ -37,7 +38,8 @@ level_option = click.option(
     type=click.Choice(LEVELS),
     default="story",
     show_default=True,
-    help="Whose settings score the pairs: story (same news event) or duplicate (same headline reworded).",
+    help="Whose settings score the pairs: event (same news event), story (an aggregator's coarser topic) "
+    "or duplicate (same headline reworded).",
 )
 similarity_option = click.option(
     "--similarity",
@@ -75,7 +77,10 @@ def _judgement(model_name: str, level: str, similarity: str | None) -> Judgement
     judgement = judgement_for(model_name, level)
     if similarity is not None and similarity != judgement.kind:
         # The level's threshold was fitted for its own score; another score keeps the weights only.
-        judgement = judgement.with_kind(similarity)
+        try:
+            judgement = judgement.with_kind(similarity)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--similarity") from None
     return judgement
 
 
@@ -86,6 +91,50 @@ def score_pairs(
     prepared = prepare([*texts_a, *texts_b], embedder=embedder, judgement=judgement)
     n = len(texts_a)
     return prepared.similarity.pairs(np.arange(n), np.arange(n, 2 * n))
+
+
+MIN_REFIT_PAIRS = 200  # fewer labelled pairs than this fit no weights: a threshold at most
+
+
+def refit_learned(
+    texts_a: Sequence[str],
+    texts_b: Sequence[str],
+    gold: np.ndarray,
+    cuts: Cuts,
+    embedder: EmbedderLike,
+    judgement: Judgement,
+) -> tuple[LearnedParams | None, np.ndarray, str]:
+    """Refit a learned judgement's weights on labelled pairs, pulled toward the shipped weights.
+
+    Returns the new weights (None when there are too few 'same' and 'different' pairs), the pairs'
+    scores under the weights that will be used, and a line saying what was done.
+    """
+    assert judgement.learned is not None
+    prepared = prepare([*texts_a, *texts_b], embedder=embedder, judgement=judgement)
+    n = len(texts_a)
+    rows, cols = np.arange(n), np.arange(n, 2 * n)
+    table = prepared.similarity.table  # a LearnedSimilarity
+    features = pair_features(table, rows, cols)
+    classes = cuts.classes(np.asarray(gold, dtype=np.float64))
+    kept = (classes >= 0) & (features[:, 1] >= judgement.learned.gate)
+    n_same, n_diff = int((classes[kept] == 1).sum()), int((classes[kept] == 0).sum())
+    if n_same + n_diff < MIN_REFIT_PAIRS or min(n_same, n_diff) < 20:
+        note = (
+            f"{n_same} 'same' and {n_diff} 'different' pairs above the cosine gate: too few to refit the "
+            f"weights (need {MIN_REFIT_PAIRS}, at least 20 of each); fitting the threshold only"
+        )
+        return None, probability(features, judgement.learned), note
+    # Each class weighs half, so that the shipped prior's calibration is not skewed by the file's mix.
+    y = (classes[kept] == 1).astype(np.float64)
+    w = np.where(y == 1, 0.5 / n_same, 0.5 / n_diff)
+    prior = np.asarray(judgement.learned.weights)
+    beta = fit_logistic(impute(features[kept], judgement.learned.unknown_gap), y, w, l2=REFIT_L2, prior=prior)
+    learned = LearnedParams(tuple(float(b) for b in beta), judgement.learned.gate, judgement.learned.unknown_gap)
+    note = f"weights refitted on {n_same} 'same' and {n_diff} 'different' pairs (pulled toward the shipped ones)"
+    return learned, probability(features, learned), note
+
+
+REFIT_L2 = 0.05
 
 
 def _emit(figures: dict, output_format: str, labels: dict[str, str]) -> None:
@@ -249,12 +298,17 @@ def calibrate_command(
     embedder = embedder_from(model)
     model_name = embedder.name
     settings = judgement_for(model_name, level)
-    scores = score_pairs(pairs.texts_a, pairs.texts_b, embedder, settings)
+    learned = None
+    if settings.kind == "learned":
+        learned, scores, note = refit_learned(pairs.texts_a, pairs.texts_b, pairs.gold, cuts, embedder, settings)
+        click.echo(note)
+    else:
+        scores = score_pairs(pairs.texts_a, pairs.texts_b, embedder, settings)
     figures = pair_metrics(scores, pairs.gold, cuts)
     threshold = round(figures["best_threshold"], 4)
     source = (
         f"calibrated on {Path(file).name} ({figures['n']} pairs, best F1 {figures['best_f1']:.3f}, "
-        f"{settings.kind} similarity, {date.today().isoformat()})"
+        f"{settings.kind} similarity{', weights refitted' if learned else ''}, {date.today().isoformat()})"
     )
     click.echo(
         f"{level} threshold for {model_name}: {threshold:.4f} (was {settings.threshold:.4f}); "
@@ -262,5 +316,5 @@ def calibrate_command(
     )
     if dry_run:
         return
-    path = save_threshold(model_name, level, threshold, source)
+    path = save_threshold(model_name, level, threshold, source, learned=learned)
     click.echo(f"written to {path}")

@@ -8,7 +8,10 @@ assignment and query, ``nightly``, the HTTP service) gets its judgement from
 :func:`cluster.settings.judgement_for` and scores through :meth:`Judgement.similarity`, so one
 threshold means the same everywhere.
 
-Two scores exist. ``cosine``: the cosine of the unit embedding vectors. ``hybrid``:
+Three scores exist. ``learned`` (the default model's): the probability that two headlines report the
+same event, a logistic model over cosine, lexical, number, time, length and script signals of the pair
+(:mod:`cluster.learned`, weights in ``cluster/data/judgement.json``). ``cosine``: the cosine of the unit
+embedding vectors. ``hybrid`` (the earlier hand-set correction, kept for comparison):
 
     score = min(1, 1 - script_scale * (1 - cosine) + lexical_weight * (lexical - lexical_center)
                    - number_penalty * [both mention numbers and share none]
@@ -47,6 +50,7 @@ from scipy import sparse
 
 from . import candidates
 from .candidates import cosine_candidates, exact_pairs
+from .learned import LearnedParams, LearnedSimilarity
 
 __all__ = [
     "SIMILARITIES",
@@ -60,7 +64,7 @@ __all__ = [
     "number_set",
 ]
 
-SIMILARITIES = ("cosine", "hybrid")
+SIMILARITIES = ("cosine", "hybrid", "learned")
 PAIR_CHUNK = 65_536  # aligned pairs scored at once: gathering millions of vector pairs would take gigabytes
 
 
@@ -362,34 +366,56 @@ class Judgement:
     threshold: float
     source: str
     kind: str = "cosine"  # one of SIMILARITIES
-    params: HybridParams = field(default_factory=HybridParams)
+    # The weights of its kind: HybridParams for "hybrid" (ignored by "cosine"), LearnedParams for "learned"
+    # (cluster.learned; its threshold is then a probability). One field, so that a judgement rebuilt from
+    # its positional fields (as an index does with its own linkage) keeps its weights.
+    params: HybridParams | LearnedParams = field(default_factory=HybridParams)
     linkage: str = "average"
 
     def __post_init__(self) -> None:
         if self.kind not in SIMILARITIES:
             raise ValueError(f"unknown similarity {self.kind!r}: use one of {', '.join(SIMILARITIES)}")
+        if self.kind == "learned" and not isinstance(self.params, LearnedParams):
+            raise ValueError("a learned judgement needs its weights (params=LearnedParams(...))")
+        if self.kind == "hybrid" and not isinstance(self.params, HybridParams):
+            raise ValueError("a hybrid judgement needs HybridParams")
+
+    @property
+    def learned(self) -> LearnedParams | None:
+        """The learned weights, when this judgement has them."""
+        return self.params if isinstance(self.params, LearnedParams) else None
 
     @property
     def uses_time(self) -> bool:
+        if isinstance(self.params, LearnedParams):
+            return self.kind == "learned" and self.params.uses_time
         return self.kind == "hybrid" and self.params.time_penalty > 0
 
     def similarity(
         self, vectors: np.ndarray, normalized: Sequence[str], times: Sequence[object] | np.ndarray | None = None
-    ) -> CosineSimilarity | HybridSimilarity:
+    ) -> CosineSimilarity | HybridSimilarity | LearnedSimilarity:
         """The score over one collection: unit ``vectors``, their ``normalized`` texts and publication
         ``times`` (datetimes, Unix seconds or None; used only by a score that weighs time)."""
         if self.kind == "cosine":
             return CosineSimilarity(vectors)
+        if isinstance(self.params, LearnedParams):
+            return LearnedSimilarity(vectors, normalized, times=times, params=self.params)
         return HybridSimilarity(vectors, normalized, times=times, params=self.params)
 
     def cosine_floor(self, threshold: float | None = None) -> float:
         """The lowest cosine whose pair can still reach ``threshold`` (default: this one's)."""
         threshold = self.threshold if threshold is None else threshold
-        return threshold if self.kind == "cosine" else self.params.cosine_floor(threshold)
+        if self.kind == "cosine":
+            return threshold
+        return self.params.cosine_floor(threshold)
 
     def with_threshold(self, threshold: float, source: str) -> Judgement:
         return replace(self, threshold=float(threshold), source=source)
 
     def with_kind(self, kind: str) -> Judgement:
         """The same level scored with another similarity (weights kept; the threshold then means less)."""
+        if kind == "learned" and self.learned is None:
+            raise ValueError(f"no learned weights for {self.model} at the {self.level} level")
+        if kind == "hybrid" and not isinstance(self.params, HybridParams):
+            return replace(self, kind=kind, params=HybridParams())
         return replace(self, kind=kind)

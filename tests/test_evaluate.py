@@ -228,7 +228,10 @@ CLUSTERS = (
 
 def test_eval_clusters_json_keys(tmp_path: Path, fake_model: Path) -> None:
     path = write(tmp_path, CLUSTERS, "stories.tsv")
-    result = invoke(["eval", "clusters", str(path), "--label-field", "story", "--format", "json", "-t", "0.8"])
+    # Plain cosine at 0.8: the stand-in's vectors are not the default model's, whose learned judgement
+    # reads -t as a probability.
+    args = ["eval", "clusters", str(path), "--label-field", "story", "--format", "json", "-t", "0.8"]
+    result = invoke([*args, "--similarity", "cosine"])
     assert result.exit_code == 0, result.output
     figures = json.loads(result.output)
     assert list(figures) == list(CLUSTER_KEYS)
@@ -262,3 +265,40 @@ def test_calibrate_dry_run_writes_nothing(tmp_path: Path, fake_model: Path) -> N
     result = invoke(["calibrate", str(write(tmp_path, PAIRS)), "--dry-run"])
     assert result.exit_code == 0, result.output
     assert not fake_model.exists()
+
+
+class NearEmbedder(TrigramEmbedder):
+    """Trigram vectors pulled toward one common direction, so cosines sit on e5's scale (0.8-1)."""
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        out = super().encode(texts) + 2.0 / np.sqrt(256)
+        return (out / np.linalg.norm(out, axis=1, keepdims=True)).astype(np.float32)
+
+
+def test_calibrate_refits_the_learned_weights_from_enough_pairs(tmp_path: Path, fake_model: Path) -> None:
+    from cluster.settings import judgement_for
+
+    topics = ["oil prices", "tokyo stocks", "football club", "heavy rain", "gold price", "the senate", "a storm"]
+    lines = ["score\ttext_a\ttext_b"]
+    for k in range(150):
+        a, b = topics[k % len(topics)], topics[(k + 3) % len(topics)]
+        lines.append(f"5\t{a} news number {k}\t{a} news number {k} again")
+        lines.append(f"0\t{a} report {k}\t{b} story {k + 1}")
+    path = write(tmp_path, "\n".join(lines) + "\n")
+    result = CliRunner().invoke(main, ["calibrate", str(path), "--level", "event"], obj={"embedder": NearEmbedder()})
+    assert result.exit_code == 0, result.output
+    stored = json.loads(fake_model.read_text(encoding="utf-8"))["models"]["multilingual-e5-small"]["event"]
+    shipped = judgement_for("multilingual-e5-small", "duplicate")  # another level: untouched
+    assert "refitted" in result.output and "learned" in stored
+    settings = judgement_for("multilingual-e5-small", "event")
+    assert settings.kind == "learned" and settings.threshold == stored["threshold"]
+    assert settings.learned is not None and settings.learned.to_dict()["weights"] == stored["learned"]["weights"]
+    assert shipped.source.startswith("built-in")
+
+
+def test_calibrate_with_few_pairs_fits_only_the_threshold(tmp_path: Path, fake_model: Path) -> None:
+    result = invoke(["calibrate", str(write(tmp_path, PAIRS)), "--level", "event"])
+    assert result.exit_code == 0, result.output
+    assert "too few to refit" in result.output
+    stored = json.loads(fake_model.read_text(encoding="utf-8"))["models"]["multilingual-e5-small"]["event"]
+    assert "learned" not in stored

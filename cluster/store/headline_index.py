@@ -20,6 +20,7 @@ import json
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -240,9 +241,7 @@ class HeadlineIndex:
         """How this index scores pairs: its model's judgement at its level, at its own threshold."""
         if self._judgement is None:
             base = judgement_for(self.model, self.level, self.threshold, str(self._setting("threshold_source") or ""))
-            self._judgement = Judgement(
-                base.model, base.level, base.threshold, base.source, base.kind, base.params, self.linkage
-            )
+            self._judgement = replace(base, linkage=self.linkage)
         return self._judgement
 
     def count(self) -> int:
