@@ -60,7 +60,7 @@ def main() -> None:
     type=click.Choice(LEVELS),
     default="story",
     show_default=True,
-    help="story: same news event; duplicate: the same headline reworded.",
+    help="story: an aggregator's story; event: one news event (learned); duplicate: the same headline reworded.",
 )
 @click.option(
     "--linkage",
