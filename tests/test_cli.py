@@ -218,3 +218,22 @@ def test_help_lists_every_command_without_cutting_it_off(runner, group: list[str
         # Each command's short help, or else the whole first sentence of its help, appears uncut.
         expected = command.short_help or command.help.split(". ")[0].split("\n\n")[0]
         assert " ".join(expected.split()) in listing, name
+
+
+def test_collapse_skips_invalid_rows_when_asked_and_names_them(runner: CliRunner, tmp_path: Path) -> None:
+    feed = tmp_path / "feed.csv"
+    feed.write_text("text\ntopic1 a headline\n\u200f\u200b\ntopic1 another headline\n\n", encoding="utf-8")
+    refused = run_fake(runner, "collapse", str(feed))
+    assert refused.exit_code == 2 and f"{feed}:3:" in refused.output and "--skip-invalid" in refused.output
+    skipped = run_fake(runner, "collapse", str(feed), "--skip-invalid", "--format", "json")
+    assert skipped.exit_code == 0, skipped.output
+    assert f"skipped {feed}:3: headline has no visible characters" in skipped.stderr
+    assert sum(len(s["members"]) for s in json.loads(skipped.stdout)["stories"]) == 2
+
+
+def test_collapse_warns_when_it_cuts_a_headline(runner: CliRunner, tmp_path: Path) -> None:
+    feed = tmp_path / "long.txt"
+    feed.write_text("topic1 short\n" + "topic2 " + "word " * 500 + "\n", encoding="utf-8")
+    result = run_fake(runner, "collapse", str(feed), "--format", "json")
+    assert result.exit_code == 0, result.output
+    assert f"warning: {feed}:2:" in result.stderr and "2,000" in result.stderr
