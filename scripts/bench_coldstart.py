@@ -14,7 +14,6 @@ was imported. Compare rows of one run, not runs.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import subprocess
@@ -24,7 +23,9 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-DATA = REPO.parent / "shared" / "data"
+sys.path.insert(0, str(REPO / "scripts"))
+
+from bench import saudi_titles  # noqa: E402  (the same real titles as bench.py collapse)
 
 CHILD = """
 import json, sys
@@ -33,19 +34,6 @@ result = collapse(json.loads(sys.argv[1]))
 print(json.dumps({"stories": len(result.stories), "torch": "torch" in sys.modules,
                   "sentence_transformers": "sentence_transformers" in sys.modules}))
 """
-
-
-def titles(count: int) -> list[str]:
-    """Distinct real Arabic titles (SaudiNewsNet; research use, speed tests only, never shipped)."""
-    out: list[str] = []
-    with open(DATA / "corpora" / "saudinewsnet_titles.csv", encoding="utf-8", newline="") as handle:
-        reader = csv.DictReader(handle)
-        field = next(f for f in reader.fieldnames or [] if "title" in f.lower())
-        for row in reader:
-            out.append(row[field].strip())
-            if len(out) > 4 * count:
-                break
-    return [t for t in dict.fromkeys(out) if t][:count]
 
 
 def run_child(texts: list[str], env: dict[str, str]) -> dict:
@@ -77,7 +65,7 @@ def main() -> None:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
-    pool = titles(3 * (args.runs + 1) * len(variants))
+    pool = saudi_titles(3 * (args.runs + 1) * len(variants))
     with tempfile.TemporaryDirectory(prefix="bench-coldstart-") as scratch:
         cache = args.cache or scratch
         base = dict(os.environ, HEADLINE_CLUSTER_CACHE=cache, PYTHONPATH=str(REPO))

@@ -244,10 +244,7 @@ def create_app(
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         # Raised by the framework itself, e.g. a body that is not UTF-8 or JSON nested too deep to parse:
         # answered in the documented error format like every other error.
-        if exc.status_code == 404:
-            return error(404, "not_found", f"no route {request.url.path}: see /docs")
-        if exc.status_code == 405:
-            return error(405, "method_not_allowed", f"{request.method} is not allowed on {request.url.path}: see /docs")
+        # (404 and 405 have handlers of their own, which Starlette looks up first.)
         if exc.status_code == 400:
             return error(422, "invalid_json", f"the body could not be read as JSON: {exc.detail}", "body")
         return error(exc.status_code, "http_error", str(exc.detail))

@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from ..limits import MAX_ID_CHARS
 from ..normalize import is_blank
 from ..records import to_utc
 from ..store import AddResult, Headline, QueryHit, StoryInfo, StoryMember
@@ -44,7 +45,7 @@ class _Strict(BaseModel):
 
 class CollapseItem(_Strict):
     text: HeadlineText
-    id: str | None = Field(None, max_length=256, description="Your id; echoed back with the member.")
+    id: str | None = Field(None, max_length=MAX_ID_CHARS, description="Your id; echoed back with the member.")
 
 
 class CollapseRequest(_Strict):
@@ -55,7 +56,7 @@ class CollapseRequest(_Strict):
 
 
 class NewHeadline(_Strict):
-    id: str = Field(min_length=1, max_length=256, description="Your id of the article; unique in the index.")
+    id: str = Field(min_length=1, max_length=MAX_ID_CHARS, description="Your id of the article; unique in the index.")
     text: HeadlineText
     published_at: Annotated[datetime | None, AfterValidator(_in_utc)] = Field(
         None, description="ISO 8601; UTC when no offset is given."

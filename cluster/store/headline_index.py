@@ -266,18 +266,18 @@ class HeadlineIndex:
             finally:
                 self._lock_depth -= 1
             return
-        try:
-            lock = file_lock(
-                self.path / LOCK_FILE, wait=wait, on_wait=self._on_wait, what=f"another writer on {self.path}"
-            )
-            held = lock.__enter__()
-        except OSError as exc:
-            raise InputError(
-                f"cannot take the writer lock: {exc.strerror or exc}",
-                path=str(self.path / LOCK_FILE),
-                hint="the index folder is not writable by this user: make it writable, or write to a copy",
-            ) from None
-        try:
+        with contextlib.ExitStack() as stack:
+            try:
+                lock = file_lock(
+                    self.path / LOCK_FILE, wait=wait, on_wait=self._on_wait, what=f"another writer on {self.path}"
+                )
+                held = stack.enter_context(lock)
+            except OSError as exc:
+                raise InputError(
+                    f"cannot take the writer lock: {exc.strerror or exc}",
+                    path=str(self.path / LOCK_FILE),
+                    hint="the index folder is not writable by this user: make it writable, or write to a copy",
+                ) from None
             if not held:
                 yield False
                 return
@@ -286,8 +286,6 @@ class HeadlineIndex:
                 yield True
             finally:
                 self._lock_depth = 0
-        finally:
-            lock.__exit__(None, None, None)
 
     # -- embeddings ------------------------------------------------------------------------------------
 

@@ -50,8 +50,10 @@ def index_stats(index: HeadlineIndex, vectors: VectorFile) -> dict[str, Any]:
             "merges": history.get("merge", 0),
             "splits": history.get("split", 0),
         }
-    info["faiss"] = vectors.describe(rows, headlines)
-    info["check"] = check_index(index, vectors, quick=True).to_dict()
+    # The check describes vectors.faiss too: reading and checksumming the file once is enough.
+    check = check_index(index, vectors, quick=True, rows=rows, headlines=headlines)
+    info["faiss"] = check.faiss
+    info["check"] = check.to_dict()
     if last_run is not None:
         since, until, state, finished, summary = last_run
         info["last_nightly"] = {
@@ -64,8 +66,16 @@ def index_stats(index: HeadlineIndex, vectors: VectorFile) -> dict[str, Any]:
     return info
 
 
-def check_index(index: HeadlineIndex, vectors: VectorFile, *, quick: bool = False) -> CheckReport:
-    """Look for every kind of damage :mod:`.integrity` knows; repairs nothing."""
+def check_index(
+    index: HeadlineIndex,
+    vectors: VectorFile,
+    *,
+    quick: bool = False,
+    rows: np.ndarray | None = None,
+    headlines: int | None = None,
+) -> CheckReport:
+    """Look for every kind of damage :mod:`.integrity` knows; repairs nothing. ``rows``/``headlines``:
+    the headline rows and their count when the caller has read them already."""
     db = index.db
     report = CheckReport(database=database_findings(db, quick=quick))
     dimension = index.dimension
@@ -73,7 +83,9 @@ def check_index(index: HeadlineIndex, vectors: VectorFile, *, quick: bool = Fals
         report.damaged_vectors, report.missing_vectors = damaged_vector_rows(db, dimension)
     report.wrong_stories = len(wrong_story_ids(db))
     try:
-        report.faiss = vectors.describe(vectors.all_rows(), index.count())
+        if rows is None or headlines is None:
+            rows, headlines = vectors.all_rows(), index.count()
+        report.faiss = vectors.describe(rows, headlines)
     except InputError:  # the headlines table cannot be read: the database findings say why
         report.faiss = {"in_step": False}
     return report
