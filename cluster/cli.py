@@ -27,7 +27,7 @@ from .cli_serve import serve_command
 from .errors import InputError
 from .group import LINKAGES
 from .records import read_records
-from .settings import LEVELS
+from .settings import DEFAULT_LEVEL, LEVELS
 from .stories import REPRESENTATIVES, collapse
 from .wording import plural
 
@@ -58,9 +58,10 @@ def main() -> None:
 @click.option(
     "--level",
     type=click.Choice(LEVELS),
-    default="story",
+    default=DEFAULT_LEVEL,
     show_default=True,
-    help="story: an aggregator's story; event: one news event (learned); duplicate: the same headline reworded.",
+    help="event: one news event (learned); story: an aggregator's coarser topic; duplicate: the same headline "
+    "reworded.",
 )
 @click.option(
     "--linkage",
@@ -143,7 +144,7 @@ def collapse_command(
 @input_format_option
 @text_field_option
 @click.option("--threshold", "-t", type=click.FloatRange(-1.0, 1.0), help="Similarity needed to group.")
-@click.option("--level", type=click.Choice(LEVELS), default="story", show_default=True, help="Grouping level.")
+@click.option("--level", type=click.Choice(LEVELS), default=DEFAULT_LEVEL, show_default=True, help="Grouping level.")
 @model_option
 @skip_invalid_option
 @reports_errors

@@ -31,12 +31,12 @@ from .judge import SIMILARITIES, Judgement
 from .learned import LearnedParams, fit_logistic, impute, pair_features, probability
 from .pipeline import EmbedderLike, prepare
 from .records import read_records
-from .settings import LEVELS, judgement_for, save_threshold
+from .settings import DEFAULT_LEVEL, LEVELS, judgement_for, save_threshold
 
 level_option = click.option(
     "--level",
     type=click.Choice(LEVELS),
-    default="story",
+    default=DEFAULT_LEVEL,
     show_default=True,
     help="Whose settings score the pairs: event (same news event), story (an aggregator's coarser topic) "
     "or duplicate (same headline reworded).",

@@ -19,7 +19,7 @@ import numpy as np
 from .errors import InputError
 from .judge import Judgement, PairwiseSimilarity
 from .normalize import is_blank, normalize
-from .settings import judgement_for
+from .settings import DEFAULT_LEVEL, judgement_for
 
 __all__ = ["EmbedderLike", "Prepared", "TEXT_FIELDS", "headline_items", "judgement_of", "prepare", "score"]
 
@@ -48,7 +48,7 @@ class Prepared:
     similarity: PairwiseSimilarity
 
 
-def judgement_of(embedder: EmbedderLike, level: str = "story", threshold: float | None = None) -> Judgement:
+def judgement_of(embedder: EmbedderLike, level: str = DEFAULT_LEVEL, threshold: float | None = None) -> Judgement:
     """The judgement for ``embedder``'s model at ``level``; ``threshold`` overrides the model's."""
     return judgement_for(embedder.name, level, threshold)
 

@@ -24,6 +24,8 @@ from .judge import HybridParams, Judgement
 from .learned import LearnedParams, load_params
 
 LEVELS = ("event", "story", "duplicate")
+# What collapse, the index, nightly and the service group by unless told: one news event per group.
+DEFAULT_LEVEL = "event"
 CONFIG_ENV = "HEADLINE_CLUSTER_CONFIG"
 
 
@@ -93,7 +95,9 @@ def _read_config(path: Path, mtime_ns: int, size: int) -> dict:
     return data
 
 
-def judgement_for(model: str, level: str = "story", threshold: float | None = None, source: str = "") -> Judgement:
+def judgement_for(
+    model: str, level: str = DEFAULT_LEVEL, threshold: float | None = None, source: str = ""
+) -> Judgement:
     """The judgement for ``model`` at ``level``: built in (or generic), with the calibrated threshold when
     one is stored, or ``threshold`` when given (``source`` then says where it came from)."""
     if level not in LEVELS:

@@ -18,6 +18,7 @@ from .errors import InputError
 from .group import Grouping, group, pick_representative
 from .judge import PairwiseSimilarity
 from .pipeline import EmbedderLike, Prepared, headline_items, judgement_of, prepare
+from .settings import DEFAULT_LEVEL
 
 REPRESENTATIVES = ("central", "first", "earliest")
 
@@ -183,7 +184,7 @@ def collapse(
     *,
     threshold: float | None = None,
     model: str | None = None,
-    level: str = "story",
+    level: str = DEFAULT_LEVEL,
     linkage: str | None = None,
     representative: str = "central",
     text_field: str | None = None,
@@ -192,12 +193,13 @@ def collapse(
 ) -> CollapseResult:
     """Group ``headlines`` into stories and pick one representative each.
 
-    ``threshold`` defaults to the model's calibrated value for ``level`` (``story`` or ``duplicate``),
-    ``linkage`` to the level's (average). ``representative``: ``central`` (most similar to the rest of its
-    story), ``first`` (input order) or ``earliest`` (by ``published_at`` in mapping input, a datetime or
-    ISO 8601 text; ties and missing times by input order). Mapping input with ``published_at`` is
-    scored with its times, as the index scores the same headlines. A mapping's ``id`` (text or a number)
-    comes back with its member and representative.
+    ``level``: ``event`` (one news event, the default), ``story`` or ``duplicate``. ``threshold``
+    defaults to the model's calibrated value for ``level``, ``linkage`` to the level's (average).
+    ``representative``: ``central`` (most similar to the rest of its story), ``first`` (input order) or
+    ``earliest`` (by ``published_at`` in mapping input, a datetime or ISO 8601 text; ties and missing
+    times by input order). Mapping input with ``published_at`` is scored with its times, as the index
+    scores the same headlines. A mapping's ``id`` (text or a number) comes back with its member and
+    representative.
     """
     if representative not in REPRESENTATIVES:
         raise ValueError(f"unknown representative rule {representative!r}: use one of {REPRESENTATIVES}")

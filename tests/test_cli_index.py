@@ -17,6 +17,7 @@ from click.testing import CliRunner
 from test_store import FakeEmbedder
 
 from cluster.cli import main
+from cluster.settings import judgement_for
 from cluster.store import FAISS_FILE, HeadlineIndex
 
 
@@ -422,7 +423,8 @@ def test_end_to_end_with_the_real_model(tmp_path: Path, runner: CliRunner) -> No
     assert "already present 7" in real(runner, "index", "add", "--index", index, source).stderr
     with HeadlineIndex.open(index) as opened:
         stories = {h.id: h.story_id for h in opened.headlines()}
-        assert opened.model == "multilingual-e5-small" and opened.threshold == pytest.approx(0.9)
+        assert opened.model == "multilingual-e5-small" and opened.level == "event"
+        assert opened.threshold == pytest.approx(judgement_for("multilingual-e5-small", "event").threshold)
     assert stories["e5"] == stories["e6"]  # the same earthquake, reworded with Arabic-Indic digits
     assert len({stories["e4"], stories["e5"], stories["e7"], stories["e1"]}) == 4
     hits = json.loads(

@@ -350,11 +350,13 @@ def test_an_empty_index_may_change_settings(tmp_path: Path) -> None:
 
 
 def test_an_empty_index_that_changes_model_takes_that_models_threshold(tmp_path: Path) -> None:
+    default = judgement_for("multilingual-e5-small", "event").threshold
     with HeadlineIndex.open(tmp_path / "idx", create=True, model="multilingual-e5-small") as index:
-        assert index.threshold == 0.90  # nothing loads the model until something is embedded
+        assert index.level == "event"  # the default level
+        assert index.threshold == default  # nothing loads the model until something is embedded
     with HeadlineIndex.open(tmp_path / "idx", embedder=FakeEmbedder()) as index:
         assert index.model == "fake-64"
-        assert index.threshold == judgement_for("fake-64", "story").threshold != 0.90
+        assert index.threshold == judgement_for("fake-64", "event").threshold != default
 
 
 def test_opening_a_missing_index_without_create_says_how_to_make_one(tmp_path: Path) -> None:

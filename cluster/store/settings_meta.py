@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..embed import is_default_model
 from ..errors import InputError
-from ..settings import judgement_for
+from ..settings import DEFAULT_LEVEL, judgement_for
 from .schema import SCHEMA_VERSION, Database, utc_now
 from .types import DEFAULT_WINDOW
 
@@ -25,7 +25,7 @@ def create_settings(
     db: Database, model: str, level: str | None, threshold: float | None, window: timedelta | None
 ) -> None:
     """Create the schema and the ``meta`` rows of a new index (a racing creator that got there first wins)."""
-    level = level or "story"
+    level = level or DEFAULT_LEVEL
     judgement = judgement_for(model, level, threshold, GIVEN)
     db.create_schema()
     with db.transaction():
