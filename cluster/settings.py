@@ -36,6 +36,7 @@ CONFIG_ENV = "HEADLINE_CLUSTER_CONFIG"
 # every language and script pair.
 # event: the same news event (OG2021 events, SemEval-2022 titles Overall <= 1.5, STS headlines >= 4);
 #   "same topic, different event" apart. Threshold: best mean B-cubed F1 over the OG2021 folds.
+#   A pair without both times is scored at the time gap that groups OG2021 best with its times removed.
 # story: an aggregator's coarser coverage of one topic. NOT the learned model yet: fitted on the UCI stories
 #   (English only) it beats cosine there (B-cubed F1 0.917 vs 0.892, cross-validated) but at p >= 0.10 it
 #   merges the seed list's Arabic C and D rows into the A story, so the story level keeps the earlier
