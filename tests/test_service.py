@@ -171,6 +171,29 @@ def test_collapse_matches_the_library(server: Server, embedder) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("second_time", ["2024-05-01T09:00:00Z", "2024-06-15T09:00:00Z", None])
+def test_collapse_weighs_times_and_levels_as_the_library_does(server: Server, embedder, second_time) -> None:
+    from cluster import collapse
+
+    first = {"id": "r1", "text": RATES[0]["text"], "published_at": "2024-05-01T08:00:00Z"}
+    second = {"id": "r2", "text": RATES[1]["text"], **({"published_at": second_time} if second_time else {})}
+    with server.ensure().client() as client:
+        for level in ("event", "story", "duplicate"):
+            response = post(client, "/v1/collapse", {"headlines": [first, second], "level": level})
+            assert response.status_code == 200, response.text
+            got = response.json()
+            expected = collapse([first, second], level=level, embedder=embedder).to_dict()
+            assert got["threshold"] == pytest.approx(expected["threshold"])
+            assert [[m["id"] for m in s["members"]] for s in got["stories"]] == [
+                [m["id"] for m in s["members"]] for s in expected["stories"]
+            ]
+        default = post(client, "/v1/collapse", {"headlines": [first, second]}).json()
+    # The default level is the event level; the same reworded report a month and a half later is another event.
+    assert default["threshold"] == pytest.approx(collapse([first], level="event", embedder=embedder).threshold)
+    assert len(default["stories"]) == (2 if second_time == "2024-06-15T09:00:00Z" else 1)
+
+
+@pytest.mark.slow
 def test_add_then_read_every_endpoint(server: Server) -> None:
     with server.ensure().client() as client:
         added = post(client, "/v1/headlines", {"headlines": RATES})

@@ -105,9 +105,12 @@ class _Service:
     # Each method below runs in a worker thread.
 
     def collapse(self, body: CollapseRequest) -> dict[str, Any]:
-        items = [{"text": h} if isinstance(h, str) else {"text": h.text, "id": h.id} for h in body.headlines]
-        # threshold None: the engine's default for the model, exactly as `headline-cluster collapse` uses.
-        return collapse(items, threshold=body.threshold, embedder=self.embedder).to_dict()
+        items = [
+            {"text": h} if isinstance(h, str) else {"text": h.text, "id": h.id, "published_at": h.published_at}
+            for h in body.headlines
+        ]
+        # threshold None: the level's default for the model, exactly as `headline-cluster collapse` uses.
+        return collapse(items, threshold=body.threshold, level=body.level, embedder=self.embedder).to_dict()
 
     def embed_ahead(self, body: AddRequest) -> None:
         """Embed a write's texts before it queues for the write lock (into the shared embedding cache).

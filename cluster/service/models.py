@@ -16,6 +16,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from ..limits import MAX_ID_CHARS
 from ..normalize import is_blank
 from ..records import to_utc
+from ..settings import DEFAULT_LEVEL
 from ..store import AddResult, Headline, QueryHit, StoryInfo, StoryMember
 from ..stories import CollapseResult, Member, Story
 from .derive import Shape, build_model
@@ -43,9 +44,15 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+UtcTime = Annotated[datetime | None, AfterValidator(_in_utc)]
+
+
 class CollapseItem(_Strict):
     text: HeadlineText
     id: str | None = Field(None, max_length=MAX_ID_CHARS, description="Your id; echoed back with the member.")
+    published_at: UtcTime = Field(
+        None, description="ISO 8601; UTC when no offset is given. The event level weighs the time between two."
+    )
 
 
 class CollapseRequest(_Strict):
@@ -53,14 +60,15 @@ class CollapseRequest(_Strict):
     threshold: float | None = Field(
         None, ge=-1.0, le=1.0, description="Similarity needed to group (default: the model's, as the CLI's)."
     )
+    level: Literal["event", "story", "duplicate"] = Field(
+        DEFAULT_LEVEL, description="event: one news event; story: an aggregator's coarser topic; duplicate: reworded."
+    )
 
 
 class NewHeadline(_Strict):
     id: str = Field(min_length=1, max_length=MAX_ID_CHARS, description="Your id of the article; unique in the index.")
     text: HeadlineText
-    published_at: Annotated[datetime | None, AfterValidator(_in_utc)] = Field(
-        None, description="ISO 8601; UTC when no offset is given."
-    )
+    published_at: UtcTime = Field(None, description="ISO 8601; UTC when no offset is given.")
     source: str | None = Field(None, max_length=256, description="Where it was published (kept, not matched).")
     url: str | None = Field(None, max_length=4096, description="The article's address (kept, not matched).")
 
