@@ -12,9 +12,11 @@ A logistic model over signals that do not depend on the language or the source o
   (ترامب / ترمب share most of theirs);
 - numbers: both state numbers and share one (agreement), or share none (a clash: other scores, tolls,
   dates);
-- time: the gap between the two publication times on a log scale; when either is unknown, the mean gap of
-  the training's same-event pairs (``unknown_gap``) — an "is known" signal would only tell the data sets
-  with times (OG2021, UCI) from those without, not same events from different ones;
+- time: the gap between the two publication times on a log scale, its square, and its product with the
+  cosine (a day apart weighs more than linearly, and weighs less for a near-identical pair); when either
+  time is unknown, a fixed gap (``unknown_gap``, chosen by cross-validation on a list without times) —
+  an "is known" signal would only tell the data sets with times (OG2021, UCI) from those without, not
+  same events from different ones;
 - length: the shorter headline's word count and the ratio of the two (slugs and fragments say less).
 
 **A pair's score is a function of the two headlines alone**: every per-headline signal (stems, n-grams,
@@ -76,7 +78,11 @@ FEATURES = (
     "time_gap",
     "len_min",
     "len_ratio",
+    "time_gap_sq",
+    "cos_time_gap",
 )
+# Features derived from the time gap: filled in with it when a time is unknown (``impute``).
+TIME_FEATURES = ("time_gap", "time_gap_sq", "cos_time_gap")
 BELOW_GATE = 0.01  # a pair under the cosine gate keeps its order but can no longer reach a threshold
 PAIR_CHUNK = 65_536
 _TIME_CAP_HOURS = 168.0  # a week: beyond it every gap says the same
@@ -110,7 +116,10 @@ class LearnedParams:
     def from_dict(cls, data: dict) -> LearnedParams:
         weights = data["weights"]
         return cls(
-            tuple(float(weights[name]) for name in FEATURES), float(data["gate"]), float(data.get("unknown_gap", 0.0))
+            # A feature the file does not name weighs 0 (weights saved before it existed).
+            tuple(float(weights.get(name, 0.0)) for name in FEATURES),
+            float(data["gate"]),
+            float(data.get("unknown_gap", 0.0)),
         )
 
     def to_dict(self) -> dict:
@@ -123,7 +132,7 @@ class LearnedParams:
     @property
     def uses_time(self) -> bool:
         w = dict(zip(FEATURES, self.weights, strict=True))
-        return bool(w["time_gap"])
+        return any(w[name] for name in TIME_FEATURES)
 
     def cosine_floor(self, threshold: float) -> float:
         """The lowest cosine whose pair can still score ``threshold``: the gate, or higher when even the
@@ -140,17 +149,22 @@ class LearnedParams:
         best = w["bias"]
         best += max(0.0, w["stem_overlap"]) + max(0.0, w["shared_stems"]) + max(0.0, w["gram_cos"])
         best += max(0.0, w["num_agree"], w["num_clash"])
-        best += max(0.0, w["time_gap"])
         best += max(0.0, w["len_min"]) + max(0.0, w["len_ratio"])
+        # The time gap g in [0, 1] enters as g, g^2 and cos * g, so the cosine's slope depends on it: the
+        # floor is the lowest over a fine grid of gaps, less a margin for the points between (a lower
+        # floor only adds candidates that the score then refuses).
+        gaps = np.linspace(0.0, 1.0, 201)
+        time_part = w["time_gap"] * gaps + w["time_gap_sq"] * gaps * gaps
         floor = 1.0
         for offset, slope in (
             (0.0, w["cos"]),
             (w["ar"], w["cos"] + w["cos_ar"]),
             (w["cross"], w["cos"] + w["cos_cross"]),
         ):
-            if slope <= 0:
+            slopes = slope + w["cos_time_gap"] * gaps
+            if (slopes <= 0).any():
                 return max(-1.0, self.gate)
-            floor = min(floor, (target - best - offset) / slope)
+            floor = min(floor, float(np.min((target - best - offset - time_part) / slopes)) - 1e-3)
         return float(max(self.gate, floor))
 
 
@@ -330,6 +344,8 @@ def pair_features(
             time_gap,
             len_min,
             len_ratio,
+            time_gap * time_gap,
+            cos * time_gap,
         ]
     ).astype(np.float32)
 
@@ -368,15 +384,20 @@ def fit_logistic(
 
 
 TIME_GAP = FEATURES.index("time_gap")
+TIME_COLUMNS = [FEATURES.index(name) for name in TIME_FEATURES]
 
 
 def impute(features: np.ndarray, unknown_gap: float) -> np.ndarray:
-    """The features with an unknown time gap (NaN) replaced by ``unknown_gap``."""
+    """The features with an unknown time gap (NaN) replaced by ``unknown_gap``, and the features derived
+    from the gap computed from that value."""
     gap = features[:, TIME_GAP]
-    if not np.isnan(gap).any():
+    unknown = np.isnan(gap)
+    if not unknown.any():
         return features
     out = features.copy()
-    out[:, TIME_GAP] = np.where(np.isnan(gap), unknown_gap, gap)
+    out[unknown, TIME_GAP] = unknown_gap
+    out[unknown, FEATURES.index("time_gap_sq")] = unknown_gap * unknown_gap
+    out[unknown, FEATURES.index("cos_time_gap")] = out[unknown, 1] * unknown_gap
     return out
 
 

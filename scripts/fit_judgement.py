@@ -48,6 +48,7 @@ from cluster.group import group  # noqa: E402
 from cluster.learned import (  # noqa: E402
     FEATURES,
     PARAMS_FILE,
+    TIME_COLUMNS,
     TIME_GAP,
     HeadlineTable,
     LearnedParams,
@@ -226,7 +227,7 @@ def training_matrix(sets: list[PairSet], exclude: tuple[str, int] | None, gate: 
 def fit(sets: list[PairSet], gate: float, exclude=None, skip_set=None) -> LearnedParams:
     x, y, w = training_matrix(sets, exclude, gate, skip_set)
     if sets[0].level in NO_TIME:
-        x[:, TIME_GAP] = 0.0  # weight stays 0: gradient and data say nothing
+        x[:, TIME_COLUMNS] = 0.0  # weights stay 0: gradient and data say nothing
     gap = x[:, TIME_GAP]
     known_positive = ~np.isnan(gap) & (y >= 0.5)
     unknown_gap = float(np.average(gap[known_positive], weights=w[known_positive])) if known_positive.any() else 0.0
@@ -366,8 +367,8 @@ def unknown_gap_choice(sets: list[PairSet], cs: ClusterSet, gate: float, learned
     """The time gap a pair of unknown times is scored with, chosen by grouping ``cs`` with its times removed.
 
     Imputing the training positives' mean gap makes a list without times look like one event's coverage:
-    on OG2021 without times the event level then groups best at p >= 0.70, not at the 0.40 chosen with
-    times, and scores below plain cosine at 0.40. So the gap is chosen (per fold, on the other folds) for
+    on OG2021 without times the event level then groups best at a much higher threshold than the one
+    chosen with times, and scores far below plain cosine at that one. So the gap is chosen (per fold, on the other folds) for
     grouping at the level's own threshold, and a threshold keeps its meaning whether times are known.
     """
     timeless = without_times(cs)

@@ -127,6 +127,45 @@ def test_cosine_floor_bounds_every_pair_that_reaches_the_threshold() -> None:
         assert not ((score >= threshold) & (features[:, 1] < floor)).any()
 
 
+def test_cosine_floor_bounds_pairs_whose_time_terms_bend_the_cosine_slope() -> None:
+    from cluster.learned import TIME_GAP, impute, probability
+
+    rng = np.random.default_rng(5)
+    weights = dict(bias=-30.0, cos=34.0, time_gap=-3.0, time_gap_sq=1.0, cos_time_gap=10.0, len_min=1.0)
+    p = params(gate=0.75, **weights)
+    n = 50_000
+    features = np.zeros((n, len(FEATURES)), dtype=np.float32)
+    features[:, 0] = 1.0
+    features[:, 1] = rng.uniform(0.5, 1.0, n)
+    gap = rng.uniform(0, 1, n).astype(np.float32)
+    gap[::7] = np.nan  # unknown times: imputed, with the derived terms computed from the imputed gap
+    col = {name: k for k, name in enumerate(FEATURES)}
+    features[:, TIME_GAP] = gap
+    features[:, col["time_gap_sq"]] = gap * gap
+    features[:, col["cos_time_gap"]] = features[:, 1] * gap
+    features[:, col["len_min"]] = rng.uniform(0, 1, n)
+    filled = impute(features, 0.6)
+    assert np.allclose(filled[::7, col["time_gap_sq"]], 0.36)
+    assert np.allclose(filled[::7, col["cos_time_gap"]], features[::7, 1] * 0.6)
+    score = probability(features, p)
+    # A floor that took the cosine's slope as fixed would cut pairs that reach the threshold: the test bites.
+    fixed_slope = params(gate=0.75, **{**weights, "cos_time_gap": 0.0})
+    missed = 0
+    for threshold in (0.2, 0.4, 0.7, 0.9):
+        floor = p.cosine_floor(threshold)
+        reached = score >= threshold
+        assert reached.any() and floor >= p.gate
+        assert not (reached & (features[:, 1] < floor)).any()
+        missed += int((reached & (features[:, 1] < fixed_slope.cosine_floor(threshold))).any())
+    assert missed
+
+
+def test_weights_saved_before_a_feature_existed_give_it_no_weight() -> None:
+    saved = {"weights": {"bias": -30.0, "cos": 36.0}, "gate": 0.8}
+    loaded = LearnedParams.from_dict(saved)
+    assert dict(zip(FEATURES, loaded.weights, strict=True))["cos_time_gap"] == 0.0 and not loaded.uses_time
+
+
 def test_signals_need_only_the_headline() -> None:
     # Arabic clitics and the article come off; the stems of a word with and without them meet.
     assert stem("بالجائزة") == stem("الجائزة") == stem("جائزة")
