@@ -20,7 +20,9 @@ def test_search_returns_best_first_with_ids(kind: str) -> None:
     index = VectorIndex.build(ids, vectors, kind=kind)
     hits = index.search(vectors[5], k=3)[0]
     assert hits[0].id == ids[5]
-    assert hits[0].score == pytest.approx(1.0, abs=1e-5)
+    # The graph keeps 8-bit codes of the vectors (a quarter of the memory): its scores are close, not
+    # exact; HeadlineIndex.query recomputes the scores it shows from the stored float32 vectors.
+    assert hits[0].score == pytest.approx(1.0, abs=1e-5 if kind == "flat" else 2e-2)
     assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
 
 

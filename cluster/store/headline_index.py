@@ -34,7 +34,6 @@ from ..judge import Judgement
 from ..pipeline import EmbedderLike
 from ..records import Record
 from ..settings import LEVELS, judgement_for
-from .ann import VectorIndex
 from .assign import Assigner
 from .ids import story_order
 from .integrity import CheckReport
@@ -58,6 +57,7 @@ from .schema import (
     marks,
     utc_now,
 )
+from .segments import SegmentedIndex
 from .settings_meta import create_settings, settings_changes
 from .story_table import current_story_id, history, refresh_stories, story_infos
 from .types import (
@@ -544,8 +544,8 @@ class HeadlineIndex:
         self._vectors.db = self.db
         self._settings = self._judgement = None
 
-    def maintain(self) -> VectorIndex | None:
-        """Bring vectors.faiss in step and switch a large exact index to HNSW (the nightly maintenance)."""
+    def maintain(self) -> SegmentedIndex | None:
+        """Check every segment file, bring them in step and compact them (the nightly maintenance)."""
         with self.lock():
             return self._vectors.current(announce_lag=True, convert=True)
 
