@@ -194,12 +194,24 @@ def compaction_plan(
             plan.append(([segment], kind, "rebuild"))
             taken.add(segment.name)
     run: list[Segment] = []
-    for segment in [*segments, None]:
+    for position, segment in enumerate([*segments, None]):
         if segment is not None and segment.kind == "flat" and segment.name not in taken:
             run.append(segment)
             continue
         total = sum(live.get(s.name, 0) for s in run)
-        if len(run) > 1 or (run and total >= ann_min_size):
+        before = segments[position - len(run) - 1] if position > len(run) else None
+        if (
+            total >= ann_min_size
+            and before is not None
+            and before.kind == "hnsw"
+            and before.name not in taken
+            and GRAPH_MERGE_RATIO * total >= live.get(before.name, 0)
+        ):
+            # Straight into the graph before the run: building a graph of the run first and then
+            # adding it to that one would insert every vector twice.
+            plan.append(([before, *run], "hnsw", "extend"))
+            taken.update(s.name for s in [before, *run])
+        elif len(run) > 1 or (run and total >= ann_min_size):
             plan.append((run, "hnsw" if total >= ann_min_size else "flat", "rebuild"))
             taken.update(s.name for s in run)
         run = []
