@@ -345,7 +345,8 @@ def test_repair_after_truncation(runner: CliRunner, index: Path) -> None:
     stats = json.loads(run(runner, "index", "stats", "--index", index, "--format", "json").stdout)
     assert stats["faiss"]["in_step"] is False
     result = run(runner, "index", "repair", "--index", index)
-    assert result.exit_code == 0 and f"repaired: segments/{path.name} did not match its recorded checksum" in result.stderr
+    assert result.exit_code == 0
+    assert f"repaired: segments/{path.name} did not match its recorded checksum" in result.stderr
     stats = json.loads(run(runner, "index", "stats", "--index", index, "--format", "json").stdout)
     assert stats["faiss"]["in_step"] and stats["headlines"] == 3
 

@@ -82,19 +82,19 @@ def test_compaction_merges_segments_and_keeps_every_vector(tmp_path: Path, monke
         assert len(segment_files(folder)) == 3
         queries = ["topic1 report", "topic3 report number 7", "topic4 anything"]
         expected = {q: [h.headline.id for h in index.query(q, k=8)] for q in queries}
-        index.maintain()  # three flat segments of 40 vectors in all: one graph
+        index.maintain()  # three flat segments of 40 vectors in all: one approximate (ivf) segment
         info = index.stats()["faiss"]
-        assert [s["kind"] for s in info["segments"]] == ["hnsw"] and info["vectors"] == 40 and info["in_step"]
+        assert [s["kind"] for s in info["segments"]] == ["ivf"] and info["vectors"] == 40 and info["in_step"]
         assert {q: [h.headline.id for h in index.query(q, k=8)] for q in queries} == expected
         index.add(second)
-        index.maintain()  # 12 flat after a graph of 40: below the graph size, left as it is
-        assert [s["kind"] for s in index.stats()["faiss"]["segments"]] == ["hnsw", "flat"]
-        graph = fingerprints(folder)[manifest_names(index)[0]]
+        index.maintain()  # 12 flat after the ivf segment of 40: too few for an approximate index, left as is
+        assert [s["kind"] for s in index.stats()["faiss"]["segments"]] == ["ivf", "flat"]
+        approximate = fingerprints(folder)[manifest_names(index)[0]]
         index.add(third)
-        index.maintain()  # 12 + 13 flat: a graph, and 25 >= 40 / 4: taken into the older graph
+        index.maintain()  # 12 + 13 flat, and 25 >= 40 / 4: taken straight into the ivf segment
         info = index.stats()["faiss"]
-        assert [s["kind"] for s in info["segments"]] == ["hnsw"] and info["vectors"] == 65 and info["in_step"]
-        assert graph not in fingerprints(folder).values()  # a new file: the old one was never rewritten
+        assert [s["kind"] for s in info["segments"]] == ["ivf"] and info["vectors"] == 65 and info["in_step"]
+        assert approximate not in fingerprints(folder).values()  # a new file: the old one was never rewritten
         assert index.check().ok
         for text in queries:
             assert [h.headline.id for h in index.query(text, k=6)] == [i for i, _ in exact_hits(index, text, 6)]
@@ -253,8 +253,8 @@ def test_query_hits_equal_exact_search_over_every_kind_of_segment(tmp_path: Path
         for batch in batches([30, 8, 7], topics=9):
             index.add(batch)
             if len(index.stats()["faiss"]["segments"]) == 1:
-                index.maintain()  # the first 30 as a graph of 8-bit codes, then two flat files
-        assert [s["kind"] for s in index.stats()["faiss"]["segments"]] == ["hnsw", "flat", "flat"]
+                index.maintain()  # the first 30 as an ivf segment of 8-bit codes, then two flat files
+        assert [s["kind"] for s in index.stats()["faiss"]["segments"]] == ["ivf", "flat", "flat"]
         for text in ["topic1 report", "topic5 report number 3", "something else entirely", "topic8"]:
             hits = index.query(text, k=7)
             exact = exact_hits(index, text, 7)
@@ -274,7 +274,8 @@ def test_story_assignment_does_not_depend_on_the_segments(tmp_path: Path, monkey
             index.add(batch)
             index.maintain()
         assert story_ids(index) == expected
-        assert [(h.headline.id, h.story_similarity) for h in index.query("topic2 report", k=5, explain=True)] == explained
+        hits = index.query("topic2 report", k=5, explain=True)
+        assert [(h.headline.id, h.story_similarity) for h in hits] == explained
 
 
 def test_a_file_left_by_a_killed_run_is_removed_by_the_next_writer(tmp_path: Path) -> None:

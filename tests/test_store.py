@@ -414,17 +414,17 @@ def test_repair_recomputes_story_records_that_disagree(tmp_path: Path) -> None:
         assert index.db.execute("SELECT size FROM stories WHERE id = ?", (story_id,)).fetchone()[0] == 4
 
 
-def test_a_large_index_turns_hnsw_at_repair_and_stays_consistent(tmp_path: Path, monkeypatch) -> None:
+def test_a_large_index_turns_approximate_at_repair_and_stays_consistent(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setattr("cluster.store.ann.ANN_MIN_SIZE", 30)
     with open_index(tmp_path / "idx") as index:
         index.add(headlines(40))
-        assert index.stats()["faiss"]["kind"] == "flat"  # adding never pays for a graph build
+        assert index.stats()["faiss"]["kind"] == "flat"  # adding never pays for training an index
         index.repair()
-        assert index.stats()["faiss"]["kind"] == "hnsw"
-        index.remove(["h1"])  # HNSW cannot delete: the graph is rebuilt without it
+        assert index.stats()["faiss"]["kind"] == "ivf"
+        index.remove(["h1"])  # a tombstone: searches skip it, compaction drops it
         index.add(headlines(45)[40:])
         info = index.stats()["faiss"]
-        assert info["kind"] == "hnsw" and info["in_step"] and info["vectors"] == 44
+        assert info["kind"] == "ivf" and info["in_step"] and info["vectors"] == 44
         assert index.query("topic2 report", k=1)[0].headline.text.startswith("topic2")
 
 

@@ -15,7 +15,7 @@ it whole or finds it gone and reads the manifest again.
 
 Rows are never reused (``meta`` ``next_row``), so a vector whose headline was removed can stay in its
 segment as a tombstone: searches join hits with the headlines table, which drops it, and compaction
-leaves it out when it writes the segment again. HNSW graphs cannot delete; this is how they need not.
+leaves it out when it writes the segment again. Nothing has to delete from a file in place.
 """
 
 from __future__ import annotations
@@ -41,9 +41,10 @@ costs reading and writing the run's vectors, at most a day's adds."""
 TOMBSTONE_SHARE = 0.3
 """A segment whose removed vectors exceed this share is written again without them at compaction."""
 GRAPH_MERGE_RATIO = 4
-"""Two neighbouring HNSW segments merge at compaction when the newer holds at least 1/4 of the older's
-vectors. Merging adds the newer's vectors to the older's graph, so its cost is the newer's size; the
-ratio keeps segment sizes geometric: a few segments at any size, each vector merged a few times."""
+"""Two neighbouring approximate segments merge at compaction when the newer holds at least 1/4 of the
+older's vectors. Merging adds the newer's vectors to the older's index (each goes to its cell), so its
+cost is the newer's size plus writing the result; the ratio keeps segment sizes geometric: a few
+segments at any size, each vector written again a few times."""
 
 
 @dataclass(frozen=True)
@@ -142,8 +143,8 @@ class SegmentedIndex:
 
     @property
     def kind(self) -> str:
-        """``hnsw`` when a graph holds part of the vectors, else ``flat``."""
-        return "hnsw" if any(vi.kind == "hnsw" for _, vi in self.parts) else "flat"
+        """The approximate kind (``ivf``, ``hnsw``) when one holds part of the vectors, else ``flat``."""
+        return next((vi.kind for _, vi in self.parts if vi.kind != "flat"), "flat")
 
     @property
     def exact(self) -> bool:
@@ -171,26 +172,28 @@ class SegmentedIndex:
 
 
 def compaction_plan(
-    segments: Sequence[Segment], live: Mapping[str, int], ann_min_size: int
+    segments: Sequence[Segment], live: Mapping[str, int], ann_min_size: int, ann_kind: str
 ) -> list[tuple[list[Segment], str, str]]:
     """Which neighbouring segments to write again as one, and how: ``(run, kind, how)`` each.
 
     ``live``: the live (not removed) vectors of each segment. ``how`` is ``rebuild`` (a new index of the
-    run's live rows, read from the database) or ``extend`` (the first segment's graph with the others'
-    vectors added: the graph is extended, not built again). The plan, in order:
+    run's live rows, read from the database) or ``extend`` (the first segment's approximate index with
+    the others' vectors added: extended, not built again). ``ann_kind`` is the approximate kind large
+    segments get. The plan, in order:
 
     1. a segment with more than :data:`TOMBSTONE_SHARE` removed vectors is rebuilt without them;
-    2. every run of neighbouring flat segments becomes one segment, a graph once it reaches
-       ``ann_min_size`` (that is when nightly turns a growing index into HNSW);
-    3. a graph segment followed by one holding at least 1/:data:`GRAPH_MERGE_RATIO` of its vectors takes
-       them into its graph.
+    2. every run of neighbouring flat segments becomes one segment, approximate once it reaches
+       ``ann_min_size`` (that is when nightly turns a growing index approximate), and taken straight
+       into the approximate segment before it when it holds 1/:data:`GRAPH_MERGE_RATIO` of that one's;
+    3. an approximate segment followed by one holding at least 1/:data:`GRAPH_MERGE_RATIO` of its
+       vectors takes them in.
     """
     plan: list[tuple[list[Segment], str, str]] = []
     taken: set[str] = set()
     for segment in segments:
         dead = segment.vectors - live.get(segment.name, 0)
         if segment.vectors and dead > TOMBSTONE_SHARE * segment.vectors:
-            kind = "hnsw" if live.get(segment.name, 0) >= ann_min_size else "flat"
+            kind = ann_kind if live.get(segment.name, 0) >= ann_min_size else "flat"
             plan.append(([segment], kind, "rebuild"))
             taken.add(segment.name)
     run: list[Segment] = []
@@ -203,25 +206,25 @@ def compaction_plan(
         if (
             total >= ann_min_size
             and before is not None
-            and before.kind == "hnsw"
+            and before.kind == ann_kind
             and before.name not in taken
             and GRAPH_MERGE_RATIO * total >= live.get(before.name, 0)
         ):
             # Straight into the graph before the run: building a graph of the run first and then
             # adding it to that one would insert every vector twice.
-            plan.append(([before, *run], "hnsw", "extend"))
+            plan.append(([before, *run], ann_kind, "extend"))
             taken.update(s.name for s in [before, *run])
         elif len(run) > 1 or (run and total >= ann_min_size):
-            plan.append((run, "hnsw" if total >= ann_min_size else "flat", "rebuild"))
+            plan.append((run, ann_kind if total >= ann_min_size else "flat", "rebuild"))
             taken.update(s.name for s in run)
         run = []
-    graphs = [s for s in segments if s.kind == "hnsw" and s.name not in taken]
+    graphs = [s for s in segments if s.kind == ann_kind and s.name not in taken]
     index = 0
     while index + 1 < len(graphs):
         older, newer = graphs[index], graphs[index + 1]
         neighbours = segments.index(newer) == segments.index(older) + 1
         if neighbours and GRAPH_MERGE_RATIO * live.get(newer.name, 0) >= live.get(older.name, 0):
-            plan.append(([older, newer], "hnsw", "extend"))
+            plan.append(([older, newer], ann_kind, "extend"))
             index += 2
         else:
             index += 1

@@ -12,7 +12,8 @@ count recorded in the manifest in ``meta`` afterwards. Three costs decide the de
   manifest names it: a long-running service reads only the files that are new since its last query.
   A damaged segment is rebuilt from SQLite, on disk when no writer is busy, else in memory;
 * **maintenance** (``nightly``, ``repair``) checks every checksum and compacts (:func:`compaction_plan`):
-  small files merge, a large flat run becomes a graph, graphs take their successors in, tombstones go.
+  small files merge, a large flat run becomes an approximate (``ivf``) segment, which takes in the
+  segments after it, and tombstones go.
 
 An index written before segments has one ``vectors.faiss``: it is read as a one-segment manifest, and
 the first writer links it into ``segments/`` (no copy, no rebuild) and records the manifest.
@@ -228,9 +229,11 @@ class VectorFile:
         """A segment's index made again from the database: its range's live rows."""
         rows, vectors = self._rows_between(segment.low, segment.high)
         kind = kind or segment.kind
-        if kind == "hnsw" and len(rows) < ann.ANN_MIN_SIZE:
+        if kind != "flat" and len(rows) < ann.ANN_MIN_SIZE:
             kind = "flat"
-        vi = VectorIndex(self._dimension() or 0, kind=kind)
+        elif kind != "flat":
+            kind = ann.ANN_KIND  # a graph of an older file comes back as today's kind
+        vi = VectorIndex(self._dimension() or 0, kind=kind, size=len(rows))
         vi.add(rows, vectors)
         return vi
 
@@ -299,7 +302,7 @@ class VectorFile:
         self._stale = set()
         segments = kept
         high = covered_high(segments)
-        added = self._catch_up(high)
+        added = self._catch_up(high, graph=compact)
         if added is not None:
             # Rows this object did not commit itself: an earlier run was killed after its commit.
             lacked = added.vectors - sum(len(r) for r, _ in self._buffer if len(r) and r[0] > high)
@@ -326,9 +329,11 @@ class VectorFile:
         for problem in problems:
             self._notify(f"{problem}: rebuilt it from {DB_FILE}")
 
-    def _catch_up(self, high: int) -> Segment | None:
-        """A new flat segment of the rows above ``high``: from this writer's buffer when it holds exactly
-        them, else read from SQLite (the buffer is then incomplete: rows of a killed run, say)."""
+    def _catch_up(self, high: int, *, graph: bool = False) -> Segment | None:
+        """A new segment of the rows above ``high``: from this writer's buffer when it holds exactly them,
+        else read from SQLite (the buffer is then incomplete: rows of a killed run, say). Flat, since an
+        add never builds a graph; with ``graph`` (maintenance) an approximate index when that many rows call
+        for one, rather than a flat file that compaction would read back at once."""
         top = self._top_row()
         if top <= high:
             return None
@@ -339,8 +344,10 @@ class VectorFile:
             vectors = np.concatenate([v for _, v in pending])
         else:
             rows, vectors = self._rows_between(high, top)
-        vi = VectorIndex(self._dimension() or 0, kind="flat")  # an add never builds a graph
+        kind = ann.ANN_KIND if graph and len(rows) >= ann.ANN_MIN_SIZE else "flat"
+        vi = VectorIndex(self._dimension() or 0, kind=kind, size=len(rows))
         vi.add(rows, vectors)
+        del vectors  # the rows' float32 copy: not needed beside the graph while it is written
         return self._write(vi, high, top)
 
     def _merge_flat_tail(self, segments: list[Segment]) -> list[Segment]:
@@ -356,7 +363,7 @@ class VectorFile:
 
     def _compact(self, segments: list[Segment]) -> list[Segment]:
         live = {s.name: self._live(s) for s in segments}
-        plan = compaction_plan(segments, live, ann.ANN_MIN_SIZE)
+        plan = compaction_plan(segments, live, ann.ANN_MIN_SIZE, ann.ANN_KIND)
         replaced: dict[str, Segment] = {}
         dropped: set[str] = set()
         for run, kind, how in plan:
@@ -465,7 +472,7 @@ class VectorFile:
         held = np.unique(np.concatenate(found)) if found else np.zeros(0, dtype=np.int64)
         duplicates = sum(len(f) for f in found) - len(held)
         info["checksum_ok"] = all(e["checksum_ok"] for e in info["segments"])
-        info["kind"] = "hnsw" if any(e["kind"] == "hnsw" for e in info["segments"]) else "flat"
+        info["kind"] = next((e["kind"] for e in info["segments"] if e["kind"] != "flat"), "flat")
         info["vectors"] = int(len(np.intersect1d(held, rows, assume_unique=True)))
         info["missing"] = int(len(np.setdiff1d(rows, held)))
         info["tombstones"] = int(len(held) - info["vectors"])  # removed headlines, dropped at compaction
