@@ -282,7 +282,7 @@ def build_fixture(n: int, folder: Path, rng: np.random.Generator, results: dict)
         insert_grouped(index.db, embedder.model_id, texts[:n], times[:n], vectors[:n], groups)
     seconds_insert = time.perf_counter() - started
     print(f"fixture: {n:,} synthetic headlines into SQLite (fast path) in {seconds_insert:.0f} s", flush=True)
-    _, seconds_segments = timed(index.maintain)  # the segment files, caught up from SQLite as a graph
+    _, seconds_segments = timed(index.maintain)  # the segment files, caught up from SQLite as one ivf segment
     info = index.stats()["faiss"]
     index.close()
     print(
@@ -411,7 +411,7 @@ def child_query(folder: Path) -> dict:
         "search_p99_ms": raw_p99,
         "segments_searched": segments,
         "recall_at_10_text_queries": overlap(text_hits[:200], wanted["exact_text"]),
-        "recall_at_10_probes_graph_scores": overlap(raw_found, exact_rows),
+        "recall_at_10_probes_index_scores": overlap(raw_found, exact_rows),
         "recall_at_10_probes_reranked": overlap(reranked, exact_rows),
         "recall_close_neighbours_reranked": overlap(reranked, close),
         "peak_rss_gb": vm_hwm_gb(),
@@ -477,7 +477,7 @@ def bench_segments(n: int, folder: Path, rng: np.random.Generator, results: dict
     print(
         f"recall@10 against exact search: stored-text queries {query['recall_at_10_text_queries']:.3f}; perturbed "
         f"probes {query['recall_at_10_probes_reranked']:.3f} as queries rank them (exact rerank of 20), "
-        f"{query['recall_at_10_probes_graph_scores']:.3f} by the graph's 8-bit scores alone, close neighbours "
+        f"{query['recall_at_10_probes_index_scores']:.3f} by the index's 8-bit scores alone, close neighbours "
         f"(similarity >= 0.5) {query['recall_close_neighbours_reranked']:.3f}",
         flush=True,
     )

@@ -101,8 +101,7 @@ class VectorIndex:
     @property
     def exact(self) -> bool:
         """Whether scores are exact float32 inner products (flat, or a float32 graph of an older file)."""
-        base = faiss.downcast_index(self._index.index)
-        return not isinstance(base, (faiss.IndexHNSWSQ, faiss.IndexIVF))
+        return not isinstance(self._base, (faiss.IndexHNSWSQ, faiss.IndexIVF))
 
     def ids(self) -> np.ndarray:
         return faiss.vector_to_array(self._index.id_map).astype(np.int64)

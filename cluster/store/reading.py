@@ -57,10 +57,11 @@ def _vector_of(index: HeadlineIndex, normalized: str) -> np.ndarray:
 def _hits(
     index: HeadlineIndex, neighbors: Sequence, vector: np.ndarray, normalized: str, explain: bool
 ) -> list[QueryHit]:
-    headlines = {h.row: h for h in headlines_by_row(index.db, [n.id for n in neighbors])}
-    exact = exact_scores(index.db, list(headlines), vector)
+    headlines, exact = _headlines_scored(index.db, [n.id for n in neighbors], vector)
+    for n in neighbors:
+        exact.setdefault(n.id, n.score)
     # Removed rows (no headline) drop out here; ties keep the search's order.
-    neighbors = sorted((n for n in neighbors if n.id in exact), key=lambda n: -exact[n.id])
+    neighbors = sorted((n for n in neighbors if n.id in headlines), key=lambda n: -exact[n.id])
     stories: dict[str, tuple[int, float]] = {}
     if explain:
         wanted = {h.story_id for h in headlines.values()}
@@ -76,6 +77,26 @@ def _hits(
     return hits
 
 
+def _headlines_scored(
+    db: Database, rows: Sequence[int], vector: np.ndarray
+) -> tuple[dict[int, Headline], dict[int, float]]:
+    """The headlines of ``rows`` and their exact cosine to ``vector``, in one query (see exact_scores)."""
+    headlines: dict[int, Headline] = {}
+    scores: dict[int, float] = {}
+    query = np.asarray(vector, dtype=np.float32)
+    for chunk in chunks(list(rows)):
+        for *columns, blob in db.execute(
+            f"SELECT {HEADLINE_COLUMNS}, e.vector FROM headlines h LEFT JOIN embeddings e "
+            f"ON e.text_key = h.text_key WHERE h.row IN ({marks(len(chunk))})",
+            chunk,
+        ):
+            headline = Headline(*columns)
+            headlines[headline.row] = headline
+            if blob is not None:  # a lost vector (index check reports it) keeps the search's score
+                scores[headline.row] = float(np.dot(np.frombuffer(blob, dtype=np.float32), query))
+    return headlines, scores
+
+
 def exact_scores(db: Database, rows: Sequence[int], vector: np.ndarray) -> dict[int, float]:
     """Each row's cosine to ``vector``, from its stored float32 vector (the database's, not a file's)."""
     found: dict[int, float] = {}
@@ -87,16 +108,4 @@ def exact_scores(db: Database, rows: Sequence[int], vector: np.ndarray) -> dict[
             chunk,
         ):
             found[int(row)] = float(np.dot(np.frombuffer(blob, dtype=np.float32), query))
-    return found
-
-
-def headlines_by_row(db: Database, rows: Sequence[int]) -> list[Headline]:
-    found = []
-    for chunk in chunks(list(rows)):
-        found.extend(
-            Headline(*r)
-            for r in db.execute(
-                f"SELECT {HEADLINE_COLUMNS} FROM headlines h WHERE h.row IN ({marks(len(chunk))})", chunk
-            )
-        )
     return found

@@ -413,8 +413,8 @@ class VectorFile:
             self._memory = (high, VectorIndex(dimension))
         memory = self._memory[1]
         done = max(high, int(memory.ids().max()) if len(memory) else high)
-        rows, vectors = self._rows_between(done)
-        memory.add(rows, vectors)  # a reader's catch-up stays in memory; the next writer writes a file
+        if self._top_row() > done:  # one indexed lookup per query when nothing is new
+            memory.add(*self._rows_between(done))  # a reader's catch-up stays in memory; a writer writes it
         if len(memory):
             parts.append((None, memory))
         live = [name for name in self._loaded if any(s.name == name for s in segments)]
