@@ -1,28 +1,38 @@
-"""Benchmark of the persistent index: add throughput, query latency, memory. Figures, not tests.
+"""Benchmark of the persistent index: add throughput, segments at 1M, query latency, memory. Figures, not tests.
 
-    python scripts/bench_index.py            # 100k adds, 1M vectors (about 15-25 minutes on 2 cores)
-    python scripts/bench_index.py --quick    # 10k adds, 100k vectors (a few minutes)
+    python scripts/bench_index.py                    # 100k adds, then the 1M segments part (~20 minutes on 2 cores)
+    python scripts/bench_index.py --parts segments   # only the 1M segments part (~10 minutes)
+    python scripts/bench_index.py --quick            # 10k adds, 100k vectors (a few minutes)
 
-1. **Adds with cached embeddings.** N synthetic headlines (stories of about 5 headlines spread over a
-   day, 30 days in all, time-ordered as a feed arrives) whose vectors sit in an on-disk embedding cache,
-   as after an earlier run: ``HeadlineIndex.add`` with the real default-model ``Embedder`` reads them
-   from the cache instead of running the model. Timed: the whole ``add`` (normalize, cache lookups,
-   online story assignment, SQLite commits, the FAISS file write). Then 1,000 more into the full index,
-   as a cron run would add them, then ``repair``, which turns the index into HNSW at this size, and
-   1,000 more into that HNSW index.
-2. **Queries.** ``HeadlineIndex.query`` on the index of part 1 (query text already stored, so this is
-   search + SQLite, without the model), and the model's own time to embed one new query. Then
-   ``VectorIndex`` at 1M synthetic unit vectors (quick: 100k): HNSW build time, single-query p50/p99,
-   recall@10 against exact search, and exact (flat) search p50 for comparison.
-3. **Memory.** Peak resident set size after each part.
+Parts (``--parts``, comma-separated; default ``adds,segments``):
 
-Vectors are synthetic (clustered unit vectors in the default model's 384 dimensions); the model is
-loaded only for the Embedder object and one timed query embedding.
+1. ``adds``: **adds with cached embeddings.** N synthetic headlines (stories of about 5 headlines spread
+   over a day, 30 days in all, time-ordered as a feed arrives) whose vectors sit in an on-disk embedding
+   cache, as after an earlier run: ``HeadlineIndex.add`` with the real default-model ``Embedder`` reads
+   them from the cache instead of running the model. Timed: the whole ``add`` (normalize, cache lookups,
+   online story assignment, SQLite commits, the segment write). Then 1,000 more into the full index, as
+   a cron run would add them, then ``repair``, which compacts the index into one ``ivf`` segment at
+   this size, and 1,000 more into that index. ``HeadlineIndex.query`` on it (query text already
+   stored, so search + SQLite, without the model), and the model's own time to embed one new query.
+2. ``segments``: **a 1M-headline index folder**, then measurements in fresh processes. The fixture is
+   built by a fast path and is synthetic: texts, times (a year), stories and 384-dimensional clustered
+   unit vectors, stored by ``cluster.store.bulk.insert_grouped`` (the tables ``add`` writes, in 50,000-row
+   transactions, without online assignment), its segment files by ``HeadlineIndex.maintain()`` (the
+   nightly maintenance, which builds one ``ivf`` segment from SQLite). Then, each in a new process:
+   *add* 1,000 cached headlines (open + add, as a cron run), with the inode, modification time and
+   CRC32 of every older segment file compared before and after; *query*: open the index and answer
+   1,000 ``HeadlineIndex.query`` calls (stored texts), plus 200 perturbed probe vectors through the
+   segments, reporting the process's own peak memory (VmHWM), p50/p99, and recall@10 against exact
+   search computed by brute force over all vectors.
+3. ``vectors``: ``VectorIndex`` at 1M synthetic vectors in memory (quick: 100k): HNSW build time,
+   single-query p50/p99, recall@10 against exact search, and exact (flat) search p50 by size. This is
+   the in-memory comparison of before segments (an HNSW build at 1M takes over 20 minutes on one core).
 
 Threads: numpy (OpenBLAS) and FAISS (OpenMP) use every core by default. On a machine whose cores are
 busy with other work, their threads wait on each other and one thread is faster; compare with
 ``OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 python scripts/bench_index.py``. The header line prints
-the settings and the load average, since both move the figures.
+the settings and the load average, since both move the figures. Single-query searches always run on
+one FAISS thread.
 """
 
 from __future__ import annotations
@@ -153,7 +163,7 @@ def bench_adds(n: int, folder: Path, rng: np.random.Generator, results: dict) ->
     _, seconds_repair = timed(index.repair)
     kind = index.stats()["faiss"]["kind"]
     results["repair"] = {"seconds": seconds_repair, "kind": kind}
-    print(f"repair (rewrites vectors.faiss as {kind}): {seconds_repair:.1f} s", flush=True)
+    print(f"repair (checks and compacts the segment files into {kind}): {seconds_repair:.1f} s", flush=True)
     _, seconds_later = timed(index.add, later_records)
     results["add_1000_into_repaired"] = {"seconds": seconds_later, "kind": kind}
     print(f"add 1,000 more into the repaired ({kind}) index: {seconds_later:.2f} s", flush=True)
@@ -165,7 +175,7 @@ def bench_index_queries(
 ) -> None:
     texts = [h.text for h in index.headlines()]
     picks = rng.choice(len(texts), size=min(queries, len(texts)), replace=False)
-    index.query(texts[0], 10)  # loads vectors.faiss once, as a long-running service would
+    index.query(texts[0], 10)  # reads the segment files once, as a long-running service would
     samples = [timed(index.query, texts[i], 10)[1] for i in picks]
     p50, p99 = percentiles_ms(samples)
     embed_samples = [

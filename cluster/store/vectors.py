@@ -332,7 +332,7 @@ class VectorFile:
     def _catch_up(self, high: int, *, graph: bool = False) -> Segment | None:
         """A new segment of the rows above ``high``: from this writer's buffer when it holds exactly them,
         else read from SQLite (the buffer is then incomplete: rows of a killed run, say). Flat, since an
-        add never builds a graph; with ``graph`` (maintenance) an approximate index when that many rows call
+        add never trains an index; with ``graph`` (maintenance) an approximate one when that many rows call
         for one, rather than a flat file that compaction would read back at once."""
         top = self._top_row()
         if top <= high:
@@ -347,7 +347,7 @@ class VectorFile:
         kind = ann.ANN_KIND if graph and len(rows) >= ann.ANN_MIN_SIZE else "flat"
         vi = VectorIndex(self._dimension() or 0, kind=kind, size=len(rows))
         vi.add(rows, vectors)
-        del vectors  # the rows' float32 copy: not needed beside the graph while it is written
+        del vectors  # the rows' float32 copy: not needed beside the index while it is written
         return self._write(vi, high, top)
 
     def _merge_flat_tail(self, segments: list[Segment]) -> list[Segment]:
