@@ -170,9 +170,9 @@ def test_removal_works_across_segments(tmp_path: Path) -> None:
         assert len(hits) == 24 and not {h.headline.id for h in hits} & set(gone)
         info = index.stats()["faiss"]
         assert info["in_step"] and info["vectors"] == 24 and info["tombstones"] == 6
-        index.maintain()  # half of the middle segment was removed: it is written again without them
+        index.maintain()  # flat files are merged from SQLite: the removed vectors are left out
         info = index.stats()["faiss"]
-        assert info["in_step"] and info["vectors"] == 24 and info["tombstones"] < 6
+        assert info["in_step"] and info["vectors"] == 24 and info["tombstones"] == 0  # the flat files merged
         index.repair()
         assert [h.headline.id for h in index.query("topic0 report", k=24)] == [
             i for i, _ in exact_hits(index, "topic0 report", 24)
@@ -287,3 +287,19 @@ def test_a_file_left_by_a_killed_run_is_removed_by_the_next_writer(tmp_path: Pat
         assert index.check().ok  # not named by the manifest: not part of the index
         index.add(headlines(8))
         assert not stray.exists() and index.check().ok
+
+
+def test_an_approximate_segment_with_many_removed_vectors_is_rebuilt_without_them(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr("cluster.store.ann.ANN_MIN_SIZE", 10)
+    with open_index(tmp_path / "idx") as index:
+        index.add(headlines(30))
+        index.maintain()
+        before = fingerprints(tmp_path / "idx")
+        index.remove([f"h{i}" for i in range(0, 24, 2)])  # 12 of 30: over the 30% share
+        assert fingerprints(tmp_path / "idx") == before
+        index.maintain()
+        info = index.stats()["faiss"]
+        assert [s["kind"] for s in info["segments"]] == ["ivf"] and info["tombstones"] == 0
+        assert info["vectors"] == 18 and info["in_step"] and set(fingerprints(tmp_path / "idx")) != set(before)
+        text = "topic1 report"
+        assert [h.headline.id for h in index.query(text, k=8)] == [i for i, _ in exact_hits(index, text, 8)]

@@ -190,9 +190,10 @@ def compaction_plan(
     """
     plan: list[tuple[list[Segment], str, str]] = []
     taken: set[str] = set()
+    heavy = {s.name for s in segments if s.vectors and s.vectors - live.get(s.name, 0) > TOMBSTONE_SHARE * s.vectors}
     for segment in segments:
-        dead = segment.vectors - live.get(segment.name, 0)
-        if segment.vectors and dead > TOMBSTONE_SHARE * segment.vectors:
+        # A flat one is read back from SQLite by step 2 anyway, which leaves its tombstones out.
+        if segment.name in heavy and segment.kind != "flat":
             kind = ann_kind if live.get(segment.name, 0) >= ann_min_size else "flat"
             plan.append(([segment], kind, "rebuild"))
             taken.add(segment.name)
@@ -214,7 +215,7 @@ def compaction_plan(
             # adding it to that one would insert every vector twice.
             plan.append(([before, *run], ann_kind, "extend"))
             taken.update(s.name for s in [before, *run])
-        elif len(run) > 1 or (run and total >= ann_min_size):
+        elif len(run) > 1 or (run and total >= ann_min_size) or any(s.name in heavy for s in run):
             plan.append((run, ann_kind if total >= ann_min_size else "flat", "rebuild"))
             taken.update(s.name for s in run)
         run = []
