@@ -368,8 +368,9 @@ def unknown_gap_choice(sets: list[PairSet], cs: ClusterSet, gate: float, learned
 
     Imputing the training positives' mean gap makes a list without times look like one event's coverage:
     on OG2021 without times the event level then groups best at a much higher threshold than the one
-    chosen with times, and scores far below plain cosine at that one. So the gap is chosen (per fold, on the other folds) for
-    grouping at the level's own threshold, and a threshold keeps its meaning whether times are known.
+    chosen with times, and scores far below plain cosine at that one. So the gap is chosen (per fold, on
+    the other folds) for grouping at the level's own threshold, and a threshold keeps its meaning whether
+    times are known.
     """
     timeless = without_times(cs)
     per_fold, imputed = [], []

@@ -18,7 +18,7 @@ from test_store import FakeEmbedder
 
 from cluster.cli import main
 from cluster.settings import judgement_for
-from cluster.store import FAISS_FILE, HeadlineIndex
+from cluster.store import HeadlineIndex
 
 
 @pytest.fixture
@@ -341,12 +341,13 @@ def test_export_round_trips_into_a_new_index(tmp_path: Path, runner: CliRunner, 
 
 
 def test_repair_after_truncation(runner: CliRunner, index: Path) -> None:
-    path = index / FAISS_FILE
+    (path,) = sorted((index / "segments").glob("*.faiss"))
     path.write_bytes(path.read_bytes()[:100])
     stats = json.loads(run(runner, "index", "stats", "--index", index, "--format", "json").stdout)
     assert stats["faiss"]["in_step"] is False
     result = run(runner, "index", "repair", "--index", index)
-    assert result.exit_code == 0 and "repaired: vectors.faiss did not match its recorded checksum" in result.stderr
+    assert result.exit_code == 0
+    assert f"repaired: segments/{path.name} did not match its recorded checksum" in result.stderr
     stats = json.loads(run(runner, "index", "stats", "--index", index, "--format", "json").stdout)
     assert stats["faiss"]["in_step"] and stats["headlines"] == 3
 

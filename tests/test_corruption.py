@@ -23,7 +23,7 @@ from test_store import T0, FakeEmbedder, headlines, open_index
 
 from cluster.cli import main
 from cluster.errors import IndexDamagedError, InputError
-from cluster.store import DB_FILE, FAISS_FILE, HeadlineIndex
+from cluster.store import DB_FILE, HeadlineIndex
 from cluster.store.schema import sqlite_problem
 
 N = 600
@@ -138,7 +138,7 @@ def test_a_story_record_that_disagrees_is_recomputed(built: Path) -> None:
 
 @pytest.mark.parametrize("damage", ["truncate", "delete", "garble"])
 def test_a_damaged_vector_file_is_detected_and_rebuilt(built: Path, damage: str) -> None:
-    faiss_file = built / FAISS_FILE
+    (faiss_file,) = sorted((built / "segments").glob("*.faiss"))  # one add: one segment file
     if damage == "truncate":
         faiss_file.write_bytes(faiss_file.read_bytes()[:1000])
     elif damage == "delete":
@@ -154,7 +154,8 @@ def test_a_damaged_vector_file_is_detected_and_rebuilt(built: Path, damage: str)
 
 def test_the_vector_file_has_the_database_files_mode(built: Path) -> None:
     mode = stat.S_IMODE(os.stat(built / DB_FILE).st_mode)
-    assert stat.S_IMODE(os.stat(built / FAISS_FILE).st_mode) == mode
+    files = sorted((built / "segments").glob("*.faiss"))
+    assert files and all(stat.S_IMODE(os.stat(f).st_mode) == mode for f in files)
 
 
 def test_sqlite_errors_become_advice() -> None:

@@ -13,14 +13,16 @@ def random_unit(n: int, dim: int = 16, seed: int = 0) -> np.ndarray:
     return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
 
 
-@pytest.mark.parametrize("kind", ["flat", "hnsw"])
+@pytest.mark.parametrize("kind", ["flat", "ivf", "hnsw"])
 def test_search_returns_best_first_with_ids(kind: str) -> None:
     vectors = random_unit(200)
     ids = np.arange(200, dtype=np.int64) * 10 + (1 << 40)  # 64-bit ids survive
     index = VectorIndex.build(ids, vectors, kind=kind)
     hits = index.search(vectors[5], k=3)[0]
     assert hits[0].id == ids[5]
-    assert hits[0].score == pytest.approx(1.0, abs=1e-5)
+    # ivf and hnsw keep 8-bit codes of the vectors (a quarter of the memory): their scores are close, not
+    # exact; HeadlineIndex.query recomputes the scores it shows from the stored float32 vectors.
+    assert hits[0].score == pytest.approx(1.0, abs=1e-5 if kind == "flat" else 2e-2)
     assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
 
 
@@ -53,10 +55,14 @@ def test_save_load_round_trip(tmp_path) -> None:
     assert loaded.search(vectors[3], 1)[0][0].id == 10
 
 
-def test_hnsw_round_trip_keeps_kind(tmp_path) -> None:
-    index = VectorIndex.build(np.arange(100), random_unit(100), kind="hnsw")
+@pytest.mark.parametrize("kind", ["ivf", "hnsw"])
+def test_approximate_round_trip_keeps_kind(tmp_path, kind: str) -> None:
+    vectors = random_unit(100)
+    index = VectorIndex.build(np.arange(100), vectors, kind=kind)
     index.save(tmp_path / "h.faiss")
-    assert VectorIndex.load(tmp_path / "h.faiss").kind == "hnsw"
+    loaded = VectorIndex.load(tmp_path / "h.faiss")
+    assert loaded.kind == kind and not loaded.exact
+    assert loaded.search(vectors[7], 1)[0][0].id == 7
 
 
 def test_remove_from_flat_index() -> None:

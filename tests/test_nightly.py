@@ -228,10 +228,10 @@ def test_an_empty_window_writes_empty_outputs(tmp_path: Path) -> None:
     assert (tmp_path / "out" / "headlines.csv").read_text() == "id,story_id,published_at\n"
 
 
-def test_nightly_switches_a_large_index_to_hnsw(tmp_path: Path, monkeypatch) -> None:
+def test_nightly_switches_a_large_index_to_an_approximate_one(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setattr("cluster.store.ann.ANN_MIN_SIZE", 30)
     with open_index(tmp_path / "idx") as index:
         index.add(headlines(40))
         nightly.run_nightly(index, T0, T0 + 2 * DAY)
         info = index.stats()["faiss"]
-        assert info["kind"] == "hnsw" and info["in_step"]
+        assert info["kind"] == "ivf" and info["in_step"]

@@ -20,8 +20,7 @@ import cluster.store as store
 from cluster.errors import InputError
 from cluster.records import Record, content_id
 from cluster.settings import judgement_for
-from cluster.store import FAISS_FILE, HeadlineIndex, parse_duration, read_input
-from cluster.store.vectors import file_checksum
+from cluster.store import HeadlineIndex, parse_duration, read_input
 
 UTC = timezone.utc
 T0 = datetime(2024, 5, 1, tzinfo=UTC)
@@ -371,7 +370,11 @@ def test_a_damaged_database_is_a_clear_error(tmp_path: Path) -> None:
         HeadlineIndex.open(tmp_path / "idx")
 
 
-# --- the FAISS file -----------------------------------------------------------------------------------
+# --- the segment files ---------------------------------------------------------------------------------
+
+
+def segment_files(folder: Path) -> list[Path]:
+    return sorted((folder / "segments").glob("*.faiss"))
 
 
 def test_truncated_faiss_file_is_detected_and_rebuilt(tmp_path: Path) -> None:
@@ -379,7 +382,7 @@ def test_truncated_faiss_file_is_detected_and_rebuilt(tmp_path: Path) -> None:
         index.add(headlines(40))
         expected = story_ids(index)
         expected_hits = [h.headline.id for h in index.query("topic1 report", k=5)]
-    path = tmp_path / "idx" / FAISS_FILE
+    (path,) = segment_files(tmp_path / "idx")  # one add: one segment file
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     messages: list[str] = []
     with open_index(tmp_path / "idx", messages=messages) as index:
@@ -395,7 +398,8 @@ def test_repair_rebuilds_a_missing_file_and_reports_it(tmp_path: Path) -> None:
     with open_index(tmp_path / "idx") as index:
         index.add(headlines(12))
         expected = story_ids(index)
-    (tmp_path / "idx" / FAISS_FILE).unlink()
+    (path,) = segment_files(tmp_path / "idx")
+    path.unlink()
     with open_index(tmp_path / "idx") as index:
         fixed = index.repair()
         assert any("missing" in f for f in fixed)
@@ -412,17 +416,17 @@ def test_repair_recomputes_story_records_that_disagree(tmp_path: Path) -> None:
         assert index.db.execute("SELECT size FROM stories WHERE id = ?", (story_id,)).fetchone()[0] == 4
 
 
-def test_a_large_index_turns_hnsw_at_repair_and_stays_consistent(tmp_path: Path, monkeypatch) -> None:
+def test_a_large_index_turns_approximate_at_repair_and_stays_consistent(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setattr("cluster.store.ann.ANN_MIN_SIZE", 30)
     with open_index(tmp_path / "idx") as index:
         index.add(headlines(40))
-        assert index.stats()["faiss"]["kind"] == "flat"  # adding never pays for a graph build
+        assert index.stats()["faiss"]["kind"] == "flat"  # adding never pays for training an index
         index.repair()
-        assert index.stats()["faiss"]["kind"] == "hnsw"
-        index.remove(["h1"])  # HNSW cannot delete: the graph is rebuilt without it
+        assert index.stats()["faiss"]["kind"] == "ivf"
+        index.remove(["h1"])  # a tombstone: searches skip it, compaction drops it
         index.add(headlines(45)[40:])
         info = index.stats()["faiss"]
-        assert info["kind"] == "hnsw" and info["in_step"] and info["vectors"] == 44
+        assert info["kind"] == "ivf" and info["in_step"] and info["vectors"] == 44
         assert index.query("topic2 report", k=1)[0].headline.text.startswith("topic2")
 
 
@@ -433,14 +437,15 @@ def test_readers_see_rows_committed_after_the_file_was_written(tmp_path: Path) -
     ):
         writer.add(headlines(10))
         assert len(reader.query("topic1 report", k=50)) == 10
-        stale = (tmp_path / "idx" / FAISS_FILE).read_bytes()
+        stale = writer.db.meta("segments")
         writer.add(headlines(20))
-        # Put back the older file with its checksum, as if the writer were killed before rewriting it.
-        (tmp_path / "idx" / FAISS_FILE).write_bytes(stale)
-        checksum = file_checksum(tmp_path / "idx" / FAISS_FILE)
-        writer.db.execute("UPDATE meta SET value = ? WHERE key = 'faiss_checksum'", (f'"{checksum}"',))
-        writer.db.execute("UPDATE meta SET value = '10' WHERE key = 'faiss_max_row'")
-        writer.db.execute("UPDATE meta SET value = '10' WHERE key = 'faiss_rows'")
+        # Put back the manifest of before and drop the newer segment file, as if the writer were killed
+        # between its commit and the segment write.
+        newer = set(segment_files(tmp_path / "idx")) - {tmp_path / "idx" / "segments" / stale[0]["name"]}
+        for path in newer:
+            path.unlink()
+        with writer.db.transaction():
+            writer.db.set_meta({"segments": stale})
         fresh = HeadlineIndex.open(tmp_path / "idx", embedder=FakeEmbedder(), notify=lambda m: None)
         assert len(fresh.query("topic1 report", k=50)) == 20
         assert fresh.stats()["faiss"]["missing"] == 10  # a reader catches up in memory only

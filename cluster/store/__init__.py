@@ -1,13 +1,15 @@
-"""A persistent headline index: SQLite is the source of truth, the FAISS file is derived from it.
+"""A persistent headline index: SQLite is the source of truth, the FAISS segment files are derived from it.
 
 An index is a folder::
 
     headlines.sqlite   WAL-mode SQLite: meta, headlines, embeddings, stories, story_history, runs
-    vectors.faiss      every headline's vector, keyed by the headline's row number (derived data)
+    segments/          immutable FAISS files, each the vectors of a range of headline rows (derived
+                       data; the manifest naming them is in meta)
     write.lock         flock()ed by the one process that may write; readers never take it
 
-The package, by module: ``schema`` (the database, its connection and transactions), ``vectors`` and
-``ann`` (the FAISS file and its search), ``pending`` (headlines on their way in), ``assign`` (online
+The package, by module: ``schema`` (the database, its connection and transactions), ``segments``,
+``vectors`` and ``ann`` (the segment files, keeping them in step, and search), ``bulk`` (fixtures of
+headlines with decided stories), ``pending`` (headlines on their way in), ``assign`` (online
 story assignment), ``story_table`` (story records and reading stories back), ``maintenance`` (stats,
 repair, nightly bookkeeping), ``types`` (the results) and ``headline_index`` (the facade).
 """

@@ -4,7 +4,8 @@ Crash safety rests on three rules:
 
 1. Every change is one SQLite transaction. ``add`` commits every ``commit_every`` headlines, so a killed
    run keeps what it committed; running it again skips the ids already present and does the rest.
-2. The FAISS file is derived data, replaced whole and checked against ``meta`` (:mod:`.vectors`).
+2. The FAISS segment files are derived data, each written once under a new name and checked against
+   the manifest in ``meta`` (:mod:`.vectors`, :mod:`.segments`).
 3. Writers hold ``write.lock`` for the whole operation, so two ``index add`` processes run one after
    the other; a reader sees committed transactions only and never a partly written file.
 
@@ -34,7 +35,6 @@ from ..judge import Judgement
 from ..pipeline import EmbedderLike
 from ..records import Record
 from ..settings import LEVELS, judgement_for
-from .ann import VectorIndex
 from .assign import Assigner
 from .ids import story_order
 from .integrity import CheckReport
@@ -58,6 +58,7 @@ from .schema import (
     marks,
     utc_now,
 )
+from .segments import SegmentedIndex
 from .settings_meta import create_settings, settings_changes
 from .story_table import current_story_id, history, refresh_stories, story_infos
 from .types import (
@@ -497,7 +498,7 @@ class HeadlineIndex:
         return self.db.execute("SELECT count(*) FROM stories WHERE active = 1").fetchone()[0]
 
     def stats(self) -> dict[str, Any]:
-        """Counts, settings, and whether vectors.faiss matches the database (read-only: repairs nothing)."""
+        """Counts, settings, and whether the segment files match the database (read-only: repairs nothing)."""
         return index_stats(self, self._vectors)
 
     # -- removing and repairing -------------------------------------------------------------------------
@@ -525,7 +526,8 @@ class HeadlineIndex:
         return check_index(self, self._vectors, quick=quick)
 
     def repair(self) -> list[str]:
-        """Repair what :meth:`check` finds and rewrite vectors.faiss; what was wrong ([] when nothing was).
+        """Repair what :meth:`check` finds and bring the segment files in step (damaged ones rebuilt, small
+        ones compacted); what was wrong ([] when nothing was).
 
         A damaged database is rebuilt from what survives, damaged vectors are embedded again from their
         text, story records are recomputed. Story ids of headlines never change here.
@@ -544,8 +546,8 @@ class HeadlineIndex:
         self._vectors.db = self.db
         self._settings = self._judgement = None
 
-    def maintain(self) -> VectorIndex | None:
-        """Bring vectors.faiss in step and switch a large exact index to HNSW (the nightly maintenance)."""
+    def maintain(self) -> SegmentedIndex | None:
+        """Check every segment file, bring them in step and compact them (the nightly maintenance)."""
         with self.lock():
             return self._vectors.current(announce_lag=True, convert=True)
 

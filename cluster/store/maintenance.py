@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 
 def index_stats(index: HeadlineIndex, vectors: VectorFile) -> dict[str, Any]:
-    """Counts, settings, and whether vectors.faiss matches the database (read-only: repairs nothing)."""
+    """Counts, settings, and whether the segment files match the database (read-only: repairs nothing)."""
     db = index.db
     with db.snapshot():
         headlines = index.count()
@@ -50,7 +50,7 @@ def index_stats(index: HeadlineIndex, vectors: VectorFile) -> dict[str, Any]:
             "merges": history.get("merge", 0),
             "splits": history.get("split", 0),
         }
-    # The check describes vectors.faiss too: reading and checksumming the file once is enough.
+    # The check describes the segment files too: reading and checksumming them once is enough.
     check = check_index(index, vectors, quick=True, rows=rows, headlines=headlines)
     info["faiss"] = check.faiss
     info["check"] = check.to_dict()
@@ -109,7 +109,8 @@ def repair_index(index: HeadlineIndex, vectors: VectorFile) -> list[str]:
     if dimension is not None:
         damaged, missing = damaged_vector_rows(index.db, dimension)
         if damaged or missing:
-            count = reembed(index, dimension)
+            count, rows = reembed(index, dimension)
+            vectors.mark_stale(rows)  # their segments hold the old vectors: written again by the rewrite
             fixed.append(
                 f"embedded {count:,} headline text(s) again: {len(damaged):,} stored vector(s) were damaged, "
                 f"{missing:,} missing"
@@ -122,25 +123,28 @@ def repair_index(index: HeadlineIndex, vectors: VectorFile) -> list[str]:
     return fixed
 
 
-def reembed(index: HeadlineIndex, dimension: int) -> int:
-    """Embed again every headline text whose stored vector is damaged or missing; how many texts."""
+def reembed(index: HeadlineIndex, dimension: int) -> tuple[int, list[int]]:
+    """Embed again every headline text whose stored vector is damaged or missing; how many texts, and
+    the rows of the headlines that have them."""
     db = index.db
     todo: dict[bytes, str] = {}
-    for key, normalized, blob in db.execute(
-        "SELECT h.text_key, h.normalized, e.vector FROM headlines h LEFT JOIN embeddings e "
+    rows: list[int] = []
+    for row, key, normalized, blob in db.execute(
+        "SELECT h.row, h.text_key, h.normalized, e.vector FROM headlines h LEFT JOIN embeddings e "
         "ON e.text_key = h.text_key ORDER BY h.row"
     ):
         if blob is None or not is_unit(blob, dimension):
             todo.setdefault(key, normalized)
+            rows.append(int(row))
     if not todo:
-        return 0
+        return 0, []
     fresh = np.asarray(index.embedder_in_use().encode(list(todo.values())), dtype=np.float32)
     with db.transaction():
         db.executemany(
             "INSERT OR REPLACE INTO embeddings (text_key, vector) VALUES (?, ?)",
             [(key, vector.tobytes()) for key, vector in zip(todo, fresh, strict=True)],
         )
-    return len(todo)
+    return len(todo), rows
 
 
 def window_headlines(index: HeadlineIndex, low: float, high: float) -> WindowHeadlines:

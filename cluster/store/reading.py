@@ -17,6 +17,8 @@ from .types import Headline, QueryHit
 from .vectors import VectorFile
 from .writing import stored_vectors
 
+_RERANK_MARGIN = 10  # candidates beyond k that a graph search returns for exact reranking
+
 if TYPE_CHECKING:
     from .headline_index import HeadlineIndex
 
@@ -30,7 +32,10 @@ def query_index(index: HeadlineIndex, vectors: VectorFile, text: str, k: int, ex
     vi = vectors.current(write=False)
     if vi is None or k <= 0:
         return []
-    wanted = k
+    # A graph segment scores with 8-bit codes: ask it for more candidates than shown, and rank them by
+    # the exact score of their stored float32 vectors, so that the order and the cosine a user sees are
+    # those of exact search over the candidates (and exactly so on a flat index).
+    wanted = k if vi.exact else max(2 * k, k + _RERANK_MARGIN)
     while True:
         with one_search_thread():
             neighbors = vi.search(vector, wanted)[0]
@@ -38,7 +43,7 @@ def query_index(index: HeadlineIndex, vectors: VectorFile, text: str, k: int, ex
             hits = _hits(index, neighbors, vector, normalized, explain)
         if len(hits) >= k or len(neighbors) < wanted:
             return hits[:k]
-        wanted *= 2  # some neighbours were removed after the file was written: look further
+        wanted *= 2  # some neighbours were removed (tombstones in their segments): look further
 
 
 def _vector_of(index: HeadlineIndex, normalized: str) -> np.ndarray:
@@ -52,7 +57,11 @@ def _vector_of(index: HeadlineIndex, normalized: str) -> np.ndarray:
 def _hits(
     index: HeadlineIndex, neighbors: Sequence, vector: np.ndarray, normalized: str, explain: bool
 ) -> list[QueryHit]:
-    headlines = {h.row: h for h in headlines_by_row(index.db, [n.id for n in neighbors])}
+    headlines, exact = _headlines_scored(index.db, [n.id for n in neighbors], vector)
+    for n in neighbors:
+        exact.setdefault(n.id, n.score)
+    # Removed rows (no headline) drop out here; ties keep the search's order.
+    neighbors = sorted((n for n in neighbors if n.id in headlines), key=lambda n: -exact[n.id])
     stories: dict[str, tuple[int, float]] = {}
     if explain:
         wanted = {h.story_id for h in headlines.values()}
@@ -64,17 +73,39 @@ def _hits(
         if headline is None:
             continue
         size, mean = stories.get(headline.story_id, (None, None))
-        hits.append(QueryHit(headline, neighbor.score, size, mean, index.threshold if explain else None))
+        hits.append(QueryHit(headline, exact[neighbor.id], size, mean, index.threshold if explain else None))
     return hits
 
 
-def headlines_by_row(db: Database, rows: Sequence[int]) -> list[Headline]:
-    found = []
+def _headlines_scored(
+    db: Database, rows: Sequence[int], vector: np.ndarray
+) -> tuple[dict[int, Headline], dict[int, float]]:
+    """The headlines of ``rows`` and their exact cosine to ``vector``, in one query (see exact_scores)."""
+    headlines: dict[int, Headline] = {}
+    scores: dict[int, float] = {}
+    query = np.asarray(vector, dtype=np.float32)
     for chunk in chunks(list(rows)):
-        found.extend(
-            Headline(*r)
-            for r in db.execute(
-                f"SELECT {HEADLINE_COLUMNS} FROM headlines h WHERE h.row IN ({marks(len(chunk))})", chunk
-            )
-        )
+        for *columns, blob in db.execute(
+            f"SELECT {HEADLINE_COLUMNS}, e.vector FROM headlines h LEFT JOIN embeddings e "
+            f"ON e.text_key = h.text_key WHERE h.row IN ({marks(len(chunk))})",
+            chunk,
+        ):
+            headline = Headline(*columns)
+            headlines[headline.row] = headline
+            if blob is not None:  # a lost vector (index check reports it) keeps the search's score
+                scores[headline.row] = float(np.dot(np.frombuffer(blob, dtype=np.float32), query))
+    return headlines, scores
+
+
+def exact_scores(db: Database, rows: Sequence[int], vector: np.ndarray) -> dict[int, float]:
+    """Each row's cosine to ``vector``, from its stored float32 vector (the database's, not a file's)."""
+    found: dict[int, float] = {}
+    query = np.asarray(vector, dtype=np.float32)
+    for chunk in chunks(list(rows)):
+        for row, blob in db.execute(
+            "SELECT h.row, e.vector FROM headlines h JOIN embeddings e ON e.text_key = h.text_key "
+            f"WHERE h.row IN ({marks(len(chunk))})",
+            chunk,
+        ):
+            found[int(row)] = float(np.dot(np.frombuffer(blob, dtype=np.float32), query))
     return found
