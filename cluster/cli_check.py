@@ -21,7 +21,7 @@ EXIT_DAMAGED = 1
 @output_format_option
 @reports_errors
 def check_command(index_path: Path, output_format: str) -> None:
-    """Check the index for damage: SQLite's integrity check, every stored vector, stories, vectors.faiss.
+    """Check the index for damage: SQLite's integrity check, every stored vector, stories, the vector files.
 
     Exit code 0: nothing is wrong; 1: damage found (run `headline-cluster index repair`); 2: the index
     could not be checked (not an index, unreadable).

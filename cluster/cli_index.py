@@ -180,12 +180,12 @@ def add_command(
         )
 
 
-@index_group.command(name="stats", short_help="Counts, settings and the state of vectors.faiss.")
+@index_group.command(name="stats", short_help="Counts, settings and the state of the vector files.")
 @index_option
 @output_format_option
 @reports_errors
 def stats_command(index_path: Path, output_format: str) -> None:
-    """Counts, settings, and whether vectors.faiss is in step with the database."""
+    """Counts, settings, and whether the vector files (segments/) are in step with the database."""
     with _open(index_path) as index:
         info = index.stats()
     if output_format == "json":
@@ -199,6 +199,7 @@ def stats_command(index_path: Path, output_format: str) -> None:
     vectors = faiss_info.get("vectors", 0)
     kind = faiss_info.get("kind", "none")
     size = faiss_info.get("bytes", 0) / 1e6
+    files = len(faiss_info.get("segments", [])) or int(faiss_info.get("exists", False))
     span = f" from {info['earliest']} to {info['latest']}" if info["earliest"] else ""
     lines = [
         ("index", info["path"]),
@@ -213,7 +214,7 @@ def stats_command(index_path: Path, output_format: str) -> None:
             "stories",
             f"{info['stories']:,} ({plural(info['merges'], 'merge')} and {plural(info['splits'], 'split')} recorded)",
         ),
-        ("vectors.faiss", f"{kind}, {plural(vectors, 'vector')}, {size:.1f} MB: {state}"),
+        ("vectors", f"{plural(files, 'file')} ({kind}), {plural(vectors, 'vector')}, {size:.1f} MB: {state}"),
     ]
     nightly = info.get("last_nightly")
     if nightly:
@@ -375,7 +376,7 @@ def _export_lines(headlines: Iterator[Headline], output_format: str) -> Iterator
 @index_option
 @reports_errors
 def repair_command(index_path: Path) -> None:
-    """Repair what `index check` finds, and rewrite vectors.faiss from the database.
+    """Repair what `index check` finds, and rewrite the vector files from the database.
 
     A damaged database is rebuilt from every row that can still be read (the damaged file is kept
     beside it), damaged or missing vectors are embedded again from their headlines, story records are
@@ -388,7 +389,7 @@ def repair_command(index_path: Path) -> None:
     for item in fixed:
         click.echo(f"repaired: {item}", err=True)
     if not fixed:
-        click.echo(f"nothing was wrong; vectors.faiss rewritten ({plural(count, 'headline')})", err=True)
+        click.echo(f"nothing was wrong; vector files rewritten ({plural(count, 'headline')})", err=True)
     if not remaining.ok:
         for line in remaining.problems:
             click.echo(f"still damaged: {line}", err=True)

@@ -273,6 +273,7 @@ def test_stats(runner: CliRunner, index: Path) -> None:
     assert info["faiss"]["in_step"] and info["faiss"]["vectors"] == 3
     text = run(runner, "index", "stats", "--index", index).stdout
     assert "in step with the database" in text and "threshold 0.800" in text
+    assert re.search(r"vectors +1 file \(flat\), 3 vectors", text), text
 
 
 def test_query_json_and_explain(runner: CliRunner, index: Path) -> None:

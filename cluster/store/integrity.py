@@ -7,7 +7,7 @@ What is checked (``index check``, and inside ``stats`` and ``repair``):
   garbled on disk are, with overwhelming probability, no longer a unit vector (a stray bit in an
   exponent changes the length), so this catches damage without a separate checksum;
 * every headline has a vector, and every story record agrees with its headlines;
-* ``vectors.faiss`` against the database (:mod:`.vectors`).
+* the vector files (``segments/``) against the database (:mod:`.vectors`).
 
 ``salvage`` copies every row that can still be read into a new database (damaged pages are skipped
 row by row), then the caller re-embeds headlines whose vectors were lost and recomputes stories.
@@ -60,7 +60,7 @@ class CheckReport:
         if self.wrong_stories:
             lines.append(f"{self.wrong_stories:,} story record(s) disagree with their headlines")
         if self.faiss and not self.faiss.get("in_step", True):
-            lines.append("vectors.faiss is not in step with the database")
+            lines.append("the vector files are not in step with the database")
         return lines
 
     def to_dict(self) -> dict[str, Any]:
