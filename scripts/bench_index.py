@@ -16,7 +16,7 @@ Parts (``--parts``, comma-separated; default ``adds,segments``):
    stored, so search + SQLite, without the model), and the model's own time to embed one new query.
 2. ``segments``: **a 1M-headline index folder**, then measurements in fresh processes. The fixture is
    built by a fast path and is synthetic: texts, times (a year), stories and 384-dimensional clustered
-   unit vectors, stored by ``cluster.store.bulk.insert_grouped`` (the tables ``add`` writes, in 50,000-row
+   unit vectors, stored by ``cluster.store.fixtures.insert_grouped`` (the tables ``add`` writes, in 50,000-row
    transactions, without online assignment), its segment files by ``HeadlineIndex.maintain()`` (the
    nightly maintenance, which builds one ``ivf`` segment from SQLite). Then, each in a new process:
    *add* 1,000 cached headlines (open + add, as a cron run), with the inode, modification time and
@@ -57,7 +57,7 @@ from cluster.normalize import normalize  # noqa: E402
 from cluster.records import Record  # noqa: E402
 from cluster.store import HeadlineIndex, one_search_thread  # noqa: E402
 from cluster.store.ann import VectorIndex  # noqa: E402
-from cluster.store.bulk import insert_grouped  # noqa: E402
+from cluster.store.fixtures import insert_grouped  # noqa: E402
 from cluster.store.segments import SEGMENTS_DIR  # noqa: E402
 from cluster.store.vectors import file_checksum  # noqa: E402
 
@@ -331,7 +331,7 @@ def build_fixture(n: int, folder: Path, rng: np.random.Generator, results: dict)
     )
     results["fixture"] = {
         "headlines": n,
-        "synthetic": "texts, times, stories and 384-d clustered unit vectors; stored by store.bulk.insert_grouped "
+        "synthetic": "texts, times, stories and 384-d clustered unit vectors; stored by store.fixtures.insert_grouped "
         "(no online assignment), segment files by HeadlineIndex.maintain()",
         "insert_seconds": seconds_insert,
         "segments_seconds": seconds_segments,

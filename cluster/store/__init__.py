@@ -8,7 +8,7 @@ An index is a folder::
     write.lock         flock()ed by the one process that may write; readers never take it
 
 The package, by module: ``schema`` (the database, its connection and transactions), ``segments``,
-``vectors`` and ``ann`` (the segment files, keeping them in step, and search), ``bulk`` (fixtures of
+``vectors`` and ``ann`` (the segment files, keeping them in step, and search), ``fixtures`` (benchmark fixtures of
 headlines with decided stories), ``pending`` (headlines on their way in), ``assign`` (online
 story assignment), ``story_table`` (story records and reading stories back), ``maintenance`` (stats,
 repair, nightly bookkeeping), ``types`` (the results) and ``headline_index`` (the facade).
