@@ -26,6 +26,7 @@ import shutil
 import socket
 import time
 import uuid
+import warnings
 from collections.abc import Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -34,12 +35,11 @@ from typing import Any
 import numpy as np
 
 from .build import (
-    DAY,
+    Accepted,
     BuildResult,
     Embedded,
     EmbedderSpec,
     EngineUnavailable,
-    FileMeta,
     Progress,
     ReadOptions,
     WindowGroups,
@@ -181,13 +181,18 @@ def _rows(records: Sequence[Record], seqs: Sequence[int]):  # -> pyarrow.Table
     )
 
 
-def read_file(path: str, number: int, options: ReadOptions) -> tuple[FileMeta | tuple, Any]:
-    """A read task: (what the driver needs, or the input error as a tuple; the records as a table)."""
+def read_file(path: str, number: int, options: ReadOptions) -> Iterator[Any]:
+    """A read task (a Ray generator): what the driver needs of the file, or its input error as a tuple;
+    then the records in tables of :data:`BATCH` rows, the blocks the actors take."""
     try:
         part = read_part(path, number, options)
     except InputError as exc:  # carried as data: the driver raises it as the local engine would
-        return ("error", exc.reason, exc.path, exc.line, exc.hint), _rows([], [])
-    return file_meta(part), _rows(part.records, part.seqs())
+        yield ("error", exc.reason, exc.path, exc.line, exc.hint)
+        return
+    yield file_meta(part)
+    seqs = part.seqs()
+    for start in range(0, len(seqs), BATCH):
+        yield _rows(part.records[start : start + BATCH], seqs[start : start + BATCH])
 
 
 class EmbedWriter:
@@ -244,6 +249,10 @@ def ray_session(address: str | None, workers: int | None, quiet: bool) -> Iterat
     import ray
 
     started = False
+    # Ray Data warns when a small input gives an actor nothing to do, and Ray's C++ layer logs that the
+    # actors' constructor arguments live in the object store: both expected here, and noise to a user.
+    warnings.filterwarnings("ignore", message="The minimum number of concurrent actors", category=UserWarning)
+    os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
     if not ray.is_initialized():
         options: dict[str, Any] = {"include_dashboard": False, "logging_level": logging.ERROR}
         if quiet:
@@ -298,11 +307,13 @@ def build_ray(
     vectors = work / VECTORS
     result.work_dir = vectors
     manifest = _manifest(vectors)
+    for stale in work.glob(f".{VECTORS}.*.tmp"):  # a killed run's half-written folder
+        shutil.rmtree(stale, ignore_errors=True)
     with ray_session(address, workers, quiet) as cpus:
         if manifest is not None and manifest.get("fingerprint") == key:
             result.resumed = True
         else:
-            manifest = _embed_all(work, vectors, files, options, spec, key, cpus, progress, result)
+            manifest = _embed_all(work, vectors, files, options, spec, key, cpus, progress)
         result.invalid = [_invalid(r) for r in manifest["invalid"]]
         result.warnings = [_warning(r) for r in manifest["warnings"]]
         result.present = int(manifest["present"])
@@ -343,7 +354,6 @@ def _embed_all(
     key: str,
     cpus: int,
     progress: Progress | None,
-    result: BuildResult,
 ) -> dict[str, Any]:
     """Read, check and embed every file into a fresh Parquet folder; its manifest."""
     import ray
@@ -351,13 +361,17 @@ def _embed_all(
     clock = time.monotonic()
     started_at, now = iso(time.time()), time.time()
     work.mkdir(parents=True, exist_ok=True)
-    for stale in work.glob(f".{VECTORS}.*.tmp"):  # a killed run's half-written folder
-        shutil.rmtree(stale, ignore_errors=True)
     staging = work / f".{VECTORS}.{uuid.uuid4().hex}.tmp"
     staging.mkdir()
-    reader = ray.remote(num_returns=2, num_cpus=1)(read_file)
-    refs = [reader.remote(path, number, options) for number, path in enumerate(files)]
-    metas = ray.get([meta for meta, _ in refs])
+    reader = ray.remote(num_returns="streaming", num_cpus=1)(read_file)
+    # Blocks of BATCH rows straight from the readers: a Ray Data repartition would need CPUs that the
+    # actors already hold, and on a small cluster it waits for them forever.
+    metas: list[Any] = []
+    blocks: list[Any] = []
+    for generator in [reader.remote(path, number, options) for number, path in enumerate(files)]:
+        refs = list(generator)
+        metas.append(ray.get(refs[0]))
+        blocks.extend(refs[1:])
     for meta in metas:
         if isinstance(meta, tuple):
             _, reason, path, line, hint = meta
@@ -366,28 +380,24 @@ def _embed_all(
     accepted = accept(metas, options.skip_invalid)
     seconds = {"read": time.monotonic() - clock}
     clock = time.monotonic()
-    # One block per file would leave all but one actor idle on a single big file: a block per batch.
-    blocks = max(1, -(-sum(len(m.ids) for m in metas) // BATCH))
-    dataset = (
-        ray.data.from_arrow_refs([rows for _, rows in refs])
-        .repartition(blocks)
-        .map_batches(
-            EmbedWriter,
-            batch_size=BATCH,
-            batch_format="pyarrow",
-            concurrency=cpus,
-            num_cpus=1,
-            fn_constructor_kwargs={
-                "spec": spec,
-                "now": now,
-                "out": str(staging),
-                "drop": np.array(sorted(accepted.drop), dtype=np.int64),
-                "threads": 1,
-            },
-        )
-    )
     workers: dict[str, dict[str, float]] = {}
     done = 0
+    if not blocks:  # every row was invalid
+        return _finish(work, vectors, staging, key, started_at, now, accepted, workers, seconds)
+    dataset = ray.data.from_arrow_refs(blocks).map_batches(
+        EmbedWriter,
+        batch_size=BATCH,
+        batch_format="pyarrow",
+        concurrency=cpus,
+        num_cpus=1,
+        fn_constructor_kwargs={
+            "spec": spec,
+            "now": now,
+            "out": str(staging),
+            "drop": np.array(sorted(accepted.drop), dtype=np.int64),
+            "threads": 1,
+        },
+    )
     for batch in dataset.iter_batches(batch_size=None, batch_format="pyarrow"):
         for worker, headlines, spent in zip(*(batch.column(c).to_pylist() for c in batch.column_names), strict=True):
             figures = workers.setdefault(worker, {"headlines": 0, "seconds": 0.0})
@@ -397,6 +407,21 @@ def _embed_all(
         if progress is not None:
             progress(done, accepted.kept)
     seconds["embed"] = time.monotonic() - clock
+    return _finish(work, vectors, staging, key, started_at, now, accepted, workers, seconds)
+
+
+def _finish(
+    work: Path,
+    vectors: Path,
+    staging: Path,
+    key: str,
+    started_at: str,
+    now: float,
+    accepted: Accepted,
+    workers: dict[str, dict[str, float]],
+    seconds: dict[str, float],
+) -> dict[str, Any]:
+    """Write the manifest last, then put the whole folder in place: a folder with a manifest is complete."""
     manifest = {
         "fingerprint": key,
         "started_at": started_at,
@@ -407,7 +432,6 @@ def _embed_all(
         "warnings": [[w.line, w.reason, w.path, w.hint] for w in accepted.warnings],
         "workers": workers,
         "seconds": seconds,
-        "day_seconds": DAY,
     }
     atomic_write_text(staging / MANIFEST, json.dumps(manifest, indent=1) + "\n")
     if vectors.exists():
