@@ -531,6 +531,8 @@ def build_summary(result: BuildResult, key: str, started_at: str, total: int) ->
         "windows": result.windows,
         "present": result.present,
         "invalid": len(result.invalid),
+        # Per stage, up to grouping: the store's own time is not known until its transaction is done.
+        "seconds": {stage: round(spent, 2) for stage, spent in result.seconds.items()},
     }
 
 

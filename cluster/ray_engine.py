@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import resource
 import shutil
 import socket
 import time
@@ -229,7 +230,8 @@ class EmbedWriter:
         for day in np.unique(days):
             write_part(self.out, part.take(np.flatnonzero(days == day)))
         seconds = time.perf_counter() - started
-        return pa.table({"worker": [self.name], "headlines": [len(rows)], "seconds": [seconds]})
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux: MB
+        return pa.table({"worker": [self.name], "headlines": [len(rows)], "seconds": [seconds], "peak_mb": [peak]})
 
 
 def group_days(root: str, first_day: int, end_day: int, dimension: int, judgement: Judgement) -> WindowGroups:
@@ -399,10 +401,12 @@ def _embed_all(
         },
     )
     for batch in dataset.iter_batches(batch_size=None, batch_format="pyarrow"):
-        for worker, headlines, spent in zip(*(batch.column(c).to_pylist() for c in batch.column_names), strict=True):
-            figures = workers.setdefault(worker, {"headlines": 0, "seconds": 0.0})
+        columns = (batch.column(c).to_pylist() for c in ("worker", "headlines", "seconds", "peak_mb"))
+        for worker, headlines, spent, peak in zip(*columns, strict=True):
+            figures = workers.setdefault(worker, {"headlines": 0, "seconds": 0.0, "peak_mb": 0.0})
             figures["headlines"] += headlines
             figures["seconds"] += spent
+            figures["peak_mb"] = max(figures["peak_mb"], peak)
             done += headlines
         if progress is not None:
             progress(done, accepted.kept)

@@ -215,7 +215,8 @@ def test_bad_rows_stop_the_build_or_are_skipped(tmp_path: Path, engine: str) -> 
     index = tmp_path / "idx"
     stopped = build(index, source, engine=engine)
     assert stopped.exit_code == 2, stopped.output
-    assert error_line(stopped).startswith(f"Error: {source}:2: malformed JSON") and "nothing was stored" in stopped.stderr
+    assert error_line(stopped).startswith(f"Error: {source}:2: malformed JSON")
+    assert "nothing was stored" in stopped.stderr
     assert "--skip-invalid" in stopped.stderr and "Traceback" not in stopped.output
     assert table(index, "SELECT count(*) FROM headlines") == [(0,)]
     skipped = build(index, source, engine=engine, extra=("--skip-invalid",))
@@ -236,7 +237,8 @@ def test_repeats_across_files_as_index_add_treats_them(tmp_path: Path, engine: s
     index = tmp_path / "idx"
     stopped = build(index, first, second, engine=engine)
     assert stopped.exit_code == 2
-    assert error_line(stopped).startswith(f"Error: {second}:2: duplicate id 'x' (first seen at {first}:1)"), stopped.stderr
+    duplicate = f"Error: {second}:2: duplicate id 'x' (first seen at {first}:1)"
+    assert error_line(stopped).startswith(duplicate), stopped.stderr
     skipped = build(index, first, second, engine=engine, extra=("--skip-invalid",))
     assert skipped.exit_code == 0, skipped.output
     assert "built 2 headlines" in skipped.stderr and "already present 1, invalid 1" in skipped.stderr
@@ -330,7 +332,7 @@ def test_both_engines_give_the_same_stories_and_ids_on_real_headlines(
     rows.sort(key=lambda r: (r["published_at"], r["id"]))
     source = tmp_path / "og2000.jsonl"
     with source.open("w", encoding="utf-8") as handle:
-        for row in rows[1500:3500]:  # 2,000 consecutive headlines: several windows of the 72h index window
+        for row in rows[:2000]:  # the first 2,000: 25 days, so several windows of the 72h index window
             handle.write(json.dumps({k: row[k] for k in ("id", "text", "published_at")}, ensure_ascii=False) + "\n")
     local, distributed = tmp_path / "local", tmp_path / "ray"
     built = build(local, source, embedder=None, extra=("--quiet",))
@@ -342,4 +344,4 @@ def test_both_engines_give_the_same_stories_and_ids_on_real_headlines(
     assert one["vectors"] == other["vectors"]  # byte for byte: the default model is batch-independent
     assert one == other  # the same stories, the same ids, the same representatives
     windows = table(local, "SELECT summary FROM runs WHERE kind = 'build'")
-    assert json.loads(windows[0][0])["windows"] >= 3
+    assert json.loads(windows[0][0])["windows"] >= 5
