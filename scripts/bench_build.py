@@ -70,7 +70,7 @@ def run_build(source: Path, folder: Path, engine: str, workers: int) -> dict:
     with sqlite3.connect(index / "headlines.sqlite") as db:
         (summary,) = db.execute("SELECT summary FROM runs WHERE kind = 'build'").fetchone()
     recorded = json.loads(summary)
-    figures["stages"] = recorded["seconds"]
+    figures["stages"] = {**recorded["seconds"], "store": recorded["store_seconds"]}
     figures["stories"], figures["windows"] = recorded["stories"], recorded["windows"]
     manifest = folder / "work" / "vectors" / "manifest.json"
     if engine == "ray" and manifest.is_file():
@@ -122,8 +122,8 @@ def main() -> None:
             f"peak memory {actor['peak_mb']:,} MB"
         )
     for figures in (local, distributed):
-        print(f"  {figures['engine']} stages (s, the store's and start-up not included): {figures['stages']}")
-    print(f"  {local['stories']:,} stories over {local['windows']} windows")
+        print(f"  {figures['engine']} stages (s; the rest is start-up and vectors.faiss): {figures['stages']}")
+    print(f"  {local['stories']:,} stories over {local['windows']} window(s)")
     if "parquet_bytes" in distributed:
         size = distributed["parquet_bytes"]
         print(f"  Parquet: {size / 1e6:.1f} MB ({size / len(rows):,.0f} B/headline)")

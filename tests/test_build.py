@@ -163,6 +163,22 @@ def test_building_the_same_files_again_changes_nothing(tmp_path: Path) -> None:
     assert snapshot(index) == before
 
 
+def test_a_progress_bar_on_a_terminal_and_nothing_with_quiet(tmp_path: Path) -> None:
+    source = write_jsonl(tmp_path / "in.jsonl", count=300)
+    shown = CliRunner().invoke(
+        main,
+        ["index", "build", str(source), "--index", str(tmp_path / "a")],
+        obj={"embedder": FakeEmbedder(), "terminal": True},
+    )
+    assert shown.exit_code == 0 and "building" in shown.stderr, shown.stderr  # the bar (click draws it on a tty)
+    quiet = CliRunner().invoke(
+        main,
+        ["index", "build", str(source), "--index", str(tmp_path / "b"), "--quiet"],
+        obj={"embedder": FakeEmbedder(), "terminal": True},
+    )
+    assert quiet.exit_code == 0 and "building" not in quiet.stderr and "built" not in quiet.stderr, quiet.stderr
+
+
 # -- errors -----------------------------------------------------------------------------------------------
 
 

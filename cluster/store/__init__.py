@@ -9,7 +9,8 @@ An index is a folder::
 The package, by module: ``schema`` (the database, its connection and transactions), ``vectors`` and
 ``ann`` (the FAISS file and its search), ``pending`` (headlines on their way in), ``assign`` (online
 story assignment), ``story_table`` (story records and reading stories back), ``maintenance`` (stats,
-repair, nightly bookkeeping), ``types`` (the results) and ``headline_index`` (the facade).
+repair, nightly bookkeeping), ``bulk`` (``index build``'s one-transaction insert), ``types`` (the results)
+and ``headline_index`` (the facade).
 """
 
 from __future__ import annotations

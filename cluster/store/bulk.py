@@ -11,6 +11,7 @@ running the same build again is recognised and changes nothing.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -66,6 +67,7 @@ def insert_built(
             f"this index embeds with {stored_model!r}, the build with {model_id!r}",
             hint="build into a new index folder",
         )
+    clock = time.monotonic()
     at = utc_now()
     stories: set[str] = set()
     added = 0
@@ -113,8 +115,9 @@ def insert_built(
             stories.update(batch.story_ids)
         db.set_meta({"model_id": model_id, "dimension": dimension, "next_row": row, "next_story": next_story})
         refresh_stories(db, judgement, dimension, stories, created_at=at)
+        recorded = {**summary, "store_seconds": round(time.monotonic() - clock, 2)}  # up to the commit
         db.execute(
             "INSERT INTO runs (kind, started_at, finished_at, state, summary) VALUES ('build', ?, ?, 'done', ?)",
-            (summary.get("started_at", at), utc_now(), json.dumps(dict(summary))),
+            (summary.get("started_at", at), utc_now(), json.dumps(recorded)),
         )
     return added
