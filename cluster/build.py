@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from .embed import Embedder, EmbeddingCache
+from .embed import Embedder, EmbeddingCache, variant_of_model_id
 from .errors import HeadlineClusterError, InputError
 from .group import group
 from .judge import Judgement
@@ -92,6 +92,12 @@ class EmbedderSpec:
     model: str
     quantize: str | None = None
     given: Any = None  # an EmbedderLike, used as it is
+
+    @classmethod
+    def for_index(cls, index: HeadlineIndex, given: EmbedderLike | None = None) -> EmbedderSpec:
+        """The index's model, in the variant its vectors came from (the default one for an empty index)."""
+        stored = index.model_id
+        return cls(index.model, None if stored is None else variant_of_model_id(stored), given)
 
     def make(self, *, quiet: bool = True) -> EmbedderLike:
         if self.given is not None:

@@ -21,7 +21,6 @@ from .cli_common import (
 )
 from .cli_index import _open as open_index
 from .cli_index import index_group, quiet_option
-from .embed import variant_of_model_id
 from .errors import InputError
 from .settings import LEVELS
 from .store import DB_FILE, parse_duration
@@ -119,8 +118,7 @@ def build_command(
     with open_index(index_path, quiet=quiet, create=True, **settings) as index:
         if not existed:
             click.echo(f"created a new index at {index_path} (model {index.model})", err=True)
-        stored = index.db.meta("model_id")
-        spec = EmbedderSpec(index.model, None if stored is None else variant_of_model_id(stored), injected_embedder())
+        spec = EmbedderSpec.for_index(index, injected_embedder())
         try:
             with progress_bar("building", quiet=quiet) as progress:
                 if engine == "ray":

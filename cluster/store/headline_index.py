@@ -223,6 +223,11 @@ class HeadlineIndex:
         return timedelta(seconds=self._setting("window_seconds"))
 
     @property
+    def model_id(self) -> str | None:
+        """The id of the model files (and variant) the stored vectors came from; None until one is stored."""
+        return self._setting("model_id")
+
+    @property
     def dimension(self) -> int | None:
         return self._setting("dimension")
 
