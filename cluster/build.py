@@ -40,10 +40,11 @@ from .embed import Embedder, EmbeddingCache, variant_of_model_id
 from .errors import HeadlineClusterError, InputError
 from .group import group
 from .judge import Judgement
+from .limits import MAX_HEADLINE_CHARS
 from .nightly import reconcile
 from .pipeline import EmbedderLike, score
-from .records import InvalidRow, ReadWarning, Record, content_id
-from .store import HeadlineIndex, iso, mint_story_id, read_input
+from .records import InvalidRow, ReadWarning, Record, content_id, read_records
+from .store import HeadlineIndex, iso, mint_story_id
 from .store.bulk import BuiltHeadlines
 from .store.pending import pending
 
@@ -122,10 +123,12 @@ class FilePart:
         return [(self.number << SEQ_SHIFT) | position for position in range(len(self.records))]
 
 
-def read_part(path: str, number: int, options: ReadOptions) -> FilePart:
-    """Read file ``number`` of the build (InputError on bad input unless ``options.skip_invalid``)."""
-    read = read_input(
-        [path],
+def read_part(path: str, number: int, options: ReadOptions, base: str | None = None) -> FilePart:
+    """Read file ``number`` of the build as ``index add`` reads it (InputError on bad input unless
+    ``options.skip_invalid``). A relative ``path`` is opened under ``base`` when given (a Ray worker does
+    not run in the driver's folder); messages name it as given."""
+    read = read_records(
+        path if base is None or Path(path).is_absolute() else Path(base) / path,
         input_format=options.input_format,
         text_field=options.text_field,
         id_field=options.id_field,
@@ -133,6 +136,9 @@ def read_part(path: str, number: int, options: ReadOptions) -> FilePart:
         source_field=options.source_field,
         url_field=options.url_field,
         skip_invalid=options.skip_invalid,
+        max_chars=MAX_HEADLINE_CHARS,
+        reject_long=True,  # as cluster.store.read_input: an index stores text as given, never cut
+        name=path,
     )
     return FilePart(number, read.name, read.records, read.invalid, read.warnings)
 

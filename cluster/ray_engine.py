@@ -182,11 +182,11 @@ def _rows(records: Sequence[Record], seqs: Sequence[int]):  # -> pyarrow.Table
     )
 
 
-def read_file(path: str, number: int, options: ReadOptions) -> Iterator[Any]:
+def read_file(path: str, number: int, options: ReadOptions, base: str) -> Iterator[Any]:
     """A read task (a Ray generator): what the driver needs of the file, or its input error as a tuple;
     then the records in tables of :data:`BATCH` rows, the blocks the actors take."""
     try:
-        part = read_part(path, number, options)
+        part = read_part(path, number, options, base)
     except InputError as exc:  # carried as data: the driver raises it as the local engine would
         yield ("error", exc.reason, exc.path, exc.line, exc.hint)
         return
@@ -305,7 +305,8 @@ def build_ray(
     done = check_target(index, key)
     if done is not None:
         return done
-    work = Path(work_dir) if work_dir is not None else index.path / "build"
+    # Absolute: actors and tasks do not run in this folder.
+    work = (Path(work_dir) if work_dir is not None else index.path / "build").resolve()
     vectors = work / VECTORS
     result.work_dir = vectors
     manifest = _manifest(vectors)
@@ -370,7 +371,8 @@ def _embed_all(
     # actors already hold, and on a small cluster it waits for them forever.
     metas: list[Any] = []
     blocks: list[Any] = []
-    for generator in [reader.remote(path, number, options) for number, path in enumerate(files)]:
+    base = str(Path.cwd())
+    for generator in [reader.remote(path, number, options, base) for number, path in enumerate(files)]:
         refs = list(generator)
         metas.append(ray.get(refs[0]))
         blocks.extend(refs[1:])

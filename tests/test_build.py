@@ -320,6 +320,19 @@ def test_ray_and_local_build_the_same_index_and_ray_writes_parquet_by_day(tmp_pa
 
 
 @needs_ray
+def test_ray_reads_relative_paths_from_the_folder_it_was_started_in(
+    tmp_path: Path, ray_cluster: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_jsonl(tmp_path / "in.jsonl", count=200)
+    assert build(tmp_path / "reference", tmp_path / "in.jsonl").exit_code == 0
+    monkeypatch.chdir(tmp_path)  # the Ray workers were started elsewhere
+    result = build(Path("idx"), Path("in.jsonl"), engine="ray", extra=("--work-dir", "work"))
+    assert result.exit_code == 0, result.output
+    assert snapshot(tmp_path / "idx") == snapshot(tmp_path / "reference")
+    assert (tmp_path / "work" / "vectors" / "manifest.json").is_file()
+
+
+@needs_ray
 def test_parquet_input_builds_what_the_same_jsonl_builds(tmp_path: Path, ray_cluster: None) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
