@@ -6,7 +6,7 @@ import json
 
 import click
 
-from . import __version__, cli_check  # noqa: F401 (cli_check adds `index check` to the index group)
+from . import __version__, cli_build, cli_check  # noqa: F401 (they add `index build` and `index check`)
 from .cli_common import (
     FullHelpGroup,
     ReportingEmbedder,

@@ -176,18 +176,23 @@ skip_invalid_option = click.option(
 
 def report_read(read: ReadResult, *, quiet: bool = False) -> None:
     """Name on stderr the rows a reader skipped and what it warned about (capped; one line with --quiet)."""
-    if read.invalid and quiet:  # cron stays silent on clean runs, but dropped rows must not go unseen
-        click.echo(f"skipped {plural(len(read.invalid), 'invalid row')}; the first: {read.invalid[0]}", err=True)
-    elif read.invalid:
-        for row in read.invalid[:SHOWN_INVALID]:
+    report_read_rows(read.invalid, read.warnings, quiet=quiet)
+
+
+def report_read_rows(invalid: Sequence[object], warnings: Sequence[object], *, quiet: bool = False) -> None:
+    """:func:`report_read` for rows skipped and warnings gathered from several reads (``index build``)."""
+    if invalid and quiet:  # cron stays silent on clean runs, but dropped rows must not go unseen
+        click.echo(f"skipped {plural(len(invalid), 'invalid row')}; the first: {invalid[0]}", err=True)
+    elif invalid:
+        for row in invalid[:SHOWN_INVALID]:
             click.echo(f"skipped {row}", err=True)
-        if len(read.invalid) > SHOWN_INVALID:
-            click.echo(f"... and {plural(len(read.invalid) - SHOWN_INVALID, 'more invalid row')} skipped", err=True)
-    if read.warnings and not quiet:
-        for warning in read.warnings[:SHOWN_INVALID]:
+        if len(invalid) > SHOWN_INVALID:
+            click.echo(f"... and {plural(len(invalid) - SHOWN_INVALID, 'more invalid row')} skipped", err=True)
+    if warnings and not quiet:
+        for warning in warnings[:SHOWN_INVALID]:
             click.echo(f"warning: {warning}", err=True)
-        if len(read.warnings) > SHOWN_INVALID:
-            click.echo(f"... and {plural(len(read.warnings) - SHOWN_INVALID, 'more warning')}", err=True)
+        if len(warnings) > SHOWN_INVALID:
+            click.echo(f"... and {plural(len(warnings) - SHOWN_INVALID, 'more warning')}", err=True)
 
 
 def invalid_row_hint(exc: InputError, what: str) -> InputError:

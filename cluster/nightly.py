@@ -65,20 +65,23 @@ class Reconciliation:
     next_story: int
 
 
-def reconcile(old: Sequence[str], clusters: Sequence[Sequence[int]], next_story: int) -> Reconciliation:
+def reconcile(old: Sequence[str | None], clusters: Sequence[Sequence[int]], next_story: int) -> Reconciliation:
     """Story ids for the batch ``clusters`` (positions into ``old``, ordered by first position).
 
-    ``old[p]`` is the stored story id of position p; new ids are numbered from ``next_story``. The
-    rules are in the module docstring; every tie is broken by position or id, so the result is a
+    ``old[p]`` is the stored story id of position p, or None for a headline that has no story yet (a
+    bulk build's headlines the first time a window holds them: :mod:`cluster.build`); such a headline
+    takes its cluster's id and weighs in no old story's rules. New ids are numbered from ``next_story``.
+    The rules are in the module docstring; every tie is broken by position or id, so the result is a
     function of the inputs alone.
     """
     cluster_of = np.empty(len(old), dtype=np.int64)
     for k, members in enumerate(clusters):
         cluster_of[list(members)] = k
-    in_window = Counter(old)
+    in_window = Counter(story for story in old if story is not None)
     counts: dict[str, Counter] = defaultdict(Counter)
     for position, story in enumerate(old):
-        counts[story][int(cluster_of[position])] += 1
+        if story is not None:
+            counts[story][int(cluster_of[position])] += 1
     persisting: dict[int, list[str]] = defaultdict(list)
     for story, per_cluster in counts.items():
         home, held = min(per_cluster.items(), key=lambda item: (-item[1], item[0]))

@@ -1,4 +1,4 @@
-"""Reading headline input files (txt, csv, tsv, jsonl) into Records for the CLI and the library.
+"""Reading headline input files (txt, csv, tsv, jsonl, parquet) into Records for the CLI and the library.
 
 Every problem is reported as an InputError that names the file and, for row problems, the line, so a
 user can fix the input without reading a traceback. With ``skip_invalid`` row problems are collected
@@ -47,7 +47,7 @@ __all__ = [
     "to_utc",
 ]
 
-INPUT_FORMATS = ("txt", "csv", "tsv", "jsonl")
+INPUT_FORMATS = ("txt", "csv", "tsv", "jsonl", "parquet")
 
 _EXTENSIONS = {
     ".txt": "txt",
@@ -57,12 +57,13 @@ _EXTENSIONS = {
     ".jsonl": "jsonl",
     ".ndjson": "jsonl",
     ".json-lines": "jsonl",
+    ".parquet": "parquet",
 }
 # Names people commonly type for --input-format; accepting them costs nothing and avoids a round trip.
 _FORMAT_ALIASES = {"text": "txt", "tab": "tsv", "ndjson": "jsonl", "json-lines": "jsonl"}
 
 _UTF8_BOM = b"\xef\xbb\xbf"
-_FORMAT_HINT = "pass --input-format txt, csv, tsv or jsonl"
+_FORMAT_HINT = "pass --input-format txt, csv, tsv, jsonl or parquet"
 
 
 @dataclass(frozen=True)
@@ -196,6 +197,14 @@ def read_records(
     data, display, detect_path = _load(source, name)
     sniffing = detect_path == "-" and input_format is None
     fmt = "txt" if sniffing else detect_format(detect_path, input_format)
+    if fmt == "parquet":  # binary: no text to decode; rows go through the same collector
+        from cluster.parquet_rows import parse_parquet
+
+        collector = _Collector(display, skip_invalid, max_chars, set(), reject_long)
+        parse_parquet(data, Fields(text_field, id_field, time_field, source_field, url_field), collector)
+        if not collector.records and not collector.invalid:
+            raise InputError(f"no headlines in {display}", path=display, hint="expected rows with a 'text' column")
+        return ReadResult(collector.records, collector.invalid, collector.truncated, display, fmt, collector.warnings)
     text, bad_lines = _decode(data, display, skip_invalid)
     collector = _Collector(display, skip_invalid, max_chars, bad_lines, reject_long)
     if sniffing:

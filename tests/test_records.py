@@ -180,7 +180,7 @@ def test_detect_format_by_extension(path: str, expected: str) -> None:
 def test_detect_format_explicit_wins() -> None:
     assert detect_format("-", "csv") == "csv"
     assert detect_format("a.txt", "JSONL") == "jsonl"
-    assert set(INPUT_FORMATS) == {"txt", "csv", "tsv", "jsonl"}
+    assert set(INPUT_FORMATS) == {"txt", "csv", "tsv", "jsonl", "parquet"}
 
 
 @pytest.mark.parametrize("path", ["news.xml", "news", "news.json"])

@@ -11,7 +11,8 @@ The package, by module: ``schema`` (the database, its connection and transaction
 ``vectors`` and ``ann`` (the segment files, keeping them in step, and search), ``fixtures`` (benchmark fixtures of
 headlines with decided stories), ``pending`` (headlines on their way in), ``assign`` (online
 story assignment), ``story_table`` (story records and reading stories back), ``maintenance`` (stats,
-repair, nightly bookkeeping), ``types`` (the results) and ``headline_index`` (the facade).
+repair, nightly bookkeeping), ``bulk`` (``index build``'s one-transaction insert), ``types`` (the results)
+and ``headline_index`` (the facade).
 """
 
 from __future__ import annotations

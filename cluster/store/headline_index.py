@@ -36,6 +36,7 @@ from ..pipeline import EmbedderLike
 from ..records import Record
 from ..settings import LEVELS, judgement_for
 from .assign import Assigner
+from .bulk import BuiltHeadlines, insert_built, last_build
 from .ids import story_order
 from .integrity import CheckReport
 from .maintenance import (
@@ -161,24 +162,13 @@ class HeadlineIndex:
         try:
             if not exists or not index.db.has_meta():
                 with index.lock():
-                    index._create(model, embedder, threshold, level, window)
+                    name = embedder.name if embedder is not None else resolve_model_name(model)
+                    create_settings(index.db, name, level, threshold, window)
             index._check_settings(model, embedder, threshold, level)
         except BaseException:
             index.close()
             raise
         return index
-
-    def _create(
-        self,
-        model: str | None,
-        embedder: EmbedderLike | None,
-        threshold: float | None,
-        level: str | None,
-        window: timedelta | None,
-    ) -> None:
-        create_settings(
-            self.db, embedder.name if embedder is not None else resolve_model_name(model), level, threshold, window
-        )
 
     def _check_settings(
         self,
@@ -232,6 +222,11 @@ class HeadlineIndex:
     @property
     def window(self) -> timedelta:
         return timedelta(seconds=self._setting("window_seconds"))
+
+    @property
+    def model_id(self) -> str | None:
+        """The id of the model files (and variant) the stored vectors came from; None until one is stored."""
+        return self._setting("model_id")
 
     @property
     def dimension(self) -> int | None:
@@ -446,6 +441,19 @@ class HeadlineIndex:
 
     def _normalized_of(self, row: int) -> str:
         return self.db.execute("SELECT normalized FROM headlines WHERE row = ?", (row,)).fetchone()[0]
+
+    def bulk_insert(self, batches: Iterable[BuiltHeadlines], **totals: Any) -> int:
+        """Store pre-embedded headlines with their story ids in one transaction (``index build``), then write
+        vectors.faiss; how many were stored. ``totals``: see :func:`cluster.store.bulk.insert_built`."""
+        with self.lock():
+            added = insert_built(self.db, self.judgement, batches, **totals)
+            self._settings = None
+            self._vectors.current()
+        return added
+
+    def last_build(self) -> dict[str, Any] | None:
+        """The summary of this index's last finished ``index build``, or None."""
+        return last_build(self.db)
 
     # -- reading ---------------------------------------------------------------------------------------
 

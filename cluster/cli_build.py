@@ -1,0 +1,160 @@
+"""``headline-cluster index build``: a bulk build (backfill) of an index, in-process or on Ray."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import click
+
+from .build import BuildResult, EmbedderSpec, ReadOptions, build_local
+from .cli_common import (
+    index_option,
+    injected_embedder,
+    input_format_option,
+    invalid_row_hint,
+    model_option,
+    progress_bar,
+    report_read_rows,
+    reports_errors,
+    text_field_option,
+)
+from .cli_index import _open as open_index
+from .cli_index import index_group, quiet_option
+from .errors import InputError
+from .settings import LEVELS
+from .store import DB_FILE, parse_duration
+from .wording import plural, rate
+
+
+@index_group.command(name="build", short_help="Build a new index from files in bulk (a backfill), here or on Ray.")
+@click.argument("files", nargs=-1, required=True, metavar="FILE...")
+@index_option
+@click.option(
+    "--engine",
+    type=click.Choice(["local", "ray"]),
+    default="local",
+    show_default=True,
+    help="local: in this process. ray: Ray Data actors and tasks (pip install 'headline-cluster[ray]').",
+)
+@click.option("--ray-address", metavar="ADDR", help="Join this Ray cluster (default: start Ray on this machine).")
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    help="Embedding actors with --engine ray (default: every CPU of the machine or cluster).",
+)
+@click.option(
+    "--work-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where --engine ray writes the vectors as Parquet by day (default: INDEX/build). On a cluster: "
+    "a folder every node can read.",
+)
+@input_format_option
+@click.option("--id-field", default="id", show_default=True, metavar="NAME", help="Column or key of the id.")
+@text_field_option
+@click.option(
+    "--time-field", default="published_at", show_default=True, metavar="NAME", help="Column or key of the time."
+)
+@click.option("--source-field", default="source", show_default=True, metavar="NAME", help="Column or key.")
+@click.option("--url-field", default="url", show_default=True, metavar="NAME", help="Column or key.")
+@click.option(
+    "--skip-invalid",
+    is_flag=True,
+    help="Skip and count invalid rows. Without it, one invalid row stops the build and nothing is stored.",
+)
+@click.option(
+    "--window",
+    metavar="DURATION",
+    help="The new index's story window (default 72h); the build groups windows of twice it, in whole days.",
+)
+@model_option
+@click.option(
+    "--threshold",
+    "-t",
+    type=click.FloatRange(-1.0, 1.0),
+    help="Similarity needed to join a story; fixed when the index is created (default: the model's value).",
+)
+@click.option("--level", type=click.Choice(LEVELS), help="Grouping level; fixed when the index is created.")
+@quiet_option
+@reports_errors
+def build_command(
+    files: tuple[str, ...],
+    index_path: Path,
+    engine: str,
+    ray_address: str | None,
+    workers: int | None,
+    work_dir: Path | None,
+    input_format: str | None,
+    id_field: str,
+    text_field: str | None,
+    time_field: str,
+    source_field: str,
+    url_field: str,
+    skip_invalid: bool,
+    window: str | None,
+    model: str | None,
+    threshold: float | None,
+    level: str | None,
+    quiet: bool,
+) -> None:
+    """Build a new (or empty) index from FILEs (txt, csv, tsv, jsonl or parquet) in one go.
+
+    Headlines are embedded, grouped window by window as the nightly job groups them, and stored with
+    their story ids in one transaction; the same files give the same stories and ids with either
+    engine. A killed build leaves the index untouched: run it again (with --engine ray it reuses the
+    vectors it finished). Building the same files again into the built index changes nothing.
+    """
+    if engine != "ray" and (ray_address or workers or work_dir):
+        raise click.UsageError("--ray-address, --workers and --work-dir go with --engine ray")
+    if engine == "ray":
+        from .ray_engine import require_ray
+
+        require_ray()  # before anything is created: a missing extra is a one-line error
+    started = time.monotonic()
+    existed = (index_path / DB_FILE).is_file()
+    options = ReadOptions(input_format, text_field, id_field, time_field, source_field, url_field, skip_invalid)
+    settings = {"model": model, "threshold": threshold, "level": level}
+    settings["window"] = parse_duration(window) if window else None
+    with open_index(index_path, quiet=quiet, create=True, **settings) as index:
+        if not existed:
+            click.echo(f"created a new index at {index_path} (model {index.model})", err=True)
+        spec = EmbedderSpec.for_index(index, injected_embedder())
+        try:
+            with progress_bar("building", quiet=quiet) as progress:
+                if engine == "ray":
+                    from .ray_engine import build_ray
+
+                    result = build_ray(
+                        index,
+                        files,
+                        options,
+                        spec,
+                        workers=workers,
+                        address=ray_address,
+                        work_dir=work_dir,
+                        progress=progress,
+                        quiet=quiet,
+                    )
+                else:
+                    result = build_local(index, files, options, spec, progress=progress, quiet=quiet)
+        except InputError as exc:
+            raise invalid_row_hint(exc, "nothing was stored") from None
+    report_read_rows(result.invalid, result.warnings, quiet=quiet)
+    if not quiet:
+        click.echo(_summary(result, index_path, time.monotonic() - started), err=True)
+
+
+def _summary(result: BuildResult, index_path: Path, elapsed: float) -> str:
+    if result.already_built:
+        return (
+            f"{index_path} already holds this build ({plural(result.headlines, 'headline')} in "
+            f"{plural(result.stories, 'story')}): nothing to do"
+        )
+    speed = rate(result.headlines, elapsed, "headlines")
+    resumed = "; reused the vectors of an interrupted run" if result.resumed else ""
+    where = f"; vectors in {result.work_dir}" if result.work_dir is not None else ""
+    return (
+        f"built {plural(result.headlines, 'headline')} in {plural(result.stories, 'story')} "
+        f"({plural(result.windows, 'window')}; already present {result.present:,}, invalid {len(result.invalid):,}) "
+        f"in {elapsed:.1f} s{f' ({speed})' if speed else ''} with --engine {result.engine}{resumed}{where}"
+    )
