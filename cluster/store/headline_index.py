@@ -443,12 +443,12 @@ class HeadlineIndex:
         return self.db.execute("SELECT normalized FROM headlines WHERE row = ?", (row,)).fetchone()[0]
 
     def bulk_insert(self, batches: Iterable[BuiltHeadlines], **totals: Any) -> int:
-        """Store pre-embedded headlines with their story ids in one transaction (``index build``), then write
-        vectors.faiss; how many were stored. ``totals``: see :func:`cluster.store.bulk.insert_built`."""
+        """Store pre-embedded headlines with their story ids in one transaction (``index build``) and write the
+        segment files compacted as nightly leaves them; how many were stored. ``totals``: ``insert_built``'s."""
         with self.lock():
             added = insert_built(self.db, self.judgement, batches, **totals)
             self._settings = None
-            self._vectors.current()
+            self._vectors.current(convert=True)
         return added
 
     def last_build(self) -> dict[str, Any] | None:
