@@ -23,7 +23,7 @@ from .cli_index import _open as open_index
 from .cli_index import index_group, quiet_option
 from .errors import InputError
 from .settings import LEVELS
-from .store import DB_FILE, parse_duration
+from .store import DB_FILE, LOCK_FILE, HeadlineIndex, parse_duration
 from .wording import plural, rate
 
 
@@ -115,33 +115,69 @@ def build_command(
     options = ReadOptions(input_format, text_field, id_field, time_field, source_field, url_field, skip_invalid)
     settings = {"model": model, "threshold": threshold, "level": level}
     settings["window"] = parse_duration(window) if window else None
-    with open_index(index_path, quiet=quiet, create=True, **settings) as index:
-        if not existed:
-            click.echo(f"created a new index at {index_path} (model {index.model})", err=True)
-        spec = EmbedderSpec.for_index(index, injected_embedder())
-        try:
-            with progress_bar("building", quiet=quiet) as progress:
-                if engine == "ray":
-                    from .ray_engine import build_ray
-
-                    result = build_ray(
-                        index,
-                        files,
-                        options,
-                        spec,
-                        workers=workers,
-                        address=ray_address,
-                        work_dir=work_dir,
-                        progress=progress,
-                        quiet=quiet,
-                    )
-                else:
-                    result = build_local(index, files, options, spec, progress=progress, quiet=quiet)
-        except InputError as exc:
-            raise invalid_row_hint(exc, "nothing was stored") from None
+    folder_existed = index_path.exists()
+    forget = False
+    try:
+        with open_index(index_path, quiet=quiet, create=True, **settings) as index:
+            if not existed:
+                click.echo(f"created a new index at {index_path} (model {index.model})", err=True)
+            try:
+                result = _run(index, engine, files, options, ray_address, workers, work_dir, quiet)
+            except BaseException:
+                # A build that stored nothing leaves no new index behind: the folder is as it was.
+                forget = not existed and index.count() == 0
+                raise
+    except BaseException:
+        if forget:
+            _forget_new_index(index_path, folder_existed)
+            click.echo(f"nothing was stored: removed the new index at {index_path}", err=True)
+        raise
     report_read_rows(result.invalid, result.warnings, quiet=quiet)
     if not quiet:
         click.echo(_summary(result, index_path, time.monotonic() - started), err=True)
+
+
+def _forget_new_index(index_path: Path, folder_existed: bool) -> None:
+    """Remove the files of an index that was just created and holds nothing."""
+    for name in (DB_FILE, f"{DB_FILE}-wal", f"{DB_FILE}-shm", LOCK_FILE):
+        (index_path / name).unlink(missing_ok=True)
+    for folder in [p for p in index_path.iterdir() if p.is_dir()] if index_path.is_dir() else []:
+        if not any(folder.iterdir()):  # segments/, or a Ray build folder that got no vectors yet
+            folder.rmdir()
+    if not folder_existed and index_path.is_dir() and not any(index_path.iterdir()):
+        index_path.rmdir()  # anything else in it (a --work-dir inside, say) stays, and so does the folder
+
+
+def _run(
+    index: HeadlineIndex,
+    engine: str,
+    files: tuple[Path, ...],
+    options: ReadOptions,
+    ray_address: str | None,
+    workers: int | None,
+    work_dir: Path | None,
+    quiet: bool,
+) -> BuildResult:
+    spec = EmbedderSpec.for_index(index, injected_embedder())
+    try:
+        with progress_bar("building", quiet=quiet) as progress:
+            if engine == "ray":
+                from .ray_engine import build_ray
+
+                return build_ray(
+                    index,
+                    files,
+                    options,
+                    spec,
+                    workers=workers,
+                    address=ray_address,
+                    work_dir=work_dir,
+                    progress=progress,
+                    quiet=quiet,
+                )
+            return build_local(index, files, options, spec, progress=progress, quiet=quiet)
+    except InputError as exc:
+        raise invalid_row_hint(exc, "nothing was stored") from None
 
 
 def _summary(result: BuildResult, index_path: Path, elapsed: float) -> str:

@@ -242,6 +242,20 @@ def group_days(root: str, first_day: int, end_day: int, dimension: int, judgemen
 # -- the build -------------------------------------------------------------------------------------------
 
 
+def _reachable(address: str, timeout: float = 5.0) -> None:
+    """Fail at once when nothing listens at a ``host:port`` address: Ray itself retries for minutes."""
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit() or address == "auto":
+        return  # "auto" or a form Ray resolves itself
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise InputError(
+            f"nothing answers at the Ray address {address} ({exc.strerror or exc})",
+            hint="start the head with `ray start --head --port PORT` and give --ray-address HOST:PORT",
+        ) from None
+
+
 @contextlib.contextmanager
 def ray_session(address: str | None, workers: int | None, quiet: bool) -> Iterator[int]:
     """Join the cluster at ``address``, else start Ray on this machine (``workers`` CPUs, default all);
@@ -255,12 +269,22 @@ def ray_session(address: str | None, workers: int | None, quiet: bool) -> Iterat
     # actors' constructor arguments live in the object store: both expected here, and noise to a user.
     warnings.filterwarnings("ignore", message="The minimum number of concurrent actors", category=UserWarning)
     os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
+    if address:
+        _reachable(address)
     if not ray.is_initialized():
         options: dict[str, Any] = {"include_dashboard": False, "logging_level": logging.ERROR}
         if quiet:
             options["log_to_driver"] = False
         if address:
-            ray.init(address=address, **options)
+            try:
+                ray.init(address=address, **options)
+            except (ConnectionError, TimeoutError, RuntimeError, ValueError) as exc:
+                # Ray names the address its head registered, which may differ from the one given.
+                raise InputError(
+                    f"cannot join the Ray cluster at {address}: {exc}",
+                    hint="`ray status` on the head node prints the address to give --ray-address; a head "
+                    "started with --node-ip-address 127.0.0.1 is joined at 127.0.0.1:PORT",
+                ) from None
         else:
             ray.init(num_cpus=workers or os.cpu_count() or 1, **options)
         started = True
