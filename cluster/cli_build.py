@@ -20,9 +20,8 @@ from .cli_common import (
     text_field_option,
 )
 from .cli_index import _open as open_index
-from .cli_index import index_group, quiet_option
+from .cli_index import index_group, level_option, quiet_option, threshold_option
 from .errors import InputError
-from .settings import LEVELS
 from .store import DB_FILE, LOCK_FILE, HeadlineIndex, parse_duration
 from .wording import plural, rate
 
@@ -68,13 +67,8 @@ from .wording import plural, rate
     help="The new index's story window (default 72h); the build groups windows of twice it, in whole days.",
 )
 @model_option
-@click.option(
-    "--threshold",
-    "-t",
-    type=click.FloatRange(-1.0, 1.0),
-    help="Similarity needed to join a story; fixed when the index is created (default: the model's value).",
-)
-@click.option("--level", type=click.Choice(LEVELS), help="Grouping level; fixed when the index is created.")
+@threshold_option
+@level_option
 @quiet_option
 @reports_errors
 def build_command(

@@ -38,6 +38,16 @@ _UTC = timezone.utc
 EXIT_EMPTY_WINDOW = 3
 """``nightly --fail-if-empty``: the window held no headlines (a dead feed); 2 stays "an error"."""
 
+# The settings a new index is created with (index add, index build).
+threshold_option = click.option(
+    "--threshold",
+    "-t",
+    type=click.FloatRange(-1.0, 1.0),
+    help="Similarity needed to join a story; fixed when the index is created (default: the model's value).",
+)
+level_option = click.option(
+    "--level", type=click.Choice(LEVELS), help="Grouping level; fixed when the index is created."
+)
 quiet_option = click.option(
     "--quiet",
     "-q",
@@ -84,13 +94,8 @@ def index_group() -> None:
     help="Stories a headline may join: those with a headline this close in time (default: the index's, 72h).",
 )
 @model_option
-@click.option(
-    "--threshold",
-    "-t",
-    type=click.FloatRange(-1.0, 1.0),
-    help="Similarity needed to join a story; fixed when the index is created (default: the model's value).",
-)
-@click.option("--level", type=click.Choice(LEVELS), help="Grouping level; fixed when the index is created.")
+@threshold_option
+@level_option
 @click.option(
     "--commit-every",
     type=click.IntRange(min=1),
