@@ -282,8 +282,8 @@ def ray_session(address: str | None, workers: int | None, quiet: bool) -> Iterat
                 # Ray names the address its head registered, which may differ from the one given.
                 raise InputError(
                     f"cannot join the Ray cluster at {address}: {exc}",
-                    hint="`ray status` on the head node prints the address to give --ray-address; a head "
-                    "started with --node-ip-address 127.0.0.1 is joined at 127.0.0.1:PORT",
+                    hint="give the address `ray start --head` printed (ray start --address='HOST:PORT'), or "
+                    "auto on a node of the cluster: Ray replaces a loopback address with the node's own",
                 ) from None
         else:
             ray.init(num_cpus=workers or os.cpu_count() or 1, **options)
