@@ -17,10 +17,9 @@ from .cli_common import (
     progress_bar,
     report_read_rows,
     reports_errors,
-    text_field_option,
 )
 from .cli_index import _open as open_index
-from .cli_index import index_group, level_option, quiet_option, threshold_option
+from .cli_index import index_group, level_option, quiet_option, record_field_options, threshold_option
 from .errors import InputError
 from .store import DB_FILE, LOCK_FILE, HeadlineIndex, parse_duration
 from .wording import plural, rate
@@ -49,13 +48,7 @@ from .wording import plural, rate
     "a folder every node can read.",
 )
 @input_format_option
-@click.option("--id-field", default="id", show_default=True, metavar="NAME", help="Column or key of the id.")
-@text_field_option
-@click.option(
-    "--time-field", default="published_at", show_default=True, metavar="NAME", help="Column or key of the time."
-)
-@click.option("--source-field", default="source", show_default=True, metavar="NAME", help="Column or key.")
-@click.option("--url-field", default="url", show_default=True, metavar="NAME", help="Column or key.")
+@record_field_options
 @click.option(
     "--skip-invalid",
     is_flag=True,

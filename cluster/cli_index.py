@@ -7,7 +7,7 @@ import io
 import json
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -37,6 +37,30 @@ from .wording import plural, rate
 _UTC = timezone.utc
 EXIT_EMPTY_WINDOW = 3
 """``nightly --fail-if-empty``: the window held no headlines (a dead feed); 2 stays "an error"."""
+
+
+def record_field_options(command: Callable) -> Callable:
+    """The columns or keys an indexed record is read from (index add, index build)."""
+    for option in reversed(
+        [
+            click.option(
+                "--id-field", default="id", show_default=True, metavar="NAME", help="Column or key of the id."
+            ),
+            text_field_option,
+            click.option(
+                "--time-field",
+                default="published_at",
+                show_default=True,
+                metavar="NAME",
+                help="Column or key of the time.",
+            ),
+            click.option("--source-field", default="source", show_default=True, metavar="NAME", help="Column or key."),
+            click.option("--url-field", default="url", show_default=True, metavar="NAME", help="Column or key."),
+        ]
+    ):
+        command = option(command)
+    return command
+
 
 # The settings a new index is created with (index add, index build).
 threshold_option = click.option(
@@ -75,13 +99,7 @@ def index_group() -> None:
 @click.argument("files", nargs=-1, metavar="[FILE|-]...")
 @index_option
 @input_format_option
-@click.option("--id-field", default="id", show_default=True, metavar="NAME", help="Column or key of the id.")
-@text_field_option
-@click.option(
-    "--time-field", default="published_at", show_default=True, metavar="NAME", help="Column or key of the time."
-)
-@click.option("--source-field", default="source", show_default=True, metavar="NAME", help="Column or key.")
-@click.option("--url-field", default="url", show_default=True, metavar="NAME", help="Column or key.")
+@record_field_options
 @click.option("--update", is_flag=True, help="Replace headlines whose id is present (default: keep them).")
 @click.option(
     "--skip-invalid",
