@@ -469,7 +469,13 @@ def nightly_command(
     if since is not None and last is not None:
         raise click.UsageError("give --since or --last, not both")
     end = _moment(until, "--until") or datetime.now(tz=_UTC)
-    start = _moment(since, "--since") or end - (parse_duration(last) if last else DEFAULT_LAST)
+    try:
+        start = _moment(since, "--since") or end - (parse_duration(last) if last else DEFAULT_LAST)
+    except OverflowError:  # a window that starts before the year 1 cannot be a date
+        raise InputError(
+            f"the duration {last!r} is too long: the window would start before the year 1",
+            hint="write it like 90m, 72h, 3d or 1w; a bare number is hours",
+        ) from None
     with _open(index_path, quiet=quiet) as index:
         result = run_nightly(index, start, end, out)
     if not quiet:

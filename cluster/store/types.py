@@ -17,16 +17,18 @@ COMMIT_EVERY = 1000
 
 _DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_DURATION_HINT = "write it like 90m, 72h, 3d or 1w; a bare number is hours"
 
 
 def parse_duration(text: str) -> timedelta:
     """'90m', '72h', '3d', '1w' (a bare number is hours) as a timedelta."""
     match = _DURATION.fullmatch(text.lower())
     if not match or float(match[1]) <= 0:
-        raise InputError(
-            f"cannot read the duration {text!r}", hint="write it like 90m, 72h, 3d or 1w; a bare number is hours"
-        )
-    return timedelta(seconds=float(match[1]) * _UNITS[match[2] or "h"])
+        raise InputError(f"cannot read the duration {text!r}", hint=_DURATION_HINT)
+    try:
+        return timedelta(seconds=float(match[1]) * _UNITS[match[2] or "h"])
+    except OverflowError:  # past timedelta's ~2.7 million years: a typo, not a window
+        raise InputError(f"the duration {text!r} is too long", hint=_DURATION_HINT) from None
 
 
 @dataclass
