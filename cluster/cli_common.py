@@ -165,7 +165,7 @@ output_format_option = click.option(
 )
 
 
-SHOWN_INVALID = 10  # skipped rows and warnings listed one by one; the rest are counted
+SHOWN_WARNINGS = 10  # warnings listed one by one; the rest are counted (skipped rows are all named)
 
 skip_invalid_option = click.option(
     "--skip-invalid",
@@ -175,7 +175,7 @@ skip_invalid_option = click.option(
 
 
 def report_read(read: ReadResult, *, quiet: bool = False) -> None:
-    """Name on stderr the rows a reader skipped and what it warned about (capped; one line with --quiet)."""
+    """Name on stderr every row a reader skipped, and what it warned about (warnings capped; one line with --quiet)."""
     report_read_rows(read.invalid, read.warnings, quiet=quiet)
 
 
@@ -184,15 +184,14 @@ def report_read_rows(invalid: Sequence[object], warnings: Sequence[object], *, q
     if invalid and quiet:  # cron stays silent on clean runs, but dropped rows must not go unseen
         click.echo(f"skipped {plural(len(invalid), 'invalid row')}; the first: {invalid[0]}", err=True)
     elif invalid:
-        for row in invalid[:SHOWN_INVALID]:
+        # Every one: a row left out of the index must be findable from the message alone.
+        for row in invalid:
             click.echo(f"skipped {row}", err=True)
-        if len(invalid) > SHOWN_INVALID:
-            click.echo(f"... and {plural(len(invalid) - SHOWN_INVALID, 'more invalid row')} skipped", err=True)
     if warnings and not quiet:
-        for warning in warnings[:SHOWN_INVALID]:
+        for warning in warnings[:SHOWN_WARNINGS]:
             click.echo(f"warning: {warning}", err=True)
-        if len(warnings) > SHOWN_INVALID:
-            click.echo(f"... and {plural(len(warnings) - SHOWN_INVALID, 'more warning')}", err=True)
+        if len(warnings) > SHOWN_WARNINGS:
+            click.echo(f"... and {plural(len(warnings) - SHOWN_WARNINGS, 'more warning')}", err=True)
 
 
 def invalid_row_hint(exc: InputError, what: str) -> InputError:

@@ -119,7 +119,8 @@ def _add_json_line(raw: str, number: int, fields: Fields, collector: RowSink) ->
         hint = "each line must be one complete JSON object"
         if number == 1 and raw.strip() == "[":
             hint = "this looks like a JSON array; JSON Lines needs one object per line, without [ ]"
-        raise RowError(f"malformed JSON: {exc.msg} at column {exc.colno}", hint) from None
+        # Some of json's messages end in "at" ("Invalid control character at"): one "at" is enough.
+        raise RowError(f"malformed JSON: {exc.msg.removesuffix(' at')} at column {exc.colno}", hint) from None
     except RecursionError:
         raise too_deep from None
     except ValueError as exc:
@@ -303,6 +304,13 @@ def _rows_from(lines: list[str], start: int, delimiter: str, sentinel: str) -> G
                     ),
                 )
                 return first
+            if "field larger than field limit" in str(exc) and last == first:
+                # One long line, not an open quote: read it whole, so that its text gets the message
+                # (or the cut) a long headline gets in every other format.
+                long_row = _long_line(lines[first - 1], delimiter)
+                if long_row is not None:
+                    yield first, last, long_row
+                    continue
             # The reader recovers on the next line, so one unparseable row does not end the file.
             yield first, last, RowError(f"cannot parse row: {exc}")
             continue
@@ -325,6 +333,18 @@ def _rows_from(lines: list[str], start: int, delimiter: str, sentinel: str) -> G
         if len(row) <= 1 and not "".join(row).strip():
             continue
         yield first, last, row
+
+
+def _long_line(line: str, delimiter: str) -> list[str] | None:
+    """The fields of one line over csv's field size limit, or None when it does not parse on its own."""
+    limit = csv.field_size_limit()
+    csv.field_size_limit(max(limit, len(line) + 1))
+    try:
+        return next(csv.reader([line], delimiter=delimiter), None)
+    except csv.Error:
+        return None
+    finally:
+        csv.field_size_limit(limit)
 
 
 def _header(rows: Iterator[_CsvRow], fmt: str, collector: RowSink) -> tuple[int, list[str]]:
