@@ -182,6 +182,13 @@ def add_command(
     except InputError as exc:
         raise invalid_row_hint(exc, "nothing was added") from None
     report_read(read, quiet=quiet)
+    if not read.records and not existed:
+        # Every row was skipped: an empty new index would only hide the mistaken input.
+        raise InputError(
+            f"no valid headlines to add ({plural(len(read.invalid), 'invalid row')} skipped)",
+            path=str(index_path),
+            hint="no index was created; fix the rows named above",
+        )
     settings = {"model": model, "threshold": threshold, "level": level, "window": window_length}
     with _open(index_path, quiet=quiet, create=True, **settings) as index:
         if not existed:

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
-from test_cli_index import add, jsonl
+from test_cli_index import GOOD, add, count, jsonl, run
 
 from cluster.records import read_records
 
@@ -46,3 +47,76 @@ def test_a_giant_csv_field_gets_the_message_a_giant_jsonl_text_gets(tmp_path: Pa
     assert [r.id for r in from_csv.records] == ["0", "2"]
     cut = read_records(csv_path)  # without reject_long: cut and warned about, as jsonl is
     assert len(cut.records[1].text) <= 2000 and "cut to the first 2,000" in str(cut.warnings[0])
+
+
+# --- lone surrogates (item 3) and invisible-only queries (item 4) -----------------------------------------
+
+SURROGATE = (
+    '{"id": "a", "text": "topic1 hello"}\n{"id": "b", "text": "abc \\ud800 def"}\n{"id": "c", "text": "topic2 x"}\n'
+)
+SURROGATE_ONLY = '{"id": "b", "text": "abc \\ud800 def"}\n'
+
+
+def fake_run(*args: object):
+    return run(CliRunner(), *args)
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["index", "add", "--model", "fake-64"], ["index", "build", "--model", "fake-64"], ["collapse"], ["explain"]],
+    ids=["add", "build", "collapse", "explain"],
+)
+def test_a_lone_surrogate_names_its_row_and_is_skipped_under_skip_invalid(tmp_path: Path, command: list[str]) -> None:
+    path = tmp_path / "s.jsonl"
+    path.write_text(SURROGATE, encoding="utf-8")
+    tail = ["--index", tmp_path / "idx"] if command[0] == "index" else (["0", "1"] if command[0] == "explain" else [])
+    refused = fake_run(*command[:2], path, *tail, *command[2:])
+    assert refused.exit_code == 2
+    assert f"Error: {path}:2: text is not valid Unicode" in refused.stderr, refused.stderr
+    skipped = fake_run(*command[:2], path, *tail, *command[2:], "--skip-invalid")
+    assert skipped.exit_code == 0, skipped.output
+    assert f"skipped {path}:2: text is not valid Unicode" in skipped.stderr
+    if command[0] == "index":
+        assert count(tmp_path / "idx") == 2
+
+
+def test_input_with_no_valid_row_creates_no_index(tmp_path: Path) -> None:
+    path = tmp_path / "only.jsonl"
+    path.write_text(SURROGATE_ONLY, encoding="utf-8")
+    result = add(CliRunner(), tmp_path / "idx", path, "--skip-invalid")
+    assert result.exit_code == 2 and "no valid headlines to add" in result.stderr
+    assert f"skipped {path}:1: text is not valid Unicode" in result.stderr
+    assert not (tmp_path / "idx").exists()
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ("abc \udcff", "the query text is not valid Unicode"),  # a non-UTF-8 byte of an argument
+        ("\u200f\u200e", "the query has no visible characters"),
+        ("\u200b", "the query has no visible characters"),
+        ("\x00", "the query has no visible characters"),
+    ],
+)
+def test_an_unusable_query_is_refused(tmp_path: Path, text: str, says: str) -> None:
+    source = tmp_path / "good.jsonl"
+    source.write_text(GOOD, encoding="utf-8")
+    assert add(CliRunner(), tmp_path / "idx", source).exit_code == 0
+    result = fake_run("index", "query", text, "--index", tmp_path / "idx")
+    assert result.exit_code == 2 and says in result.stderr and "judged" not in result.output
+
+
+def test_the_library_refuses_lone_surrogates_too(tmp_path: Path) -> None:
+    from test_store import FakeEmbedder, open_index
+
+    from cluster.errors import InputError
+    from cluster.stories import collapse
+
+    with pytest.raises(InputError, match="text is not valid Unicode"):
+        collapse(["fine", "abc \ud800"], embedder=FakeEmbedder())
+    with open_index(tmp_path / "idx") as index:
+        with pytest.raises(InputError, match="headline 0: text is not valid Unicode"):
+            index.add([{"id": "x", "text": "abc \ud800"}])
+        with pytest.raises(InputError, match="headline 0: id is not valid Unicode"):
+            index.add([{"id": "x\udcff", "text": "fine"}])
+        assert index.count() == 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from ..normalize import is_blank, is_valid_unicode
 from ..store import MAX_HEADLINE_CHARS
 from .errors import ApiError
 
@@ -38,6 +39,11 @@ def check_texts(texts: Sequence[tuple[str, str]], limits: Limits) -> None:
     for field, text in texts:
         if not text.strip():
             raise ApiError(422, "invalid_request", f"{field}: the headline is empty", field)
+        # The same rules as the readers and the library: invisible-only or unencodable text is no headline.
+        if not is_valid_unicode(text):
+            raise ApiError(422, "invalid_request", f"{field}: the text is not valid Unicode", field)
+        if is_blank(text):
+            raise ApiError(422, "invalid_request", f"{field}: the text has no visible characters", field)
         if len(text) > limits.max_text_chars:
             raise ApiError(
                 422,

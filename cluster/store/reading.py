@@ -9,7 +9,7 @@ import numpy as np
 
 from ..embed import text_key
 from ..errors import InputError
-from ..normalize import normalize
+from ..normalize import is_blank, is_valid_unicode, normalize
 from .ann import one_search_thread
 from .assign import story_means
 from .schema import HEADLINE_COLUMNS, Database, chunks, marks
@@ -27,6 +27,10 @@ def query_index(index: HeadlineIndex, vectors: VectorFile, text: str, k: int, ex
     """See :meth:`HeadlineIndex.query`."""
     if not text.strip():
         raise InputError("the query is empty")
+    if not is_valid_unicode(text):
+        raise InputError("the query text is not valid Unicode (it holds a lone surrogate)")
+    if is_blank(text):  # only invisible characters: it would match whatever normalizes to nothing
+        raise InputError("the query has no visible characters", hint="give the text of a headline")
     normalized = normalize(text)
     vector = _vector_of(index, normalized)
     vi = vectors.current(write=False)
