@@ -12,7 +12,7 @@ import click
 import numpy as np
 
 from .embed import get_embedder, resolve_model_name
-from .errors import HeadlineClusterError, InputError
+from .errors import DiskFullError, HeadlineClusterError, InputError
 from .pipeline import EmbedderLike
 from .records import INPUT_FORMATS, ReadResult
 from .wording import plural
@@ -205,3 +205,34 @@ def invalid_row_hint(exc: InputError, what: str) -> InputError:
         line=exc.line,
         hint=f"{hint}{what}: fix the row, or pass --skip-invalid to skip invalid rows",
     )
+
+
+ROW_BYTES = 6 * 1024
+"""About what one headline takes while it is added: its row and 384-float vector in the database, their
+copy in the write-ahead log, and the vector again in a segment file (for a message's estimate only)."""
+
+
+@contextlib.contextmanager
+def disk_full_names_the_index(index_path: Path, rows: Callable[[], int] | None = None) -> Iterator[None]:
+    """A full disk under the index reported for the index folder, with the space the command needs:
+    ``rows()`` headlines still to add at :data:`ROW_BYTES` each, else the size of the index (a nightly
+    run, repair or compaction may write all of it anew)."""
+    try:
+        yield
+    except DiskFullError as exc:
+        if exc.folder != index_path and index_path not in exc.folder.parents:
+            raise  # another folder (nightly's --out): its own message is the right one
+        needed = None if rows is None else max(exc.needed, rows() * ROW_BYTES)
+        raise DiskFullError(index_path, needed) from None
+
+
+def input_lines(files: Sequence[str]) -> int:
+    """Lines in the named input files (standard input counts 0): the headlines a command may add."""
+    total = 0
+    for name in files:
+        if name == "-":
+            continue
+        with contextlib.suppress(OSError), open(name, "rb") as handle:
+            for block in iter(lambda handle=handle: handle.read(1 << 20), b""):
+                total += block.count(b"\n")
+    return total

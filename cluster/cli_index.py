@@ -15,6 +15,7 @@ import click
 
 from .cli_common import (
     FullHelpGroup,
+    disk_full_names_the_index,
     index_option,
     injected_embedder,
     input_format_option,
@@ -190,7 +191,10 @@ def add_command(
             hint="no index was created; fix the rows named above",
         )
     settings = {"model": model, "threshold": threshold, "level": level, "window": window_length}
-    with _open(index_path, quiet=quiet, create=True, **settings) as index:
+    with (
+        disk_full_names_the_index(index_path, lambda: len(read.records)),
+        _open(index_path, quiet=quiet, create=True, **settings) as index,
+    ):
         if not existed:
             # Even with --quiet: a mistyped --index would otherwise start a new index without a word.
             click.echo(f"created a new index at {index_path} (model {index.model})", err=True)
@@ -412,7 +416,7 @@ def repair_command(index_path: Path) -> None:
     beside it), damaged or missing vectors are embedded again from their headlines, story records are
     recomputed. Exit code 0 when the index is sound afterwards, 1 when damage remains.
     """
-    with _open(index_path) as index:
+    with disk_full_names_the_index(index_path), _open(index_path) as index:
         fixed = index.repair()
         count = index.count()
         remaining = index.check()
@@ -483,7 +487,7 @@ def nightly_command(
             f"the duration {last!r} is too long: the window would start before the year 1",
             hint="write it like 90m, 72h, 3d or 1w; a bare number is hours",
         ) from None
-    with _open(index_path, quiet=quiet) as index:
+    with disk_full_names_the_index(index_path), _open(index_path, quiet=quiet) as index:
         result = run_nightly(index, start, end, out)
     if not quiet:
         resumed = " (resumed an interrupted run)" if result.resumed else ""

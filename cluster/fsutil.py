@@ -16,6 +16,8 @@ import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from .errors import DiskFullError, is_disk_full
+
 __all__ = ["atomic_file", "atomic_write_bytes", "atomic_write_text", "file_lock", "fsync_dir", "staged_folder"]
 
 
@@ -37,31 +39,42 @@ def fsync_dir(path: Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_file(path: str | Path) -> Iterator[Path]:
+def atomic_file(path: str | Path, *, size: int | None = None) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; when the block ends without error, it replaces ``path``.
 
     The temporary is fsynced before the rename and the folder after it. On error the temporary is
-    removed and ``path`` is left as it was.
+    removed and ``path`` is left as it was; a full disk is a :class:`DiskFullError` naming the folder
+    (``size``: the bytes to be written, when known, for the space it says is needed).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    temporary = Path(name)
+    temporary: Path | None = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        temporary = Path(name)
         os.fchmod(fd, _default_mode())
         os.close(fd)
         yield temporary
         with open(temporary, "rb+") as handle:
             os.fsync(handle.fileno())
         os.replace(temporary, path)
+        fsync_dir(path.parent)
+    except Exception as exc:
+        _remove(temporary)  # first: the space it took counts as free in the message
+        if is_disk_full(exc):
+            raise DiskFullError(path.parent, size) from None
+        raise
     finally:
-        if temporary.exists():
-            temporary.unlink()
-    fsync_dir(path.parent)
+        _remove(temporary)
+
+
+def _remove(temporary: Path | None) -> None:
+    if temporary is not None and temporary.exists():
+        temporary.unlink()
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    with atomic_file(path) as temporary:
+    with atomic_file(path, size=len(data)) as temporary:
         temporary.write_bytes(data)
 
 

@@ -30,7 +30,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
 from ..embed import Embedder
-from ..errors import IndexDamagedError, InputError
+from ..errors import DiskFullError, IndexDamagedError, InputError
 from ..normalize import normalize
 from ..store import EmbedderLike, HeadlineIndex
 from ..stories import collapse
@@ -238,7 +238,7 @@ def create_app(
 
     @app.exception_handler(InputError)
     async def invalid_input(request: Request, exc: InputError) -> JSONResponse:
-        if isinstance(exc, IndexDamagedError) or "not writable" in exc.hint:
+        if isinstance(exc, (IndexDamagedError, DiskFullError)) or "not writable" in exc.hint:
             log.error("the index cannot be used: %s", exc)
             return error(503, "unavailable", str(exc))
         return error(422, "invalid_input", str(exc))

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import IndexDamagedError, InputError
+from ..errors import DiskFullError, IndexDamagedError, InputError, free_bytes, is_disk_full
 
 SCHEMA_VERSION = 1
 DB_FILE = "headlines.sqlite"
@@ -81,6 +81,7 @@ HEADLINE_COLUMNS = "h.row, h.id, h.text, h.published_at, h.source, h.url, h.stor
 
 
 _DAMAGED = ("malformed", "corrupt")
+_NEARLY_FULL = 1 << 20  # bytes: with less free, SQLite's I/O errors are taken for a full disk
 _NO_ACCESS = ("readonly", "read-only", "unable to open", "permission denied", "disk i/o error")
 
 
@@ -89,6 +90,9 @@ def sqlite_problem(exc: sqlite3.Error, path: Path) -> InputError | None:
     text = str(exc)
     lowered = text.lower()
     folder = path.parent
+    # SQLite says "disk I/O error" when the write-ahead log or its index cannot grow: a full disk too.
+    if is_disk_full(exc) or ("disk i/o error" in lowered and free_bytes(folder) < _NEARLY_FULL):
+        return DiskFullError(folder)
     if any(word in lowered for word in _DAMAGED):
         return IndexDamagedError(
             f"the index database is damaged ({text})",
