@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from .cli_common import index_option, model_option, reports_errors
+from .cli_common import index_option, injected_embedder, model_option, reports_errors
 from .errors import InputError
 from .limits import MAX_HEADLINE_CHARS
 from .store import DB_FILE
@@ -144,7 +144,10 @@ def serve_command(
     sock = _listen(host, port)
     try:
         limits = Limits(max_headlines=max_headlines, max_text_chars=max_text_chars, max_body_bytes=max_body_bytes)
-        app = create_app(index_path, api_key=api_key, model=model, limits=limits, create=create)
+        # injected_embedder: a program (the fault tests) may serve with an embedder of its own.
+        app = create_app(
+            index_path, api_key=api_key, model=model, limits=limits, create=create, embedder=injected_embedder()
+        )
         bound = sock.getsockname()[1]
         shown = f"[{host}]" if ":" in host else host
         click.echo(

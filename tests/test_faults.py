@@ -11,11 +11,16 @@ from __future__ import annotations
 
 import errno
 import json
+import re
+import sqlite3
 import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import httpx
 import pytest
 from click.testing import CliRunner
 from test_store import FakeEmbedder
@@ -163,3 +168,115 @@ def test_a_full_disk_by_fault_injection(tmp_path: Path, monkeypatch: pytest.Monk
     assert add(index, tmp_path / "b.jsonl").exit_code == 0
     assert cli("index", "check", "--index", index).exit_code == 0
     assert len(stored_ids(index)) == 1000
+
+
+# --- the -shm file removed under a running serve ------------------------------------------------------------
+
+REPO = Path(__file__).resolve().parents[1]
+TESTS = Path(__file__).resolve().parent
+BOOT = (
+    "import sys\n"
+    f"sys.path[:0] = [{str(TESTS)!r}, {str(REPO)!r}]\n"
+    "import cluster.cli, test_store\n"
+    "cluster.cli.main(sys.argv[1:], prog_name='headline-cluster', obj={'embedder': test_store.FakeEmbedder()})\n"
+)
+STARTUP_S = 60  # a bound for a start with the fake embedder on a busy machine, not a measurement
+
+
+def process(*args: object) -> list[str]:
+    return [sys.executable, "-c", BOOT, *(str(a) for a in args)]
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[tuple[Path, str]]:
+    """An index of 200 headlines and ``serve`` on it in a process of its own: (index, base URL)."""
+    index = tmp_path / "idx"
+    write_rows(tmp_path / "first.jsonl", range(200))
+    assert add(index, tmp_path / "first.jsonl").exit_code == 0
+    log = tmp_path / "serve.log"
+    with log.open("wb") as handle:
+        server = subprocess.Popen(
+            process("serve", "--index", index, "--port", "0", "--no-access-log"),
+            cwd=REPO,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + STARTUP_S
+        url = None
+        while url is None:
+            found = re.search(r"on (http://127\.0\.0\.1:\d+) ", log.read_text(encoding="utf-8", errors="replace"))
+            if found:
+                try:
+                    if httpx.get(f"{found[1]}/healthz", timeout=2).status_code == 200:
+                        url = found[1]
+                except httpx.TransportError:
+                    pass  # bound, not accepting yet
+            assert server.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+        yield index, url
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def post(url: str, headline_id: str) -> httpx.Response:
+    body = {"headlines": [{"id": headline_id, "text": f"topic7 served {headline_id}", "published_at": T0.isoformat()}]}
+    return httpx.post(f"{url}/v1/headlines", json=body, timeout=30)
+
+
+def add_in_a_process(index: Path, source: Path) -> None:
+    done = subprocess.run(
+        process("index", "add", source, "--index", index), cwd=REPO, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+
+
+def test_a_removed_shm_under_serve_loses_no_headline(served: tuple[Path, str], tmp_path: Path) -> None:
+    index, url = served
+    assert post(url, "s1").status_code == 200
+    (index / "headlines.sqlite-shm").unlink()  # a clean-up script, an operator
+    added = write_rows(tmp_path / "a.jsonl", range(1000, 1300))
+    add_in_a_process(index, tmp_path / "a.jsonl")
+    refused = post(url, "s2")
+    # The service's shared memory is not the file on disk any more: it refuses to write, and says why.
+    assert refused.status_code == 503, refused.text
+    message = refused.json()["message"]
+    assert "headlines.sqlite-shm" in message and "refuses to write" in message and "start it again" in message
+    added += write_rows(tmp_path / "b.jsonl", range(2000, 2300))
+    add_in_a_process(index, tmp_path / "b.jsonl")
+    assert post(url, "s3").status_code == 503
+    kept = stored_ids(index)
+    assert len(kept) == 200 + 1 + 600 and set(added) <= set(kept) and "s1" in kept
+    check = cli("index", "check", "--index", index)
+    assert check.exit_code == 0, check.output
+
+
+def test_segment_files_of_rows_the_database_lost_are_evidence(tmp_path: Path) -> None:
+    # The database as it was before two adds, as after a -shm removal lost their commits: the segment
+    # files the adds wrote hold rows the database never had.
+    index = tmp_path / "idx"
+    write_rows(tmp_path / "first.jsonl", range(200))
+    assert add(index, tmp_path / "first.jsonl").exit_code == 0
+    db = sqlite3.connect(index / "headlines.sqlite")
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    db.close()
+    before = (index / "headlines.sqlite").read_bytes()
+    lost = write_rows(tmp_path / "more.jsonl", range(1000, 1300))
+    assert add(index, tmp_path / "more.jsonl").exit_code == 0
+    for suffix in ("-wal", "-shm"):
+        Path(f"{index / 'headlines.sqlite'}{suffix}").unlink(missing_ok=True)
+    (index / "headlines.sqlite").write_bytes(before)
+
+    check = cli("index", "check", "--index", index)
+    assert check.exit_code == 1 and "never had: it lost committed headlines" in check.output, check.output
+    refused = add(index, tmp_path / "first.jsonl")
+    assert refused.exit_code == 2 and "lost headlines it had committed" in refused.stderr, refused.output
+    assert "index repair" in refused.stderr
+    repaired = cli("index", "repair", "--index", index)
+    assert repaired.exit_code == 0 and "set aside as lost-" in repaired.output, repaired.output
+    assert list(index.glob("lost-*.faiss"))
+    assert add(index, tmp_path / "more.jsonl").exit_code == 0  # the recovery the message gives
+    assert set(lost) <= set(stored_ids(index))
+    assert cli("index", "check", "--index", index).exit_code == 0
