@@ -247,6 +247,7 @@ def test_a_removed_shm_under_serve_loses_no_headline(served: tuple[Path, str], t
     added += write_rows(tmp_path / "b.jsonl", range(2000, 2300))
     add_in_a_process(index, tmp_path / "b.jsonl")
     assert post(url, "s3").status_code == 503
+    assert httpx.get(f"{url}/healthz", timeout=10).status_code == 503  # a supervisor restarts it
     kept = stored_ids(index)
     assert len(kept) == 200 + 1 + 600 and set(added) <= set(kept) and "s1" in kept
     check = cli("index", "check", "--index", index)

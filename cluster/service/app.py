@@ -32,7 +32,8 @@ from .. import __version__
 from ..embed import Embedder
 from ..errors import DiskFullError, IndexDamagedError, InputError
 from ..normalize import normalize
-from ..store import EmbedderLike, HeadlineIndex
+from ..store import DB_FILE, EmbedderLike, HeadlineIndex
+from ..store.schema import replaced_files
 from ..stories import collapse
 from . import metrics as metrics_text
 from .cache import BoundedEmbeddingCache
@@ -50,6 +51,7 @@ from .models import (
     AddResponse,
     CollapseRequest,
     CollapseResponse,
+    ErrorBody,
     HeadlineOut,
     Health,
     SimilarResponse,
@@ -326,8 +328,18 @@ def create_app(
 
     app.include_router(v1)
 
-    @app.get("/healthz", response_model=Health, summary="Liveness (no API key needed)")
-    async def healthz() -> Health:
+    @app.get(
+        "/healthz",
+        response_model=Health,
+        summary="Liveness (no API key needed)",
+        responses={503: {"model": ErrorBody, "description": "The index files were replaced: restart the service"}},
+    )
+    async def healthz() -> Any:
+        # A -shm or database file removed under the service makes it refuse writes until restarted: a
+        # supervisor that polls this restarts it.
+        replaced = replaced_files(service.path / DB_FILE)
+        if replaced:
+            return error(503, "unavailable", f"{' and '.join(replaced)} of the index was replaced: restart the service")
         return Health(status="ok", model=getattr(service.embedder, "name", "?"), version=__version__)
 
     @app.get("/metrics", response_class=PlainTextResponse, summary="Prometheus metrics (no API key needed)")
