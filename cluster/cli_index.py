@@ -496,7 +496,12 @@ def nightly_command(
             f"{plural(result.stories, 'story')}; this run: {plural(result.merges, 'merge')}, "
             f"{plural(result.splits, 'split')}, {plural(result.new_stories, 'new id')}, "
             f"{plural(result.changed, 'headline')} changed story; wrote "
-            + ", ".join(str(p) for p in result.outputs.values()),
+            + ", ".join(str(p) for p in result.outputs.values())
+            + (
+                f" (the report shows the changes recorded for this window by run {result.reported_run})"
+                if result.reported_run is not None
+                else ""
+            ),
             err=True,
         )
     if fail_if_empty and result.headlines == 0:

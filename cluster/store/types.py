@@ -159,9 +159,12 @@ class WindowHeadlines:
 @dataclass
 class Run:
     """A nightly run's record. ``resumed``: an unfinished run of the same window taken up again;
-    ``summary``: what its committed step recorded, so a resumed run reports the same figures."""
+    ``summary``: what its committed step recorded, so a resumed run reports the same figures;
+    ``previous``: (id, summary) of the last finished run of the same window, whose recorded changes a
+    run that changes nothing reports again."""
 
     id: int
     resumed: bool
     state: str
     summary: dict[str, Any] = field(default_factory=dict)
+    previous: tuple[int, dict[str, Any]] | None = None
