@@ -79,6 +79,15 @@ def _listen(host: str, port: int) -> socket.socket:
     help="Request body size; larger bodies get 413.",
 )
 @click.option(
+    "--write-wait",
+    type=click.FloatRange(min=0, min_open=True),
+    default=20.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="How long a write waits for the index (another write, an index add) before it gets 503 'busy' with "
+    "Retry-After; keep it below your clients' timeout.",
+)
+@click.option(
     "--threads",
     type=click.IntRange(min=1),
     default=lambda: os.cpu_count() or 1,
@@ -104,6 +113,7 @@ def serve_command(
     max_headlines: int,
     max_text_chars: int,
     max_body_bytes: int,
+    write_wait: float,
     threads: int,
     access_log: bool,
     log_level: str,
@@ -143,7 +153,12 @@ def serve_command(
     set_threads(threads)
     sock = _listen(host, port)
     try:
-        limits = Limits(max_headlines=max_headlines, max_text_chars=max_text_chars, max_body_bytes=max_body_bytes)
+        limits = Limits(
+            max_headlines=max_headlines,
+            max_text_chars=max_text_chars,
+            max_body_bytes=max_body_bytes,
+            write_seconds=write_wait,
+        )
         # injected_embedder: a program (the fault tests) may serve with an embedder of its own.
         app = create_app(
             index_path, api_key=api_key, model=model, limits=limits, create=create, embedder=injected_embedder()

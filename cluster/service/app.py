@@ -15,7 +15,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import queue
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -31,6 +33,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from .. import __version__
 from ..embed import Embedder
 from ..errors import DiskFullError, IndexDamagedError, InputError
+from ..fsutil import LockWaitExpired, lock_deadline
 from ..normalize import normalize
 from ..store import DB_FILE, EmbedderLike, HeadlineIndex
 from ..store.schema import replaced_files
@@ -124,7 +127,12 @@ class _Service:
         """
         self.embedder.encode([normalize(h.text.strip()) for h in body.headlines])
 
-    def add(self, body: AddRequest) -> AddResponse:  # type: ignore[valid-type]
+    def add(self, body: AddRequest, seconds: float) -> AddResponse:  # type: ignore[valid-type]
+        """Store ``body``, waiting at most ``seconds`` for the index's write lock (:class:`LockWaitExpired`)."""
+        with lock_deadline(seconds):
+            return self._add(body)
+
+    def _add(self, body: AddRequest) -> AddResponse:  # type: ignore[valid-type]
         index = self.writer
         seen: set[str] = set()
         present: set[str] = set()
@@ -189,6 +197,16 @@ def _bounded_embedder(model: str, quantize: str | None = None) -> EmbedderLike:
 def _quiet() -> dict[str, Callable[[str], None]]:
     # The index reports repairs and lock waits on stderr by default; a service sends them to its log.
     return {"notify": log.warning, "on_wait": log.info}
+
+
+def _busy(seconds: float) -> JSONResponse:
+    return error(
+        503,
+        "busy",
+        f"another writer (such as headline-cluster index add) held the index for over {seconds:g} s: nothing was "
+        "written; send the request again later (ids make a retry safe)",
+        headers={"Retry-After": str(math.ceil(seconds))},
+    )
 
 
 def _client_gone() -> JSONResponse:
@@ -298,10 +316,22 @@ def create_app(
         if await request.is_disconnected():
             return _client_gone()
         await run_in_threadpool(service.embed_ahead, body)
-        async with service.write_lock:  # one writer; waiting writers hold no worker thread
+        # One writer; waiting writers hold no worker thread. The wait is bounded (limits.write_seconds) for
+        # this lock and the index's write.lock together, so the server gives up before a client does.
+        deadline = time.monotonic() + limits.write_seconds
+        try:
+            async with asyncio.timeout(limits.write_seconds):
+                await service.write_lock.acquire()
+        except TimeoutError:
+            return _busy(limits.write_seconds)
+        try:
             if await request.is_disconnected():
                 return _client_gone()
-            return await run_in_threadpool(service.add, body)
+            return await run_in_threadpool(service.add, body, max(0.0, deadline - time.monotonic()))
+        except LockWaitExpired:
+            return _busy(limits.write_seconds)
+        finally:
+            service.write_lock.release()
 
     @v1.get("/headlines/{headline_id}", response_model=HeadlineOut, summary="One stored headline")
     async def headline_endpoint(headline_id: str) -> dict[str, Any]:

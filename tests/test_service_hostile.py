@@ -1,0 +1,60 @@
+"""The service against a hostile or unlucky client (issue 22): a write lock held by a CLI `index add`,
+invisible-only texts, ids too long for a URL path, headers that trickle in. In-process with the fake
+embedder, except the header test, which needs a real server socket (on 127.0.0.1)."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from test_store import FakeEmbedder
+
+from cluster.fsutil import file_lock
+from cluster.service import Limits, create_app
+from cluster.store import LOCK_FILE
+
+WAIT_S = 0.5  # the server's write wait in these tests
+HANG_GUARD = 30  # seconds: a request that takes this long waits without limit
+
+
+@pytest.fixture
+def index_and_client(tmp_path: Path):
+    index = tmp_path / "idx"
+    app = create_app(index, create=True, embedder=FakeEmbedder(), limits=Limits(write_seconds=WAIT_S))
+    with TestClient(app) as client:
+        yield index, client
+
+
+def test_a_write_waits_a_bounded_time_for_a_busy_index(index_and_client) -> None:
+    index, client = index_and_client
+    body = {"headlines": [{"id": "w1", "text": "topic1 written while busy"}]}
+    answers: list = []
+    with file_lock(index / LOCK_FILE):  # what a running `headline-cluster index add` holds
+        request = threading.Thread(target=lambda: answers.append(client.post("/v1/headlines", json=body)))
+        request.start()
+        request.join(HANG_GUARD)
+        answered_while_busy = bool(answers)
+    request.join(HANG_GUARD)
+    assert answered_while_busy, "the write waited for the lock without limit"
+    [answer] = answers
+    assert answer.status_code == 503 and answer.json()["error"] == "busy", answer.text
+    assert answer.headers["retry-after"] == "1"
+    assert "nothing was written" in answer.json()["message"]
+    assert client.get("/v1/headlines/w1").status_code == 404  # refused means not written
+    assert client.post("/v1/headlines", json=body).status_code == 200  # once the lock is free
+
+
+def test_the_schema_documents_the_busy_answer(index_and_client) -> None:
+    _, client = index_and_client
+    answer = client.get("/openapi.json").json()["paths"]["/v1/headlines"]["post"]["responses"]["503"]
+    assert "Retry-After" in answer["headers"] and "busy" in answer["description"]
+
+
+@pytest.mark.parametrize("text", ["\u200f", "\u200b", "\x00", "\u200f\u200e"])
+def test_a_similar_query_of_only_invisible_characters_is_refused(index_and_client, text: str) -> None:
+    _, client = index_and_client
+    assert client.post("/v1/headlines", json={"headlines": [{"id": "a", "text": "topic1 a"}]}).status_code == 200
+    answer = client.get("/v1/similar", params={"text": text})
+    assert answer.status_code == 422 and "no visible characters" in answer.json()["message"], answer.text
