@@ -58,3 +58,61 @@ def test_a_similar_query_of_only_invisible_characters_is_refused(index_and_clien
     assert client.post("/v1/headlines", json={"headlines": [{"id": "a", "text": "topic1 a"}]}).status_code == 200
     answer = client.get("/v1/similar", params={"text": text})
     assert answer.status_code == 422 and "no visible characters" in answer.json()["message"], answer.text
+
+
+# --- request headers that trickle in ----------------------------------------------------------------------
+
+
+@pytest.fixture
+def header_server(tmp_path: Path):
+    """The app behind uvicorn with the header deadline of ``serve`` (1 s here), on 127.0.0.1: its port."""
+    import asyncio
+    import socket
+
+    import uvicorn
+
+    from cluster.service.headers import header_deadline_protocol
+
+    app = create_app(tmp_path / "idx", create=True, embedder=FakeEmbedder())
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    config = uvicorn.Config(app, log_level="warning", lifespan="on", http=header_deadline_protocol(1.0))
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=lambda: asyncio.run(server.serve(sockets=[sock])), daemon=True)
+    thread.start()
+    for _ in range(HANG_GUARD * 10):
+        if server.started:
+            break
+        threading.Event().wait(0.1)
+    yield sock.getsockname()[1]
+    server.should_exit = True
+    thread.join(HANG_GUARD)
+
+
+def trickle(port: int, lines: list[bytes], pause: float) -> bytes:
+    """Send ``lines`` one by one with ``pause`` between them; all the server answered (until it closed)."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=HANG_GUARD) as conn:
+        for line in lines:
+            try:
+                conn.sendall(line)
+            except OSError:  # the server closed the connection
+                break
+            threading.Event().wait(pause)
+        answer = b""
+        while chunk := conn.recv(65536):
+            answer += chunk
+    return answer
+
+
+def test_headers_that_trickle_in_get_408(header_server: int) -> None:
+    head = [b"GET /healthz HTTP/1.1\r\n", b"Host: 127.0.0.1\r\n"] + [b"X-Slow: %d\r\n" % i for i in range(16)]
+    answer = trickle(header_server, [*head, b"Connection: close\r\n\r\n"], pause=0.25)
+    assert answer.startswith(b"HTTP/1.1 408 "), answer[:200]
+    assert b'"error": "timeout"' in answer and b"headers" in answer
+
+
+def test_headers_sent_in_time_are_answered(header_server: int) -> None:
+    lines = [b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n", b"Connection: close\r\n\r\n"]
+    assert trickle(header_server, lines, pause=0.1).startswith(b"HTTP/1.1 200 ")
