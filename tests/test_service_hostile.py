@@ -116,3 +116,17 @@ def test_headers_that_trickle_in_get_408(header_server: int) -> None:
 def test_headers_sent_in_time_are_answered(header_server: int) -> None:
     lines = [b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n", b"Connection: close\r\n\r\n"]
     assert trickle(header_server, lines, pause=0.1).startswith(b"HTTP/1.1 200 ")
+
+
+@pytest.mark.parametrize("route", ["/v1/headlines/", "/v1/stories/"])
+def test_an_id_too_long_for_an_id_is_refused_before_any_lookup(index_and_client, route: str, monkeypatch) -> None:
+    _, client = index_and_client
+    service = client.app.state.service
+    looked_up: list[str] = []
+    for name in ("headline", "story"):
+        original = getattr(service, name)
+        monkeypatch.setattr(service, name, lambda key, original=original: looked_up.append(key) or original(key))
+    answer = client.get(route + "x" * 257)
+    assert answer.status_code == 422 and "256" in answer.json()["message"], answer.text
+    assert looked_up == []
+    assert client.get(route + "x" * 256).status_code == 404 and len(looked_up) == 1  # the limit itself is an id

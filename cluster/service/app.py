@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
+from fastapi import Path as UrlPath
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi.security import APIKeyHeader, HTTPBearer
@@ -34,6 +35,7 @@ from .. import __version__
 from ..embed import Embedder
 from ..errors import DiskFullError, IndexDamagedError, InputError
 from ..fsutil import LockWaitExpired, lock_deadline
+from ..limits import MAX_ID_CHARS
 from ..normalize import normalize
 from ..store import DB_FILE, EmbedderLike, HeadlineIndex
 from ..store.schema import replaced_files
@@ -334,14 +336,14 @@ def create_app(
             service.write_lock.release()
 
     @v1.get("/headlines/{headline_id}", response_model=HeadlineOut, summary="One stored headline")
-    async def headline_endpoint(headline_id: str) -> dict[str, Any]:
+    async def headline_endpoint(headline_id: str = UrlPath(max_length=MAX_ID_CHARS)) -> dict[str, Any]:
         found = await run_in_threadpool(service.headline, headline_id)
         if found is None:
             raise ApiError(404, "not_found", f"no headline with id {headline_id!r}", "headline_id")
         return found
 
     @v1.get("/stories/{story_id}", response_model=StoryOut, summary="One story: members, representative, history")
-    async def story_endpoint(story_id: str) -> dict[str, Any]:
+    async def story_endpoint(story_id: str = UrlPath(max_length=MAX_ID_CHARS)) -> dict[str, Any]:
         found = await run_in_threadpool(service.story, story_id)
         if found is None:
             raise ApiError(404, "not_found", f"no story with id {story_id!r}", "story_id")
