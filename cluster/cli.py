@@ -18,6 +18,7 @@ from .cli_common import (
     progress_bar,
     report_read,
     reports_errors,
+    shown,
     skip_invalid_option,
     text_field_option,
 )
@@ -123,12 +124,12 @@ def collapse_command(
     else:
         for story in result.stories:
             rep = story.representative
-            click.echo(f"[{rep.index}] {rep.text}")
+            click.echo(shown(f"[{rep.index}] {rep.text}"))
             for member in story.duplicates:
                 link = ""
                 if explain and member.linked_to is not None:
                     link = f"  (closest: [{member.linked_to}] {member.link_score:.3f})"
-                click.echo(f"    {member.score:.3f}  [{member.index}] {member.text}{link}")
+                click.echo(shown(f"    {member.score:.3f}  [{member.index}] {member.text}{link}"))
     if not quiet:
         click.echo(
             f"{plural(len(result.texts), 'headline')} -> {plural(len(result.stories), 'story')} (duplicate ratio "

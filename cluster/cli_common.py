@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from functools import wraps
@@ -105,6 +106,16 @@ class FullHelpGroup(click.Group):
         if rows:
             with formatter.section("Commands"):
                 formatter.write_dl(rows)
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def shown(line: str) -> str:
+    """``line`` for a terminal: control characters of stored text (NUL, ANSI escapes, a newline inside an id)
+    written as escapes such as ``\\x1b`` and ``\\n``, so data can neither restyle the terminal nor fake a line
+    of output. Text is stored as given; only what is printed is escaped (JSON output escapes them itself)."""
+    return _CONTROL.sub(lambda found: found[0].encode("unicode_escape").decode("ascii"), line)
 
 
 def embedder_from(model: str | None, *, quiet: bool = False) -> EmbedderLike:

@@ -25,6 +25,7 @@ from .cli_common import (
     progress_bar,
     report_read,
     reports_errors,
+    shown,
     text_field_option,
 )
 from .embed import get_embedder
@@ -294,7 +295,7 @@ def query_command(index_path: Path, text: str, k: int, explain: bool, output_for
     for rank, hit in enumerate(hits, start=1):
         headline = hit.headline
         where = " · ".join(x for x in (headline.id, headline.published_at, headline.source) if x)
-        click.echo(f"{rank:>3}. {headline.story_id}  {headline.text}  [{where}]")
+        click.echo(shown(f"{rank:>3}. {headline.story_id}  {headline.text}  [{where}]"))
         click.echo(f"     {judged(hit, judgement)}")
         if explain and hit.story_similarity is not None:
             verdict = "would join it" if hit.would_join else "would not join it"
@@ -348,11 +349,11 @@ def story_command(index_path: Path, story_id: str, output_format: str) -> None:
 
 def _print_story(story: StoryInfo, asked: str) -> None:
     if story.id != asked:
-        click.echo(f"{asked} was merged into {story.id}")
+        click.echo(shown(f"{asked} was merged into {story.id}"))
     click.echo(f"{story.id}: {plural(story.size, 'headline')}, {story.first_seen} .. {story.last_seen}")
     for member in story.members:
         mark = "*" if member.headline.row == story.representative.row else " "
-        click.echo(f" {mark} {member.score:.3f}  {member.headline.text}  [{member.headline.id}]")
+        click.echo(shown(f" {mark} {member.score:.3f}  {member.headline.text}  [{member.headline.id}]"))
 
 
 @index_group.command(name="remove")

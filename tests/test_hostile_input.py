@@ -12,6 +12,7 @@ from click.testing import CliRunner
 from test_cli_index import GOOD, add, count, jsonl, run
 
 from cluster.records import read_records
+from cluster.store import HeadlineIndex
 
 
 def test_every_skipped_row_is_named(tmp_path: Path) -> None:
@@ -120,3 +121,28 @@ def test_the_library_refuses_lone_surrogates_too(tmp_path: Path) -> None:
         with pytest.raises(InputError, match="headline 0: id is not valid Unicode"):
             index.add([{"id": "x\udcff", "text": "fine"}])
         assert index.count() == 0
+
+
+# --- control characters are escaped on the terminal (item 9) ----------------------------------------------
+
+RAW = {"id": "evil\nid\x1b[2J", "text": "topic1 \x1b[31mred\x00 alert", "published_at": "2024-05-01T08:00:00Z"}
+
+
+def assert_escaped(output: str) -> None:
+    assert "\x1b" not in output and "\x00" not in output and "evil\nid" not in output, repr(output)
+    assert "\\x1b[31mred\\x00" in output
+
+
+def test_control_characters_of_stored_text_are_escaped_on_output(tmp_path: Path) -> None:
+    source = tmp_path / "raw.jsonl"
+    source.write_text(jsonl(RAW, {"id": "g1", "text": "topic1 Central bank raises rates"}), encoding="utf-8")
+    assert add(CliRunner(), tmp_path / "idx", source).exit_code == 0
+    with HeadlineIndex.open(tmp_path / "idx") as index:
+        stored = index.get(RAW["id"])
+        assert stored is not None and stored.text == RAW["text"].strip()  # stored as given
+        story = stored.story_id
+    query = fake_run("index", "query", "topic1 red alert", "--index", tmp_path / "idx")
+    assert_escaped(query.stdout)
+    assert "evil\\nid\\x1b[2J" in query.stdout
+    assert_escaped(fake_run("index", "story", story, "--index", tmp_path / "idx").stdout)
+    assert_escaped(fake_run("collapse", source).stdout)
