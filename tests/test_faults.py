@@ -281,3 +281,22 @@ def test_segment_files_of_rows_the_database_lost_are_evidence(tmp_path: Path) ->
     assert add(index, tmp_path / "more.jsonl").exit_code == 0  # the recovery the message gives
     assert set(lost) <= set(stored_ids(index))
     assert cli("index", "check", "--index", index).exit_code == 0
+
+
+@pytest.mark.parametrize("how", ["shm removed", "database moved and copied back"])
+def test_a_writer_whose_files_were_replaced_refuses_to_write(tmp_path: Path, how: str) -> None:
+    from cluster.store.schema import FilesReplacedError
+
+    index = tmp_path / "idx"
+    write_rows(tmp_path / "first.jsonl", range(50))
+    assert add(index, tmp_path / "first.jsonl").exit_code == 0
+    database = index / "headlines.sqlite"
+    with HeadlineIndex.open(index, embedder=FakeEmbedder()) as writer:
+        writer.add([{"id": "before", "text": "topic1 before"}])
+        if how == "shm removed":
+            Path(f"{database}-shm").unlink()
+        else:
+            database.rename(tmp_path / "moved.sqlite")
+            database.write_bytes((tmp_path / "moved.sqlite").read_bytes())
+        with pytest.raises(FilesReplacedError, match="refuses to write"):
+            writer.add([{"id": "after", "text": "topic1 after"}])

@@ -150,6 +150,14 @@ def replaced_files(path: Path) -> list[str]:
     return sorted(set(found))
 
 
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        found = os.stat(path)
+    except OSError:
+        return None
+    return found.st_dev, found.st_ino
+
+
 class FilesReplacedError(IndexDamagedError):
     """The database files this process has open were removed or replaced on disk: writing on could
     overwrite what other processes committed, so this process refuses to write."""
@@ -222,6 +230,7 @@ class Database:
                     f"cannot open the index database: {exc}", path=str(path), hint="restore it from a backup"
                 ) from None
         self.connection = db
+        self._opened = _identity(path)  # the file this connection is on, whatever its name becomes later
 
     def _read_only(self) -> sqlite3.Connection | None:
         """A read-only connection to an index on a folder this process cannot write (a mounted backup),
@@ -285,6 +294,8 @@ class Database:
         """Refuse to write when the files SQLite has open are no longer those on disk (:func:`replaced_files`)."""
         if not self.read_only:
             names = replaced_files(self.path)
+            if self._opened is not None and _identity(self.path) != self._opened and DB_FILE not in names:
+                names.append(DB_FILE)  # renamed away (mv), so no descriptor still names the path
             if names:
                 raise FilesReplacedError(self.path, names)
 
