@@ -24,6 +24,7 @@ from .cli_common import (
 )
 from .cli_eval import calibrate_command, eval_group
 from .cli_index import index_group, nightly_command
+from .cli_review import review_command
 from .cli_serve import serve_command
 from .errors import InputError
 from .group import LINKAGES
@@ -147,6 +148,7 @@ def collapse_command(
 @click.option("--threshold", "-t", type=click.FloatRange(-1.0, 1.0), help="Similarity needed to group.")
 @click.option("--level", type=click.Choice(LEVELS), default=DEFAULT_LEVEL, show_default=True, help="Grouping level.")
 @model_option
+@output_format_option
 @skip_invalid_option
 @reports_errors
 def explain_command(
@@ -158,11 +160,15 @@ def explain_command(
     threshold: float | None,
     level: str,
     model: str | None,
+    output_format: str,
     skip_invalid: bool,
 ) -> None:
     """Say why headlines I and J of FILE (0-based) are, or are not, one story.
 
-    I and J count the headlines read, as `collapse` numbers them (skipped rows do not count).
+    I and J count the headlines read, as `collapse` numbers them (skipped rows do not count). Each signal
+    (cosine, script, shared words, numbers, length, time gap) is shown with its signed contribution to the
+    pair's score (to its logit for the learned judgement), then the score against the threshold and the
+    reason.
     """
     # The same headlines, times included, as `collapse` groups: the explanation matches its grouping.
     headlines = _headlines(file, input_format, text_field, skip_invalid=skip_invalid)
@@ -171,7 +177,11 @@ def explain_command(
         explanation = result.explain(i, j)
     except IndexError as exc:
         raise click.BadParameter(str(exc)) from exc
-    click.echo(explanation.reason)
+    if output_format == "json":
+        click.echo(json.dumps(explanation.to_dict(), ensure_ascii=False, indent=2))
+    else:
+        for line in explanation.lines():
+            click.echo(shown(line))
 
 
 def _headlines(
@@ -194,7 +204,7 @@ def _headlines(
     return [{"text": r.text, "published_at": r.published_at, "id": r.id} for r in read.records]
 
 
-for command in (eval_group, calibrate_command, index_group, nightly_command, serve_command):
+for command in (eval_group, calibrate_command, index_group, nightly_command, serve_command, review_command):
     main.add_command(command)
 
 if __name__ == "__main__":  # pragma: no cover
