@@ -32,6 +32,7 @@ from .embed import get_embedder
 from .errors import InputError
 from .fsutil import atomic_write_text
 from .nightly import DEFAULT_LAST, run_nightly
+from .review import query_breakdown
 from .settings import LEVELS
 from .store import COMMIT_EVERY, DB_FILE, Headline, HeadlineIndex, QueryHit, StoryInfo, parse_duration, read_input
 from .wording import plural, rate
@@ -287,8 +288,13 @@ def query_command(index_path: Path, text: str, k: int, explain: bool, output_for
         # The text output always carries the judgement: a bare cosine of 0.86 reads as "similar".
         hits = index.query(text, k, explain=explain or output_format == "text")
         judgement = index.judgement
+        # The best hit taken apart signal by signal, as `explain` shows a pair of a file.
+        best = query_breakdown(index, text, hits[0].headline) if explain and hits else None
     if output_format == "json":
-        click.echo(json.dumps([hit.to_dict() for hit in hits], ensure_ascii=False, indent=2))
+        found = [hit.to_dict() for hit in hits]
+        if best is not None:
+            found[0]["breakdown"] = best.to_dict()
+        click.echo(json.dumps(found, ensure_ascii=False, indent=2))
         return
     if not hits:
         click.echo("no headlines in the index", err=True)
@@ -305,6 +311,10 @@ def query_command(index_path: Path, text: str, k: int, explain: bool, output_for
                 f"similarity to them is {hit.story_similarity:.3f} {relation} threshold "
                 f"{judgement.threshold:.3f}, so it {verdict}"
             )
+        if best is not None and rank == 1:
+            click.echo("     the query against this headline, signal by signal:")
+            for line in best.lines(judgement.threshold):
+                click.echo(f"     {line}")
 
 
 def judged(hit: QueryHit, judgement: object) -> str:

@@ -20,10 +20,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .breakdown import Breakdown, breakdown
+from .normalize import normalize
 from .pipeline import score
 
 if TYPE_CHECKING:  # only for the annotations: the index is handed in by the caller
-    from .store import HeadlineIndex
+    from .store import Headline, HeadlineIndex
     from .stories import CollapseResult
 
 DEFAULT_GROUPS = 30
@@ -185,6 +187,18 @@ def review_index(
             )
         )
     return Review(tuple(groups), len(multi), index.threshold, index.level, index.model, seed)
+
+
+def query_breakdown(index: HeadlineIndex, text: str, hit: Headline) -> Breakdown:
+    """The index's judgement of the query ``text`` against one stored headline, signal by signal (the
+    query has no publication time, as :meth:`HeadlineIndex.query` judges it)."""
+    window = index.window_headlines(_moment(hit.t - 1.0), _moment(hit.t + 1.0))
+    k = window.rows.index(hit.row)
+    query = normalize(text)
+    vectors = np.vstack([np.asarray(index.embedder_in_use().encode([query]), dtype=np.float32), window.vectors[k]])
+    times = np.array([math.nan, math.nan if window.times[k] is None else window.times[k]], dtype=np.float64)
+    normalized = [query, window.normalized[k]]
+    return breakdown(score(normalized, vectors, index.judgement, times), normalized, times, 0, 1)
 
 
 def _moment(seconds: float) -> datetime:

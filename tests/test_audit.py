@@ -262,3 +262,17 @@ def test_review_cli_of_an_index(tmp_path: Path) -> None:
     assert text.exit_code == 0 and text.stdout.count("  < ") == 2
     empty = fake_run("review", "--index", path, "--since", "2030-01-01", "--until", "2030-01-02")
     assert empty.exit_code == 0 and "0 groups of 0 multi-headline groups" in empty.stderr
+
+
+def test_index_query_explain_takes_the_best_hit_apart(tmp_path: Path) -> None:
+    path = indexed(tmp_path)
+    found = fake_run("index", "query", "topic3 report 9", "--index", path, "-k", "2", "--explain", "--format", "json")
+    assert found.exit_code == 0, found.output
+    best, second = json.loads(found.stdout)
+    # The fake model's judgement is plain cosine: the breakdown is the query's cosine to the best hit.
+    assert best["breakdown"]["kind"] == "cosine" and "breakdown" not in second
+    assert best["breakdown"]["score"] == pytest.approx(best["score"], abs=1e-3)
+    text = fake_run("index", "query", "topic3 report 9", "--index", path, "-k", "2", "--explain").stdout
+    assert text.count("signal by signal") == 1 and "the threshold 0.800" in text
+    plain = fake_run("index", "query", "topic3 report 9", "--index", path, "-k", "2", "--format", "json").stdout
+    assert all("breakdown" not in hit for hit in json.loads(plain))
