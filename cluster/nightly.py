@@ -40,6 +40,7 @@ from .group import Grouping, group
 from .judge import PairwiseSimilarity
 from .pipeline import score
 from .report import ReportData, render_report
+from .review import least_similar
 from .store import Headline, HeadlineIndex, Run, StoryInfo, iso, mint_story_id, story_order
 
 OUTPUT_FILES = ("stories.jsonl", "headlines.csv", "report.html")
@@ -235,7 +236,7 @@ def run_nightly(
         if out is not None:
             stories = index.stories(since, until)
             headlines = list(index.headlines(since, until))
-            report = _report_data(index, reported, stories, grouping, similarity, labels)
+            report = _report_data(index, reported, stories, grouping, similarity, labels, window.rows)
             result.outputs = write_outputs(Path(out), stories, headlines, render_report(report))
         index.set_run(run.id, "done", {**result.summary(), **carried})
     return result
@@ -315,6 +316,7 @@ def _report_data(
     grouping: Grouping,
     similarity: PairwiseSimilarity,
     labels: Sequence[str],
+    rows: Sequence[int],
 ) -> ReportData:
     by_label: dict[str, list[int]] = defaultdict(list)
     for position, label in enumerate(labels):
@@ -329,6 +331,18 @@ def _report_data(
     upper = edges.row < edges.col
     label_array = np.array(labels, dtype=object)
     apart = upper & (label_array[edges.row] != label_array[edges.col]) if len(labels) else upper
+    largest = sorted(stories, key=lambda s: (-s.size, story_order(s.id)))[:10]
+    least: dict[str, tuple[str, float]] = {}
+    for story in largest:
+        # Its members in the window (the window's scores cover them), capped as the histogram's pairs are.
+        members = by_label.get(story.id, [])[:_PAIRS_PER_STORY]
+        if len(members) > 1:
+            member_rows = [rows[k] for k in members]
+            rep = member_rows.index(story.representative.row) if story.representative.row in member_rows else -1
+            weakest, to_rest = least_similar(similarity.block(np.array(members), np.array(members)), rep)
+            text = {m.headline.row: m.headline.text for m in story.members}.get(member_rows[weakest])
+            if text is not None:  # the stored story and the window's labels agree (they are one regrouping)
+                least[story.id] = (text, float(to_rest[weakest]))
     return ReportData(
         title=f"{index.path.name}: nightly {result.since} .. {result.until}",
         since=result.since,
@@ -340,8 +354,9 @@ def _report_data(
         sizes=[s.size for s in stories],
         within_pairs=np.concatenate(within) if within else np.zeros(0),
         apart_pairs=edges.data[apart],
-        largest=sorted(stories, key=lambda s: (-s.size, story_order(s.id)))[:10],
+        largest=largest,
         changes=[(c.kind, c.old_id, c.new_id, c.reason) for c in result.changes],
         new_stories=result.new_stories,
         changed=result.changed,
+        least_similar=least,
     )

@@ -9,8 +9,8 @@ and splits this run recorded. The page is a function of its data alone (no clock
 from __future__ import annotations
 
 import html
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -48,6 +48,9 @@ class ReportData:
     changes: Sequence[tuple[str, str, str, str]]  # (kind, old id, new id, reason)
     new_stories: int
     changed: int
+    # Story id -> (text, mean score to the rest) of its least similar member, for the largest stories: where
+    # a wrong merge shows first (as `review` marks it).
+    least_similar: Mapping[str, tuple[str, float]] = field(default_factory=dict)
 
 
 def render_report(data: ReportData) -> str:
@@ -89,7 +92,11 @@ def render_report(data: ReportData) -> str:
         "<h2>Largest stories</h2>",
         f"<p class=muted>score: similarity to the story's representative (bold); the bar spans "
         f"{_bar_floor(data.largest, data.threshold):.2f} to 1.00, the tick marks the threshold.</p>",
-        *(_story_block(story, _bar_floor(data.largest, data.threshold), data.threshold) for story in data.largest),
+        *(
+            _story_block(story, floor, data.threshold, data.least_similar.get(story.id))
+            for floor in [_bar_floor(data.largest, data.threshold)]
+            for story in data.largest
+        ),
         "<h2>Merges and splits recorded by this run</h2>",
         _changes_table(data.changes),
         "</body></html>",
@@ -201,7 +208,9 @@ def _bar_floor(stories: Sequence[StoryInfo], threshold: float) -> float:
     return max(-1.0, min(0.95, float(np.floor(low * 20) / 20)))
 
 
-def _story_block(story: StoryInfo, floor: float = 0.0, threshold: float | None = None) -> str:
+def _story_block(
+    story: StoryInfo, floor: float = 0.0, threshold: float | None = None, least: tuple[str, float] | None = None
+) -> str:
     rows = []
     span = 1.0 - floor
     tick = ""
@@ -227,7 +236,13 @@ def _story_block(story: StoryInfo, floor: float = 0.0, threshold: float | None =
     return (
         f"<h3>{_e(story.id)} · {plural(story.size, 'headline')} · "
         f"<span class=time>{_e(story.first_seen)}</span> to <span class=time>{_e(story.last_seen)}</span></h3>"
-        f"<table class='story members'>{_STORY_COLUMNS}<tr><th>score</th><th></th><th>headline</th><th>published</th>"
+        + (
+            ""
+            if least is None
+            else f"<p class='muted least'>least similar member (mean score {least[1]:.3f} to the rest): "
+            f"<span dir=auto>{_e(least[0])}</span></p>"
+        )
+        + f"<table class='story members'>{_STORY_COLUMNS}<tr><th>score</th><th></th><th>headline</th><th>published</th>"
         "<th>source</th></tr>"
         f"{''.join(rows)}</table>"
     )

@@ -101,6 +101,17 @@ def draw(total: int, n: int, seed: int) -> list[int]:
     return sorted(random.Random(seed).sample(range(total), min(n, total)))
 
 
+def least_similar(scores: np.ndarray, representative: int) -> tuple[int, np.ndarray]:
+    """The position of the member with the lowest mean score to the rest of its group (``scores``: the
+    judgement's square matrix among the members), and every member's mean score to the rest."""
+    size = len(scores)
+    off_diagonal = ~np.eye(size, dtype=bool)
+    to_rest = np.where(off_diagonal, scores, 0.0).sum(axis=1) / max(size - 1, 1)
+    # Ties (always the case in a pair) go to a member other than the representative, then to input order.
+    weakest = min(range(size), key=lambda k: (float(to_rest[k]), k == representative, k))
+    return weakest, to_rest
+
+
 def review_group(
     group_id: str | int,
     scores: np.ndarray,
@@ -112,10 +123,7 @@ def review_group(
     """One group of two or more members from the judgement's ``scores`` among them (square), the
     position of its ``representative`` and each member's text, id and input position."""
     size = len(texts)
-    off_diagonal = ~np.eye(size, dtype=bool)
-    to_rest = np.where(off_diagonal, scores, 0.0).sum(axis=1) / max(size - 1, 1)
-    # Ties (always the case in a pair) go to a member other than the representative, then to input order.
-    weakest = min(range(size), key=lambda k: (float(to_rest[k]), k == representative, k))
+    weakest, to_rest = least_similar(scores, representative)
     return ReviewGroup(
         group_id,
         tuple(

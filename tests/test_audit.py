@@ -276,3 +276,25 @@ def test_index_query_explain_takes_the_best_hit_apart(tmp_path: Path) -> None:
     assert text.count("signal by signal") == 1 and "the threshold 0.800" in text
     plain = fake_run("index", "query", "topic3 report 9", "--index", path, "-k", "2", "--format", "json").stdout
     assert all("breakdown" not in hit for hit in json.loads(plain))
+
+
+# --- the nightly report: the largest stories' least similar member ------------------------------------------
+
+
+def test_nightly_report_names_the_least_similar_member_of_its_largest_stories(tmp_path: Path) -> None:
+    from cluster.nightly import run_nightly
+
+    vectors = {"a one": unit(1.0), "b two": unit(0.99, 0.14), "c <three>": unit(0.9, 0.1, 0.42)}
+    path = tmp_path / "idx"
+    with open_index(path, FakeEmbedder(vectors)) as index:
+        index.add(
+            [
+                {"id": text, "text": text, "published_at": T0 + timedelta(hours=k)}
+                for k, text in enumerate(["a one", "b two", "c <three>", "lone headline"])
+            ]
+        )
+        run_nightly(index, T0, T0 + timedelta(days=1), tmp_path / "out")
+    page = (tmp_path / "out" / "report.html").read_text(encoding="utf-8")
+    (least,) = [line for line in page.split("<p class='muted least'>")[1:]]
+    assert "<span dir=auto>c &lt;three&gt;</span>" in least  # the weakest of the three, escaped
+    assert page.count("least similar member (mean score") == 1  # the headline alone has none
