@@ -11,6 +11,7 @@ from .cli_common import (
     FullHelpGroup,
     ReportingEmbedder,
     embedder_from,
+    given_fields,
     input_format_option,
     invalid_row_hint,
     model_option,
@@ -20,6 +21,7 @@ from .cli_common import (
     reports_errors,
     skip_invalid_option,
     text_field_option,
+    time_field_option,
 )
 from .cli_eval import calibrate_command, eval_group
 from .cli_index import index_group, nightly_command
@@ -49,6 +51,7 @@ def main() -> None:
     metavar="NAME",
     help="Column or key of each headline's own id, returned with it (json: id; null where none).",
 )
+@time_field_option
 @click.option(
     "--threshold",
     "-t",
@@ -90,6 +93,7 @@ def collapse_command(
     input_format: str | None,
     text_field: str | None,
     id_field: str,
+    time_field: str,
     threshold: float | None,
     level: str,
     linkage: str | None,
@@ -105,7 +109,9 @@ def collapse_command(
     FILE is txt (one headline per line), csv/tsv with a header, or jsonl; '-' reads stdin. An id
     column or key (``id``) comes back with each headline in the json output.
     """
-    headlines = _headlines(file, input_format, text_field, id_field, skip_invalid=skip_invalid, quiet=quiet)
+    headlines = _headlines(
+        file, input_format, text_field, id_field, time_field, skip_invalid=skip_invalid, quiet=quiet
+    )
     embedder = embedder_from(model, quiet=quiet)
     with progress_bar("embedding", quiet=quiet) as bar:
         if bar is not None:
@@ -143,6 +149,7 @@ def collapse_command(
 @click.argument("j", type=int)
 @input_format_option
 @text_field_option
+@time_field_option
 @click.option("--threshold", "-t", type=click.FloatRange(-1.0, 1.0), help="Similarity needed to group.")
 @click.option("--level", type=click.Choice(LEVELS), default=DEFAULT_LEVEL, show_default=True, help="Grouping level.")
 @model_option
@@ -154,6 +161,7 @@ def explain_command(
     j: int,
     input_format: str | None,
     text_field: str | None,
+    time_field: str,
     threshold: float | None,
     level: str,
     model: str | None,
@@ -164,7 +172,7 @@ def explain_command(
     I and J count the headlines read, as `collapse` numbers them (skipped rows do not count).
     """
     # The same headlines, times included, as `collapse` groups: the explanation matches its grouping.
-    headlines = _headlines(file, input_format, text_field, skip_invalid=skip_invalid)
+    headlines = _headlines(file, input_format, text_field, time_field=time_field, skip_invalid=skip_invalid)
     result = collapse(headlines, threshold=threshold, level=level, embedder=embedder_from(model))
     try:
         explanation = result.explain(i, j)
@@ -178,16 +186,23 @@ def _headlines(
     input_format: str | None,
     text_field: str | None,
     id_field: str = "id",
+    time_field: str = "published_at",
     *,
     skip_invalid: bool = False,
     quiet: bool = False,
 ) -> list[dict]:
     try:
         read = read_records(
-            file, input_format=input_format, text_field=text_field, id_field=id_field, skip_invalid=skip_invalid
+            file,
+            input_format=input_format,
+            text_field=text_field,
+            id_field=id_field,
+            time_field=time_field,
+            skip_invalid=skip_invalid,
+            required_fields=given_fields(),
         )
     except InputError as exc:
-        raise invalid_row_hint(exc, "nothing was collapsed") from None
+        raise invalid_row_hint(exc, "nothing was collapsed", skip_invalid=skip_invalid) from None
     report_read(read, quiet=quiet)
     # The id column too: `collapse --format json` must hand the caller's own ids back.
     return [{"text": r.text, "published_at": r.published_at, "id": r.id} for r in read.records]

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import click
 import numpy as np
+from click.core import ParameterSource
 
 from .embed import get_embedder, resolve_model_name
 from .errors import HeadlineClusterError, InputError
@@ -195,11 +196,44 @@ def report_read_rows(invalid: Sequence[object], warnings: Sequence[object], *, q
             click.echo(f"... and {plural(len(warnings) - SHOWN_INVALID, 'more warning')}", err=True)
 
 
-def invalid_row_hint(exc: InputError, what: str) -> InputError:
-    """``exc`` about one row, with what to do added: fix the row or skip such rows."""
+FIELD_ROLES = ("id", "time", "source", "url")
+
+
+def given_fields() -> tuple[str, ...]:
+    """The roles whose ``--ROLE-field`` option the user gave (command line or environment), not defaulted.
+
+    The reader checks those names against the header or first record: a typo is an error, while a
+    default name that is absent only means the input has no such field.
+    """
+    ctx = click.get_current_context()
+    given = []
+    for role in FIELD_ROLES:
+        name = f"{role}_field"
+        if name in ctx.params and ctx.get_parameter_source(name) not in (None, ParameterSource.DEFAULT):
+            given.append(role)
+    return tuple(given)
+
+
+time_field_option = click.option(
+    "--time-field",
+    default="published_at",
+    show_default=True,
+    metavar="NAME",
+    help="Column or key of each headline's publication time (weighed by the event level).",
+)
+
+
+def invalid_row_hint(exc: InputError, what: str, *, skip_invalid: bool = False) -> InputError:
+    """``exc`` about one row, with what to do added: fix the row or skip such rows.
+
+    No advice to pass --skip-invalid when it was passed, or when the problem is the whole file's (a header,
+    a field option), which skipping rows cannot fix.
+    """
     if exc.line is None:
         return exc
     hint = f"{exc.hint}; " if exc.hint else ""
+    if exc.whole_file or skip_invalid:
+        return InputError(exc.reason, path=exc.path, line=exc.line, hint=f"{hint}{what}", whole_file=exc.whole_file)
     return InputError(
         exc.reason,
         path=exc.path,

@@ -15,6 +15,7 @@ import click
 
 from .cli_common import (
     FullHelpGroup,
+    given_fields,
     index_option,
     injected_embedder,
     input_format_option,
@@ -25,6 +26,7 @@ from .cli_common import (
     report_read,
     reports_errors,
     text_field_option,
+    time_field_option,
 )
 from .embed import get_embedder
 from .errors import InputError
@@ -47,13 +49,7 @@ def record_field_options(command: Callable) -> Callable:
                 "--id-field", default="id", show_default=True, metavar="NAME", help="Column or key of the id."
             ),
             text_field_option,
-            click.option(
-                "--time-field",
-                default="published_at",
-                show_default=True,
-                metavar="NAME",
-                help="Column or key of the time.",
-            ),
+            time_field_option,
             click.option("--source-field", default="source", show_default=True, metavar="NAME", help="Column or key."),
             click.option("--url-field", default="url", show_default=True, metavar="NAME", help="Column or key."),
         ]
@@ -151,7 +147,8 @@ def add_command(
 ) -> None:
     """Add headlines from FILEs (txt, csv, tsv or jsonl; '-' or nothing: standard input).
 
-    Ids already in the index are skipped; headlines without an id get one derived from their text.
+    Ids already in the index are skipped; headlines without an id get their URL as id, else one derived
+    from their text (rows repeating such a text are stored once, and the summary says how many).
     Each new headline joins a story at once, or starts one. Run it again after an interruption: it adds
     what is missing.
     """
@@ -178,9 +175,10 @@ def add_command(
             source_field=source_field,
             url_field=url_field,
             skip_invalid=skip_invalid,
+            required_fields=given_fields(),
         )
     except InputError as exc:
-        raise invalid_row_hint(exc, "nothing was added") from None
+        raise invalid_row_hint(exc, "nothing was added", skip_invalid=skip_invalid) from None
     report_read(read, quiet=quiet)
     settings = {"model": model, "threshold": threshold, "level": level, "window": window_length}
     with _open(index_path, quiet=quiet, create=True, **settings) as index:
@@ -195,6 +193,11 @@ def add_command(
         elapsed = time.monotonic() - started
         speed = rate(result.processed, elapsed, "headlines")
         updated = f", updated {result.updated:,}" if update else ""
+        if result.repeated:
+            updated += (
+                f", merged {plural(result.repeated, 'row')} repeating an earlier row's text (rows without an id or "
+                "url get their id from the text)"
+            )
         click.echo(
             f"added {result.added:,}, already present {result.present:,}{updated}, invalid {len(read.invalid):,} "
             f"in {elapsed:.1f} s{f' ({speed})' if speed else ''}; {index_path} holds "

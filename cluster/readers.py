@@ -50,6 +50,11 @@ class RowError(Exception):
         self.hint = hint
 
 
+class EmptyInput(InputError):
+    """A file without a single row: with skip_invalid, one of several files may be empty (a feed's quiet
+    spell) without stopping the others (cluster.records.read_many)."""
+
+
 @dataclass(frozen=True)
 class Fields:
     text: str | None
@@ -57,6 +62,29 @@ class Fields:
     time: str
     source: str
     url: str
+    # Roles ("id", "time", "source", "url") the user named: a name missing from the header or the first
+    # record is then an error, where a default name that is absent only means the input has no such field.
+    required: frozenset[str] = frozenset()
+
+    def missing(self, names: Sequence[str]) -> list[tuple[str, str]]:
+        """(option, name) of each required field that ``names`` lacks, such as ("--time-field", "published")."""
+        return [
+            (f"--{role}-field", getattr(self, role))
+            for role in ("id", "time", "source", "url")
+            if role in self.required and _find(names, getattr(self, role)) is None
+        ]
+
+
+def missing_field_error(missing: list[tuple[str, str]], found: Sequence[str], where: str, **at: Any) -> InputError:
+    """A field option naming a column or key the input does not have: an error, never silently ignored."""
+    named = ", ".join(f"{option} {name!r}" for option, name in missing)
+    shown = ", ".join(repr(name) for name in found) or "none"
+    return InputError(
+        f"no such field in {where}: {named} ({'columns' if 'header' in where else 'keys'} found: {shown})",
+        hint="check the name, or leave the option out to use the default",
+        whole_file=True,
+        **at,
+    )
 
 
 class RowSink(Protocol):
@@ -99,17 +127,18 @@ def parse_txt(text: str, collector: RowSink) -> None:
 
 
 def parse_jsonl(text: str, fields: Fields, collector: RowSink) -> None:
+    first = [True]  # the first JSON object still to check the named fields against
     for number, raw in enumerate(text.split("\n"), start=1):
         try:
             collector.check_decoded(number, number)
             if not raw.strip():
                 continue
-            _add_json_line(raw, number, fields, collector)
+            _add_json_line(raw, number, fields, collector, first)
         except RowError as error:
             collector.reject(number, error)
 
 
-def _add_json_line(raw: str, number: int, fields: Fields, collector: RowSink) -> None:
+def _add_json_line(raw: str, number: int, fields: Fields, collector: RowSink, first: list[bool]) -> None:
     too_deep = RowError(f"JSON nested more than {MAX_JSON_DEPTH} levels deep", _JSON_DEPTH_HINT)
     if json_too_deep(raw):
         raise too_deep
@@ -133,6 +162,11 @@ def _add_json_line(raw: str, number: int, fields: Fields, collector: RowSink) ->
     if not isinstance(obj, dict):
         raise RowError(f"expected a JSON object, got {_json_type(obj)}", 'write each line as {"text": "..."}')
     keys = list(obj)
+    if first[0]:
+        first[0] = False
+        missing = fields.missing(keys)
+        if missing:  # the whole file is read with these names: one message, not one skipped row per line
+            raise missing_field_error(missing, keys, "the first record", path=collector.name, line=number)
     text_index = _resolve_text(keys, fields.text)
     if text_index is None:
         wanted = repr(fields.text) if fields.text else "'text' or 'title'"
@@ -201,7 +235,11 @@ def parse_delimited(text: str, delimiter: str, fields: Fields, collector: RowSin
             path=collector.name,
             line=header_line,
             hint="the first row must name the columns; pass --text-field COLUMN to pick the headline column",
+            whole_file=True,
         )
+    missing = fields.missing(header)
+    if missing:
+        raise missing_field_error(missing, header, "the header", path=collector.name, line=header_line)
     used = {text_index}
     roles: dict[str, int] = {}
     for role, wanted_column in (
@@ -333,11 +371,13 @@ def _header(rows: Iterator[_CsvRow], fmt: str, collector: RowSink) -> tuple[int,
         try:
             collector.check_decoded(first, last)
         except RowError as error:
-            raise InputError(f"header {error.reason}", path=collector.name, line=first, hint=error.hint) from None
+            raise InputError(
+                f"header {error.reason}", path=collector.name, line=first, hint=error.hint, whole_file=True
+            ) from None
         if isinstance(row, RowError):
-            raise InputError(f"cannot read the header: {row.reason}", path=collector.name, line=first)
+            raise InputError(f"cannot read the header: {row.reason}", path=collector.name, line=first, whole_file=True)
         return first, row
-    raise InputError(f"no headlines in {collector.name}", path=collector.name, hint=EXPECTED[fmt])
+    raise EmptyInput(f"no headlines in {collector.name}", path=collector.name, hint=EXPECTED[fmt])
 
 
 def _field_count_hint(delimiter: str, first: int, last: int) -> str:

@@ -113,7 +113,7 @@ def test_adding_again_is_a_no_op(tmp_path: Path) -> None:
 def test_ids_are_derived_from_text_when_absent(tmp_path: Path) -> None:
     with open_index(tmp_path / "idx") as index:
         first = index.add(["topic1 one headline", "topic1 one headline", "topic2 another"])
-        assert (first.added, first.present) == (2, 1)
+        assert (first.added, first.present, first.repeated) == (2, 0, 1)
         assert index.add(["topic1 one headline"]).present == 1
         assert index.get(content_id("topic1 one headline")) is not None
 

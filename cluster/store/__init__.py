@@ -17,7 +17,7 @@ and ``headline_index`` (the facade).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 from ..limits import MAX_HEADLINE_CHARS
 from ..pipeline import EmbedderLike
@@ -79,6 +79,7 @@ def read_input(
     url_field: str = "url",
     skip_invalid: bool = False,
     max_chars: int = MAX_HEADLINE_CHARS,
+    required_fields: Collection[str] = (),
 ) -> ReadResult:
     """Read and validate headline files for indexing; '-' is standard input.
 
@@ -96,4 +97,5 @@ def read_input(
         skip_invalid=skip_invalid,
         max_chars=max_chars,
         reject_long=True,
+        required_fields=required_fields,
     )

@@ -354,7 +354,7 @@ class HeadlineIndex:
         ``items`` are Records (from :func:`cluster.store.read_input`), mappings with ``text`` (or ``title``)
         and optional ``id``, ``published_at`` (an aware datetime), ``source``, ``url``, or plain strings.
         An id already in the index is skipped, or replaced with ``update=True``; without an id, the id is
-        derived from the text. A headline joins the best story that has a member within ``window``
+        derived from the URL, else the text. A headline joins the best story that has a member within ``window``
         (default: the index's) of its time and whose members it matches on average at the threshold,
         under the index's judgement (the average-linkage rule of the batch grouping); otherwise it starts
         a new story. Commits every ``commit_every`` headlines: a killed run keeps those, and running it
@@ -375,7 +375,7 @@ class HeadlineIndex:
                         f"(headlines {first} and {position})",
                         hint="ids must be unique",
                     )
-                result.present += 1
+                result.repeated += 1
                 continue
             seen[entry.id] = (position, entry)
             batch.append(entry)

@@ -10,7 +10,7 @@ from ..embed import text_key
 from ..errors import InputError
 from ..limits import MAX_HEADLINE_CHARS, MAX_ID_CHARS
 from ..normalize import is_blank, normalize
-from ..records import Record, content_id, to_utc
+from ..records import Record, derived_id, to_utc
 from .schema import UTC, iso_moment
 from .types import Headline
 
@@ -62,7 +62,7 @@ def pending(item: Record | Mapping | str, position: int) -> Pending:
         except ValueError as exc:
             raise InputError(f"headline {position}: published_at {exc}") from None
     return Pending(
-        record.id or content_id(record.text),
+        record.id or derived_id(record.text, record.url),
         record,
         normalized,
         text_key(normalized),
