@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from functools import wraps
@@ -95,7 +96,20 @@ class ReportingEmbedder:
 
 class FullHelpGroup(click.Group):
     """A group whose command list shows each command's first sentence whole, wrapped, instead of
-    click's default of cutting it at the column width with "..."."""
+    click's default of cutting it at the column width with "...", and whose commands end quietly, with
+    exit code 0, when the reader of their output goes away (``index export ... | head``)."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            result = super().invoke(ctx)
+            sys.stdout.flush()  # here, not at exit: a closed pipe must surface where it is caught
+            return result
+        except BrokenPipeError:
+            # Nobody reads the rest: point stdout at /dev/null so the interpreter's last flush is silent.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            with contextlib.suppress(OSError, ValueError):
+                os.dup2(devnull, sys.stdout.fileno())
+            ctx.exit(0)
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         rows = []

@@ -371,12 +371,19 @@ def remove_command(index_path: Path, ids: tuple[str, ...], quiet: bool) -> None:
 def export_command(index_path: Path, output_format: str, output: Path | None) -> None:
     """Every headline with its story id, in the order added; the jsonl output can be added to a new index."""
     with _open(index_path) as index:
-        lines = _export_lines(index.headlines(), output_format)
-        if output is None:
-            for line in lines:
-                click.echo(line, nl=False)
-        else:
-            atomic_write_text(output, "".join(lines))
+        headlines = index.headlines()
+        lines = _export_lines(headlines, output_format)
+        try:
+            if output is None:
+                for line in lines:
+                    click.echo(line, nl=False)
+            else:
+                atomic_write_text(output, "".join(lines))
+        finally:
+            # Closed while the database is open: a reader that left early (| head) must not leave a
+            # cursor to be finalized after the database closed, which prints a traceback.
+            lines.close()
+            getattr(headlines, "close", lambda: None)()
 
 
 _EXPORT_FIELDS = ("id", "text", "published_at", "source", "url", "story_id", "added_at")
