@@ -20,6 +20,7 @@ from .cli_common import (
     report_read,
     reports_errors,
     skip_invalid_option,
+    stdin_is_terminal,
     text_field_option,
     time_field_option,
 )
@@ -106,8 +107,9 @@ def collapse_command(
 ) -> None:
     """Collapse a related-articles list to its distinct stories, one representative each.
 
-    FILE is txt (one headline per line), csv/tsv with a header, or jsonl; '-' reads stdin. An id
-    column or key (``id``) comes back with each headline in the json output.
+    FILE is txt (one headline per line), csv/tsv with a header, or jsonl; '-' or no FILE reads standard
+    input, whose format is detected from its content. An id column or key (``id``) comes back with each
+    headline, in the json output and in the text output as [position id=ID].
     """
     headlines = _headlines(
         file, input_format, text_field, id_field, time_field, skip_invalid=skip_invalid, quiet=quiet
@@ -129,18 +131,27 @@ def collapse_command(
     else:
         for story in result.stories:
             rep = story.representative
-            click.echo(f"[{rep.index}] {rep.text}")
+            click.echo(f"{_label(rep)} {rep.text}")
             for member in story.duplicates:
                 link = ""
                 if explain and member.linked_to is not None:
                     link = f"  (closest: [{member.linked_to}] {member.link_score:.3f})"
-                click.echo(f"    {member.score:.3f}  [{member.index}] {member.text}{link}")
+                click.echo(f"    {member.score:.3f}  {_label(member)} {member.text}{link}")
     if not quiet:
+        # The scale is named: a learned level's scores are probabilities, which read wrongly as cosines.
         click.echo(
             f"{plural(len(result.texts), 'headline')} -> {plural(len(result.stories), 'story')} (duplicate ratio "
-            f"{result.duplicate_ratio:.2f}, threshold {result.threshold:.3f}, {result.model})",
+            f"{result.duplicate_ratio:.2f}; scores: {result.scale} to the representative, threshold "
+            f"{result.threshold:.3f}; {result.model})",
             err=True,
         )
+
+
+def _label(member: object) -> str:
+    """``[3]``, or ``[3 id=a17]`` when the input gave the headline an id: positions are what ``explain I J``
+    takes, ids are what the reader knows the headline by."""
+    given = getattr(member, "id", None)
+    return f"[{member.index}]" if given is None else f"[{member.index} id={given}]"  # type: ignore[attr-defined]
 
 
 @main.command(name="explain", short_help="Say why headlines I and J are, or are not, one story.")
@@ -191,6 +202,9 @@ def _headlines(
     skip_invalid: bool = False,
     quiet: bool = False,
 ) -> list[dict]:
+    if file == "-" and stdin_is_terminal():
+        # Otherwise the command waits without a word for input the user may not know it wants.
+        click.echo("reading headlines from standard input (type them, then Ctrl-D; or name a FILE)", err=True)
     try:
         read = read_records(
             file,

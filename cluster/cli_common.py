@@ -33,6 +33,13 @@ def stderr_is_terminal() -> bool:
     return sys.stderr.isatty() if said is None else bool(said)
 
 
+def stdin_is_terminal() -> bool:
+    """Whether standard input is a terminal; ``main(obj={"stdin_terminal": True})`` says so for a caller."""
+    ctx = click.get_current_context(silent=True)
+    said = (ctx.find_root().obj or {}).get("stdin_terminal") if ctx is not None else None
+    return sys.stdin.isatty() if said is None else bool(said)
+
+
 class ProgressBar:
     """A progress bar on standard error, created on the first report (when the total is known).
 
@@ -154,7 +161,8 @@ model_option = click.option(
 input_format_option = click.option(
     "--input-format",
     type=click.Choice(INPUT_FORMATS),
-    help="Input format; by default taken from the file extension (stdin: txt).",
+    help="Input format; by default taken from the file extension (stdin: detected from its content, jsonl, "
+    "csv/tsv with a header naming the text column, else one headline per line).",
 )
 text_field_option = click.option(
     "--text-field", metavar="NAME", help="Column or key holding the headline (default: text, then title)."

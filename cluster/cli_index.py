@@ -229,7 +229,7 @@ def stats_command(index_path: Path, output_format: str) -> None:
     span = f" from {info['earliest']} to {info['latest']}" if info["earliest"] else ""
     lines = [
         ("index", info["path"]),
-        ("model", f"{info['model']} (dimension {info['dimension']})"),
+        ("model", f"{info['model']} ({_variant(info.get('variant'))}, dimension {info['dimension']})"),
         (
             "grouping",
             f"level {info['level']}, threshold {info['threshold']:.3f}, {info['linkage']} linkage, "
@@ -264,38 +264,67 @@ def stats_command(index_path: Path, output_format: str) -> None:
 @click.argument("text")
 @index_option
 @click.option("-k", "k", type=click.IntRange(min=1), default=10, show_default=True, help="How many hits.")
-@click.option("--explain", is_flag=True, help="For each hit, whether the query would join its story, and why.")
+@click.option("--explain", is_flag=True, help="For each hit's story, whether the query would join it, and why.")
+@click.option(
+    "--time",
+    "when",
+    metavar="WHEN",
+    help="The query's publication time (ISO 8601, such as 2024-05-01T08:00Z), weighed by the event level as "
+    "an added headline's is; without it the query is judged without a time.",
+)
 @output_format_option
-@model_option
 @reports_errors
-def query_command(index_path: Path, text: str, k: int, explain: bool, output_format: str, model: str | None) -> None:
+def query_command(index_path: Path, text: str, k: int, explain: bool, when: str | None, output_format: str) -> None:
     """The headlines most similar to TEXT, best first, with their story ids.
 
     Each hit shows its cosine (the search's ranking, high even for unrelated headlines of one language)
-    next to the index's judgement: whether the text would be judged the same story as the hit's.
+    next to the index's judgement: whether the text would be judged the same story as the hit's. The
+    index embeds with the model it was built with (no --model here).
     """
-    with _open(index_path, model=model) as index:
+    moment = _parse_when(when) if when else None
+    with _open(index_path) as index:
         # The text output always carries the judgement: a bare cosine of 0.86 reads as "similar".
-        hits = index.query(text, k, explain=explain or output_format == "text")
+        hits = index.query(text, k, explain=explain or output_format == "text", when=moment)
         judgement = index.judgement
     if output_format == "json":
         click.echo(json.dumps([hit.to_dict() for hit in hits], ensure_ascii=False, indent=2))
         return
     if not hits:
         click.echo("no headlines in the index", err=True)
+    explained: set[str] = set()
     for rank, hit in enumerate(hits, start=1):
         headline = hit.headline
         where = " · ".join(x for x in (headline.id, headline.published_at, headline.source) if x)
         click.echo(f"{rank:>3}. {headline.story_id}  {headline.text}  [{where}]")
         click.echo(f"     {judged(hit, judgement)}")
-        if explain and hit.story_similarity is not None:
+        if explain and hit.story_similarity is not None and headline.story_id not in explained:
+            # Once per story: every hit of one story has the same verdict.
+            explained.add(headline.story_id)
             verdict = "would join it" if hit.would_join else "would not join it"
             relation = ">=" if hit.would_join else "<"
             click.echo(
                 f"     story {headline.story_id}: {plural(hit.story_size or 0, 'headline')}; the query's mean "
-                f"similarity to them is {hit.story_similarity:.3f} {relation} threshold "
+                f"{_scale(judgement)} to them is {hit.story_similarity:.3f} {relation} threshold "
                 f"{judgement.threshold:.3f}, so it {verdict}"
             )
+
+
+def _variant(variant: str | None) -> str:
+    if variant is None:
+        return "no vectors yet"
+    return f"{'float32' if variant == 'none' else variant} variant"
+
+
+def _parse_when(value: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not an ISO 8601 time", param_hint="--time") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=_UTC)
+
+
+def _scale(judgement: object) -> str:
+    return getattr(judgement, "scale", "similarity")
 
 
 def judged(hit: QueryHit, judgement: object) -> str:
@@ -308,10 +337,12 @@ def judged(hit: QueryHit, judgement: object) -> str:
     parts = [f"cosine {hit.score:.3f}"]
     score, threshold = hit.story_similarity, getattr(judgement, "threshold", hit.threshold)
     if score is not None and threshold is not None:
+        # Named: a learned judgement's score is a probability, and beside a cosine it would read as one.
+        scale = _scale(judgement)
         if score >= threshold:
-            parts.append(f"its story: judged the same ({score:.3f}, at or above {threshold:.3f})")
+            parts.append(f"its story: judged the same ({scale} {score:.3f}, at or above {threshold:.3f})")
         else:
-            parts.append(f"its story: judged different ({score:.3f}, below {threshold:.3f})")
+            parts.append(f"its story: judged different ({scale} {score:.3f}, below {threshold:.3f})")
         probability = getattr(hit, "probability", None)
         to_probability = getattr(judgement, "probability", None)
         if probability is None and callable(to_probability):

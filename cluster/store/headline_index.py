@@ -457,13 +457,13 @@ class HeadlineIndex:
 
     # -- reading ---------------------------------------------------------------------------------------
 
-    def query(self, text: str, k: int = 10, *, explain: bool = False) -> list[QueryHit]:
+    def query(self, text: str, k: int = 10, *, explain: bool = False, when: datetime | None = None) -> list[QueryHit]:
         """The ``k`` stored headlines most similar to ``text`` (by cosine), best first.
 
         With ``explain``, each hit also carries its story's size and the query's mean judgement score to
-        the story's members, which decides whether the query would join that story.
+        the story's members (the query published at ``when``, if given), which decides if it would join.
         """
-        return query_index(self, self._vectors, text, k, explain)
+        return query_index(self, self._vectors, text, k, explain, when)
 
     def get(self, headline_id: str) -> Headline | None:
         """The stored headline with this id."""
