@@ -304,7 +304,7 @@ def query_command(index_path: Path, text: str, k: int, explain: bool, when: str 
             relation = ">=" if hit.would_join else "<"
             click.echo(
                 f"     story {headline.story_id}: {plural(hit.story_size or 0, 'headline')}; the query's mean "
-                f"{_scale(judgement)} to them is {hit.story_similarity:.3f} {relation} threshold "
+                f"{_scale(judgement) or 'similarity'} to them is {hit.story_similarity:.3f} {relation} threshold "
                 f"{judgement.threshold:.3f}, so it {verdict}"
             )
 
@@ -324,7 +324,8 @@ def _parse_when(value: str) -> datetime:
 
 
 def _scale(judgement: object) -> str:
-    return getattr(judgement, "scale", "similarity")
+    """The judgement's score scale (cluster.judge.Judgement.scale); "" for a judgement that names none."""
+    return str(getattr(judgement, "scale", ""))
 
 
 def judged(hit: QueryHit, judgement: object) -> str:
@@ -338,11 +339,11 @@ def judged(hit: QueryHit, judgement: object) -> str:
     score, threshold = hit.story_similarity, getattr(judgement, "threshold", hit.threshold)
     if score is not None and threshold is not None:
         # Named: a learned judgement's score is a probability, and beside a cosine it would read as one.
-        scale = _scale(judgement)
+        scale = f"{_scale(judgement)} " if _scale(judgement) else ""
         if score >= threshold:
-            parts.append(f"its story: judged the same ({scale} {score:.3f}, at or above {threshold:.3f})")
+            parts.append(f"its story: judged the same ({scale}{score:.3f}, at or above {threshold:.3f})")
         else:
-            parts.append(f"its story: judged different ({scale} {score:.3f}, below {threshold:.3f})")
+            parts.append(f"its story: judged different ({scale}{score:.3f}, below {threshold:.3f})")
         probability = getattr(hit, "probability", None)
         to_probability = getattr(judgement, "probability", None)
         if probability is None and callable(to_probability):

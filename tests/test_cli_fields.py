@@ -55,7 +55,7 @@ def test_a_wrong_field_name_is_an_error_in_index_add(tmp_path, files, kind: str,
         ["collapse", "{txt}", "--time-field", "published"],
         ["collapse", "{txt}", "--text-field", "headline"],
         ["index", "build", "{jsonl}", "--index", "{ix}", "--model", "fake-64", "--time-field", "published_at"],
-        ["eval", "clusters", "{csv}", "--time-field", "when"],
+        ["eval", "clusters", "{csv}", "--label-field", "id", "--time-field", "when"],
     ],
 )
 def test_a_wrong_field_name_is_an_error_in_every_command(tmp_path, files, args: list[str]) -> None:
