@@ -25,13 +25,14 @@ from .cli_common import (
     progress_bar,
     report_read,
     reports_errors,
+    stderr_is_terminal,
     text_field_option,
     time_field_option,
 )
 from .embed import get_embedder
 from .errors import InputError
 from .fsutil import atomic_write_text
-from .nightly import DEFAULT_LAST, run_nightly
+from .nightly import DEFAULT_LAST, indexed_span, run_nightly
 from .settings import LEVELS
 from .store import COMMIT_EVERY, DB_FILE, Headline, HeadlineIndex, QueryHit, StoryInfo, parse_duration, read_input
 from .wording import plural, rate
@@ -281,7 +282,7 @@ def query_command(index_path: Path, text: str, k: int, explain: bool, when: str 
     next to the index's judgement: whether the text would be judged the same story as the hit's. The
     index embeds with the model it was built with (no --model here).
     """
-    moment = _parse_when(when) if when else None
+    moment = _moment(when, "--time")
     with _open(index_path) as index:
         # The text output always carries the judgement: a bare cosine of 0.86 reads as "similar".
         hits = index.query(text, k, explain=explain or output_format == "text", when=moment)
@@ -313,14 +314,6 @@ def _variant(variant: str | None) -> str:
     if variant is None:
         return "no vectors yet"
     return f"{'float32' if variant == 'none' else variant} variant"
-
-
-def _parse_when(value: str) -> datetime:
-    try:
-        moment = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is not an ISO 8601 time", param_hint="--time") from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=_UTC)
 
 
 def _scale(judgement: object) -> str:
@@ -512,8 +505,20 @@ def nightly_command(
         raise click.UsageError("give --since or --last, not both")
     end = _moment(until, "--until") or datetime.now(tz=_UTC)
     start = _moment(since, "--since") or end - (parse_duration(last) if last else DEFAULT_LAST)
+    # Step lines on a terminal only: cron's mail and pipes stay as they were.
+    steps = (lambda step: click.echo(f"nightly: {step} ...", err=True)) if not quiet and stderr_is_terminal() else None
     with _open(index_path, quiet=quiet) as index:
-        result = run_nightly(index, start, end, out)
+        result = run_nightly(index, start, end, out, progress=steps)
+        span = indexed_span(index) if result.headlines == 0 else None
+    if span is not None and (not quiet or fail_if_empty):
+        # An empty window is most often a window in the wrong place: say where the headlines are.
+        count, earliest, latest = span
+        where = f"the index holds {plural(count, 'headline')}" + (f", from {earliest} to {latest}" if count else "")
+        click.echo(
+            f"the window {result.since} .. {result.until} holds no headlines; {where}"
+            + ("; give --until (and --last or --since) inside that range" if count else ""),
+            err=True,
+        )
     if not quiet:
         resumed = " (resumed an interrupted run)" if result.resumed else ""
         click.echo(

@@ -27,7 +27,7 @@ import csv
 import io
 import json
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -172,14 +172,17 @@ def run_nightly(
     out: str | Path | None = None,
     *,
     last: timedelta | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> NightlyResult:
     """Re-group headlines with time in [since, until), reconcile ids, and write the outputs to ``out``.
 
     ``until`` defaults to now and ``since`` to ``until - last`` (``last``: 48 hours). The window is
     grouped with the index's judgement (:attr:`HeadlineIndex.judgement`), exactly as ``collapse`` groups
     the same headlines with their times. A run killed after its commit, run again, writes the outputs
-    of the committed regrouping and reports its figures.
+    of the committed regrouping and reports its figures. ``progress(step)`` is told each step as it
+    starts (the CLI shows them on a terminal: a large window takes tens of seconds).
     """
+    say = progress or (lambda step: None)
     until = until or datetime.now(tz=timezone.utc)
     since = since or until - (last or DEFAULT_LAST)
     if until <= since:
@@ -190,7 +193,9 @@ def run_nightly(
     judgement = index.judgement
     with index.lock():
         run = index.start_run(since, until)
+        say(f"reading the window {span}")
         window = index.window_headlines(since, until)
+        say(f"judging and grouping {len(window.rows):,} headlines")
         similarity = score(window.normalized, window.vectors, judgement, window.times)
         grouping = group(similarity, judgement.threshold, linkage=judgement.linkage)
         if run.state == "committed":
@@ -228,14 +233,23 @@ def run_nightly(
             int(figures.get("changed", 0)),
         )
         # The nightly window is also the maintenance window: a large exact index becomes HNSW here.
+        say("maintaining the vector files")
         index.maintain()
         if out is not None:
+            say(f"writing the outputs to {out}")
             stories = index.stories(since, until)
             headlines = list(index.headlines(since, until))
             report = _report_data(index, result, stories, grouping, similarity, labels)
             result.outputs = write_outputs(Path(out), stories, headlines, render_report(report))
         index.set_run(run.id, "done", result.summary())
     return result
+
+
+def indexed_span(index: HeadlineIndex) -> tuple[int, str | None, str | None]:
+    """How many headlines the index holds and their earliest and latest times: what an empty window's
+    message names, so that a window given in the wrong place can be moved."""
+    count, earliest, latest = index.db.execute("SELECT count(*), min(t), max(t) FROM headlines").fetchone()
+    return int(count), None if earliest is None else iso(earliest), None if latest is None else iso(latest)
 
 
 def _count(changes: Sequence[Change], kind: str) -> int:

@@ -147,3 +147,25 @@ def test_stats_shows_the_embedding_variant(index: Path) -> None:
     assert "model      fake-64 (float32 variant, dimension 64)" in text
     data = json.loads(run("index", "stats", "--index", index, "--format", "json").stdout)
     assert data["variant"] == "none"
+
+
+def test_an_empty_nightly_window_names_the_index_range(tmp_path: Path, index: Path) -> None:
+    result = run("nightly", "--index", index, "--until", "2030-01-01", "--out", tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    assert "holds no headlines; the index holds 3 headlines, from 2024-05-01T08:00:00" in result.stderr
+    assert "to 2024-05-01T10:00:00" in result.stderr
+    # With --quiet it says so only when cron is to hear about it (--fail-if-empty).
+    quiet = run("nightly", "--index", index, "--until", "2030-01-01", "--out", tmp_path / "o2", "-q")
+    assert quiet.stderr == ""
+    failing = run(
+        "nightly", "--index", index, "--until", "2030-01-01", "--out", tmp_path / "o3", "-q", "--fail-if-empty"
+    )
+    assert failing.exit_code == 3 and "the index holds 3 headlines" in failing.stderr
+
+
+def test_nightly_shows_its_steps_on_a_terminal(tmp_path: Path, index: Path) -> None:
+    args = ["nightly", "--index", index, "--until", "2024-05-02", "--out", tmp_path / "out"]
+    shown = run(*args, terminal=True)
+    assert shown.exit_code == 0, shown.output
+    assert "nightly: reading the window" in shown.stderr and "nightly: writing the outputs" in shown.stderr
+    assert "nightly: reading" not in run(*args, terminal=False).stderr
