@@ -324,4 +324,5 @@ def _report_data(
         changes=[(c.kind, c.old_id, c.new_id, c.reason) for c in result.changes],
         new_stories=result.new_stories,
         changed=result.changed,
+        scale=index.judgement.scale,
     )
