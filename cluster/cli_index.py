@@ -186,10 +186,14 @@ def add_command(
         if not existed:
             # Even with --quiet: a mistyped --index would otherwise start a new index without a word.
             click.echo(f"created a new index at {index_path} (model {index.model})", err=True)
-        with progress_bar("indexing", quiet=quiet) as progress:
-            result = index.add(
-                read.records, update=update, window=window_length, commit_every=commit_every, progress=progress
-            )
+        before = index.count()
+        try:
+            with progress_bar("indexing", quiet=quiet) as progress:
+                result = index.add(
+                    read.records, update=update, window=window_length, commit_every=commit_every, progress=progress
+                )
+        except KeyboardInterrupt:
+            _interrupted(index, before, len(read.records))
     if not quiet:
         elapsed = time.monotonic() - started
         speed = rate(result.processed, elapsed, "headlines")
@@ -207,6 +211,21 @@ def add_command(
         )
 
 
+def _interrupted(index: HeadlineIndex, before: int, read: int) -> None:
+    """Ctrl-C during an add: what was committed, and that the same command completes it (exit 130)."""
+    try:
+        committed = f"{index.count() - before:,} new headline(s) of the {read:,} read were committed"
+    except Exception:  # the database is mid-transaction or gone: say what is certain
+        committed = "what was committed before the interruption is kept"
+    click.echo(
+        f"interrupted: {committed}; run the same index add again to add the rest (ids already present are "
+        "skipped). The vector files catch up on the next add or query: index stats and check may say so, "
+        "and it is not damage.",
+        err=True,
+    )
+    sys.exit(130)
+
+
 @index_group.command(name="stats", short_help="Counts, settings and the state of the vector files.")
 @index_option
 @output_format_option
@@ -221,6 +240,12 @@ def stats_command(index_path: Path, output_format: str) -> None:
     faiss_info = info["faiss"]
     if faiss_info["in_step"]:
         state = "in step with the database"
+    elif faiss_info.get("behind"):
+        # An interrupted add: not damage, and no repair needed.
+        state = (
+            f"behind the database by {plural(faiss_info['behind'], 'headline')} (an interrupted add; the next "
+            "index add or query catches up)"
+        )
     else:
         state = "NOT in step with the database: run headline-cluster index repair"
     vectors = faiss_info.get("vectors", 0)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -169,3 +170,39 @@ def test_nightly_shows_its_steps_on_a_terminal(tmp_path: Path, index: Path) -> N
     assert shown.exit_code == 0, shown.output
     assert "nightly: reading the window" in shown.stderr and "nightly: writing the outputs" in shown.stderr
     assert "nightly: reading" not in run(*args, terminal=False).stderr
+
+
+class InterruptingEmbedder(FakeEmbedder):
+    """Ctrl-C on the ``after``-th call to encode: an add interrupted after some commits."""
+
+    def __init__(self, after: int) -> None:
+        super().__init__()
+        self.calls = 0
+        self.after = after
+
+    def encode(self, texts):
+        self.calls += 1
+        if self.calls == self.after:
+            raise KeyboardInterrupt
+        return super().encode(texts)
+
+
+def test_ctrl_c_during_add_says_what_was_committed_and_is_not_damage(tmp_path: Path) -> None:
+    path = tmp_path / "day.jsonl"
+    path.write_text("".join(f'{{"id": "i{n}", "text": "topic{n} headline {n}"}}\n' for n in range(6)), encoding="utf-8")
+    index = tmp_path / "ix"
+    args = ["index", "add", path, "--index", index, "--model", "fake-64", "--commit-every", "2"]
+    result = run(*args, embedder=InterruptingEmbedder(after=2))
+    assert result.exit_code == 130, result.output
+    assert "interrupted: 2 new headline(s) of the 6 read were committed" in result.stderr
+    assert "run the same index add again" in result.stderr and "Aborted!" not in result.output
+    stats = run("index", "stats", "--index", index).stdout
+    assert "NOT in step" not in stats and "behind the database by 2 headlines" in stats
+    assert "damage    none found" in stats or re.search(r"damage +none found", stats)
+    check = run("index", "check", "--index", index)
+    assert check.exit_code == 0, check.output
+    assert "note: the vector files lack the newest 2 headline(s)" in check.stdout
+    # Running the same add again completes it.
+    again = run(*args)
+    assert again.exit_code == 0 and "added 4, already present 2" in again.stderr
+    assert "in step with the database" in run("index", "stats", "--index", index).stdout

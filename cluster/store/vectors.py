@@ -477,6 +477,12 @@ class VectorFile:
         info["missing"] = int(len(np.setdiff1d(rows, held)))
         info["tombstones"] = int(len(held) - info["vectors"])  # removed headlines, dropped at compaction
         info["extra"] = int(outside + duplicates)  # vectors where no segment should hold them
+        # Rows only past the last segment, with every file sound: what an interrupted add leaves. The next
+        # write or query writes them from the stored vectors, so this is a lag, not damage.
+        lacking = np.setdiff1d(rows, held)
+        sound = info["exists"] and info["checksum_ok"] and readable and info["extra"] == 0
+        tail = len(lacking) > 0 and int(lacking.min()) > covered_high(segments)
+        info["behind"] = int(len(lacking)) if sound and tail else 0
         info["in_step"] = bool(
             (headlines == 0 and not segments)
             or (info["exists"] and info["checksum_ok"] and readable and info["missing"] == 0 and info["extra"] == 0)
