@@ -116,6 +116,7 @@ def serve_command(
     import uvicorn
 
     from .service import Limits, create_app
+    from .service.protocol import json_error_protocol
 
     api_key = None
     if api_key_env is not None:
@@ -153,8 +154,14 @@ def serve_command(
         )
         # A bounded graceful shutdown: queued requests get 10 s to finish, then the server stops anyway
         # (every write is one SQLite transaction, so an interrupted one is rolled back, never half done).
+        # The h11 protocol with a JSON 400 for requests it cannot parse (a URL with raw non-ASCII text).
         config = uvicorn.Config(
-            app, log_level=log_level, access_log=access_log, lifespan="on", timeout_graceful_shutdown=10
+            app,
+            http=json_error_protocol(app.state.metrics),
+            log_level=log_level,
+            access_log=access_log,
+            lifespan="on",
+            timeout_graceful_shutdown=10,
         )
         uvicorn.Server(config).run(sockets=[sock])
     finally:

@@ -227,6 +227,7 @@ def create_app(
     )
     app.state.service = service
     metrics = Metrics()
+    app.state.metrics = metrics  # for the HTTP protocol's own 400s (cluster.service.protocol)
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError) -> JSONResponse:
