@@ -31,7 +31,7 @@ from .errors import InputError
 from .group import LINKAGES
 from .records import read_records
 from .settings import DEFAULT_LEVEL, LEVELS
-from .stories import REPRESENTATIVES, collapse
+from .stories import REPRESENTATIVES, Member, collapse
 from .wording import plural
 
 
@@ -147,11 +147,10 @@ def collapse_command(
         )
 
 
-def _label(member: object) -> str:
+def _label(member: Member) -> str:
     """``[3]``, or ``[3 id=a17]`` when the input gave the headline an id: positions are what ``explain I J``
     takes, ids are what the reader knows the headline by."""
-    given = getattr(member, "id", None)
-    return f"[{member.index}]" if given is None else f"[{member.index} id={given}]"  # type: ignore[attr-defined]
+    return f"[{member.index}]" if member.id is None else f"[{member.index} id={member.id}]"
 
 
 @main.command(name="explain", short_help="Say why headlines I and J are, or are not, one story.")

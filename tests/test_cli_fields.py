@@ -130,3 +130,21 @@ def test_no_advice_to_pass_skip_invalid_when_it_was_passed(tmp_path) -> None:
     header = run("collapse", path, "--text-field", "headline", "--skip-invalid")
     assert header.exit_code == 2
     assert "--skip-invalid" not in header.output
+
+
+def test_a_headline_stored_under_its_text_id_before_is_not_added_again(tmp_path) -> None:
+    """Indexes filled before ids came from URLs hold such headlines under content_id(text): a cron line
+    that adds the same files again must find them present, not store a second copy under the URL."""
+    from cluster.records import content_id
+
+    index = tmp_path / "ix"
+    text, url = "Quake hits Turkey", "https://a.example/1"
+    with HeadlineIndex.open(index, create=True, embedder=FakeEmbedder(), threshold=0.8) as opened:
+        opened.add([{"id": content_id(text), "text": text, "url": url}])
+    path = tmp_path / "again.csv"
+    path.write_text(f"title,url\n{text},{url}\nQuake hits Turkey,https://b.example/2\n", encoding="utf-8")
+    result = run("index", "add", path, "--index", index, "--model", "fake-64")
+    assert result.exit_code == 0, result.output
+    assert "added 1, already present 1" in result.output
+    with HeadlineIndex.open(index) as opened:
+        assert opened.count() == 2
