@@ -32,9 +32,19 @@ from .cli_common import (
 from .embed import get_embedder
 from .errors import InputError
 from .fsutil import atomic_write_text
-from .nightly import DEFAULT_LAST, indexed_span, run_nightly
+from .nightly import DEFAULT_LAST, run_nightly
 from .settings import LEVELS
-from .store import COMMIT_EVERY, DB_FILE, Headline, HeadlineIndex, QueryHit, StoryInfo, parse_duration, read_input
+from .store import (
+    COMMIT_EVERY,
+    DB_FILE,
+    Headline,
+    HeadlineIndex,
+    QueryHit,
+    StoryInfo,
+    indexed_span,
+    parse_duration,
+    read_input,
+)
 from .wording import plural, rate
 
 _UTC = timezone.utc

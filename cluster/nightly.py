@@ -245,13 +245,6 @@ def run_nightly(
     return result
 
 
-def indexed_span(index: HeadlineIndex) -> tuple[int, str | None, str | None]:
-    """How many headlines the index holds and their earliest and latest times: what an empty window's
-    message names, so that a window given in the wrong place can be moved."""
-    count, earliest, latest = index.db.execute("SELECT count(*), min(t), max(t) FROM headlines").fetchone()
-    return int(count), None if earliest is None else iso(earliest), None if latest is None else iso(latest)
-
-
 def _count(changes: Sequence[Change], kind: str) -> int:
     return sum(c.kind == kind for c in changes)
 

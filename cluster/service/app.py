@@ -17,6 +17,7 @@ import contextlib
 import logging
 import queue
 from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -151,6 +152,8 @@ class _Service:
             status = "present" if headline.id in present or headline.id in reported else "added"
             reported.add(headline.id)
             out.append(AddedHeadline(**values(ADDED_HEADLINE, stored), status=status))
+        # The API's "present" has always counted an id repeated in the request; the library counts it apart.
+        result = replace(result, present=result.present + result.repeated, repeated=0)
         return AddResponse(**values(ADD, result), headlines=out)
 
     def headline(self, headline_id: str) -> dict[str, Any] | None:

@@ -25,6 +25,7 @@ from ..records import ReadResult, read_many
 from .ann import ANN_MIN_SIZE, VectorIndex, one_search_thread
 from .headline_index import HeadlineIndex
 from .ids import mint_story_id, story_order
+from .reading import indexed_span
 from .schema import DB_FILE, FAISS_FILE, LOCK_FILE, iso
 from .types import (
     COMMIT_EVERY,
@@ -59,6 +60,7 @@ __all__ = [
     "StoryMember",
     "VectorIndex",
     "WindowHeadlines",
+    "indexed_span",
     "iso",
     "mint_story_id",
     "one_search_thread",

@@ -14,7 +14,7 @@ from ..normalize import normalize
 from ..records import to_utc
 from .ann import one_search_thread
 from .assign import story_means
-from .schema import HEADLINE_COLUMNS, Database, chunks, marks
+from .schema import HEADLINE_COLUMNS, Database, chunks, iso, marks
 from .types import Headline, QueryHit
 from .vectors import VectorFile
 from .writing import stored_vectors
@@ -117,3 +117,10 @@ def exact_scores(db: Database, rows: Sequence[int], vector: np.ndarray) -> dict[
         ):
             found[int(row)] = float(np.dot(np.frombuffer(blob, dtype=np.float32), query))
     return found
+
+
+def indexed_span(index: HeadlineIndex) -> tuple[int, str | None, str | None]:
+    """How many headlines the index holds and their earliest and latest times: what an empty nightly
+    window's message names, so that a window given in the wrong place can be moved."""
+    count, earliest, latest = index.db.execute("SELECT count(*), min(t), max(t) FROM headlines").fetchone()
+    return int(count), None if earliest is None else iso(earliest), None if latest is None else iso(latest)
