@@ -19,6 +19,7 @@ from .cli_common import (
     progress_bar,
     report_read,
     reports_errors,
+    shown,
     skip_invalid_option,
     stdin_is_terminal,
     text_field_option,
@@ -131,12 +132,12 @@ def collapse_command(
     else:
         for story in result.stories:
             rep = story.representative
-            click.echo(f"{_label(rep)} {rep.text}")
+            click.echo(shown(f"{_label(rep)} {rep.text}"))
             for member in story.duplicates:
                 link = ""
                 if explain and member.linked_to is not None:
                     link = f"  (closest: [{member.linked_to}] {member.link_score:.3f})"
-                click.echo(f"    {member.score:.3f}  {_label(member)} {member.text}{link}")
+                click.echo(shown(f"    {member.score:.3f}  {_label(member)} {member.text}{link}"))
     if not quiet:
         # The scale is named: a learned level's scores are probabilities, which read wrongly as cosines.
         click.echo(

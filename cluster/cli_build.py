@@ -9,10 +9,12 @@ import click
 
 from .build import BuildResult, EmbedderSpec, ReadOptions, build_local
 from .cli_common import (
+    disk_full_names_the_index,
     given_fields,
     index_option,
     injected_embedder,
     input_format_option,
+    input_lines,
     invalid_row_hint,
     model_option,
     progress_bar,
@@ -108,7 +110,10 @@ def build_command(
     folder_existed = index_path.exists()
     forget = False
     try:
-        with open_index(index_path, quiet=quiet, create=True, **settings) as index:
+        with (
+            disk_full_names_the_index(index_path, lambda: input_lines(files)),
+            open_index(index_path, quiet=quiet, create=True, **settings) as index,
+        ):
             if not existed:
                 click.echo(f"created a new index at {index_path} (model {index.model})", err=True)
             try:

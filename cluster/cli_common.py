@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from functools import wraps
@@ -14,7 +15,7 @@ import numpy as np
 from click.core import ParameterSource
 
 from .embed import get_embedder, resolve_model_name
-from .errors import HeadlineClusterError, InputError
+from .errors import DiskFullError, HeadlineClusterError, InputError
 from .pipeline import EmbedderLike
 from .records import INPUT_FORMATS, ReadResult
 from .wording import plural
@@ -129,6 +130,16 @@ class FullHelpGroup(click.Group):
                 formatter.write_dl(rows)
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def shown(line: str) -> str:
+    """``line`` for a terminal: control characters of stored text (NUL, ANSI escapes, a newline inside an id)
+    written as escapes such as ``\\x1b`` and ``\\n``, so data can neither restyle the terminal nor fake a line
+    of output. Text is stored as given; only what is printed is escaped (JSON output escapes them itself)."""
+    return _CONTROL.sub(lambda found: found[0].encode("unicode_escape").decode("ascii"), line)
+
+
 def embedder_from(model: str | None, *, quiet: bool = False) -> EmbedderLike:
     """The injected embedder, else the one for ``model`` (or the default); ``quiet`` silences the first
     run's step lines."""
@@ -188,7 +199,7 @@ output_format_option = click.option(
 )
 
 
-SHOWN_INVALID = 10  # skipped rows and warnings listed one by one; the rest are counted
+SHOWN_WARNINGS = 10  # warnings listed one by one; the rest are counted (skipped rows are all named)
 
 skip_invalid_option = click.option(
     "--skip-invalid",
@@ -198,7 +209,7 @@ skip_invalid_option = click.option(
 
 
 def report_read(read: ReadResult, *, quiet: bool = False) -> None:
-    """Name on stderr the rows a reader skipped and what it warned about (capped; one line with --quiet)."""
+    """Name on stderr every row a reader skipped, and what it warned about (warnings capped; one line with --quiet)."""
     report_read_rows(read.invalid, read.warnings, quiet=quiet)
 
 
@@ -207,15 +218,14 @@ def report_read_rows(invalid: Sequence[object], warnings: Sequence[object], *, q
     if invalid and quiet:  # cron stays silent on clean runs, but dropped rows must not go unseen
         click.echo(f"skipped {plural(len(invalid), 'invalid row')}; the first: {invalid[0]}", err=True)
     elif invalid:
-        for row in invalid[:SHOWN_INVALID]:
+        # Every one: a row left out of the index must be findable from the message alone.
+        for row in invalid:
             click.echo(f"skipped {row}", err=True)
-        if len(invalid) > SHOWN_INVALID:
-            click.echo(f"... and {plural(len(invalid) - SHOWN_INVALID, 'more invalid row')} skipped", err=True)
     if warnings and not quiet:
-        for warning in warnings[:SHOWN_INVALID]:
+        for warning in warnings[:SHOWN_WARNINGS]:
             click.echo(f"warning: {warning}", err=True)
-        if len(warnings) > SHOWN_INVALID:
-            click.echo(f"... and {plural(len(warnings) - SHOWN_INVALID, 'more warning')}", err=True)
+        if len(warnings) > SHOWN_WARNINGS:
+            click.echo(f"... and {plural(len(warnings) - SHOWN_WARNINGS, 'more warning')}", err=True)
 
 
 FIELD_ROLES = ("id", "time", "source", "url")
@@ -262,3 +272,34 @@ def invalid_row_hint(exc: InputError, what: str, *, skip_invalid: bool = False) 
         line=exc.line,
         hint=f"{hint}{what}: fix the row, or pass --skip-invalid to skip invalid rows",
     )
+
+
+ROW_BYTES = 6 * 1024
+"""About what one headline takes while it is added: its row and 384-float vector in the database, their
+copy in the write-ahead log, and the vector again in a segment file (for a message's estimate only)."""
+
+
+@contextlib.contextmanager
+def disk_full_names_the_index(index_path: Path, rows: Callable[[], int] | None = None) -> Iterator[None]:
+    """A full disk under the index reported for the index folder, with the space the command needs:
+    ``rows()`` headlines still to add at :data:`ROW_BYTES` each, else the size of the index (a nightly
+    run, repair or compaction may write all of it anew)."""
+    try:
+        yield
+    except DiskFullError as exc:
+        if exc.folder != index_path and index_path not in exc.folder.parents:
+            raise  # another folder (nightly's --out): its own message is the right one
+        needed = None if rows is None else max(exc.needed, rows() * ROW_BYTES)
+        raise DiskFullError(index_path, needed) from None
+
+
+def input_lines(files: Sequence[str]) -> int:
+    """Lines in the named input files (standard input counts 0): the headlines a command may add."""
+    total = 0
+    for name in files:
+        if name == "-":
+            continue
+        with contextlib.suppress(OSError), open(name, "rb") as handle:
+            for block in iter(lambda handle=handle: handle.read(1 << 20), b""):
+                total += block.count(b"\n")
+    return total

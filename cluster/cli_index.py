@@ -15,6 +15,7 @@ import click
 
 from .cli_common import (
     FullHelpGroup,
+    disk_full_names_the_index,
     given_fields,
     index_option,
     injected_embedder,
@@ -25,6 +26,7 @@ from .cli_common import (
     progress_bar,
     report_read,
     reports_errors,
+    shown,
     stderr_is_terminal,
     text_field_option,
     time_field_option,
@@ -191,8 +193,18 @@ def add_command(
     except InputError as exc:
         raise invalid_row_hint(exc, "nothing was added", skip_invalid=skip_invalid) from None
     report_read(read, quiet=quiet)
+    if not read.records and not existed:
+        # Every row was skipped: an empty new index would only hide the mistaken input.
+        raise InputError(
+            f"no valid headlines to add ({plural(len(read.invalid), 'invalid row')} skipped)",
+            path=str(index_path),
+            hint="no index was created; fix the rows named above",
+        )
     settings = {"model": model, "threshold": threshold, "level": level, "window": window_length}
-    with _open(index_path, quiet=quiet, create=True, **settings) as index:
+    with (
+        disk_full_names_the_index(index_path, lambda: len(read.records)),
+        _open(index_path, quiet=quiet, create=True, **settings) as index,
+    ):
         if not existed:
             # Even with --quiet: a mistyped --index would otherwise start a new index without a word.
             click.echo(f"created a new index at {index_path} (model {index.model})", err=True)
@@ -331,7 +343,7 @@ def query_command(index_path: Path, text: str, k: int, explain: bool, when: str 
     for rank, hit in enumerate(hits, start=1):
         headline = hit.headline
         where = " · ".join(x for x in (headline.id, headline.published_at, headline.source) if x)
-        click.echo(f"{rank:>3}. {headline.story_id}  {headline.text}  [{where}]")
+        click.echo(shown(f"{rank:>3}. {headline.story_id}  {headline.text}  [{where}]"))
         click.echo(f"     {judged(hit, judgement)}")
         if explain and hit.story_similarity is not None and headline.story_id not in explained:
             # Once per story: every hit of one story has the same verdict.
@@ -400,11 +412,11 @@ def story_command(index_path: Path, story_id: str, output_format: str) -> None:
 
 def _print_story(story: StoryInfo, asked: str) -> None:
     if story.id != asked:
-        click.echo(f"{asked} was merged into {story.id}")
+        click.echo(shown(f"{asked} was merged into {story.id}"))
     click.echo(f"{story.id}: {plural(story.size, 'headline')}, {story.first_seen} .. {story.last_seen}")
     for member in story.members:
         mark = "*" if member.headline.row == story.representative.row else " "
-        click.echo(f" {mark} {member.score:.3f}  {member.headline.text}  [{member.headline.id}]")
+        click.echo(shown(f" {mark} {member.score:.3f}  {member.headline.text}  [{member.headline.id}]"))
 
 
 @index_group.command(name="remove")
@@ -475,7 +487,7 @@ def repair_command(index_path: Path) -> None:
     beside it), damaged or missing vectors are embedded again from their headlines, story records are
     recomputed. Exit code 0 when the index is sound afterwards, 1 when damage remains.
     """
-    with _open(index_path) as index:
+    with disk_full_names_the_index(index_path), _open(index_path) as index:
         fixed = index.repair()
         count = index.count()
         remaining = index.check()
@@ -539,10 +551,16 @@ def nightly_command(
     if since is not None and last is not None:
         raise click.UsageError("give --since or --last, not both")
     end = _moment(until, "--until") or datetime.now(tz=_UTC)
-    start = _moment(since, "--since") or end - (parse_duration(last) if last else DEFAULT_LAST)
+    try:
+        start = _moment(since, "--since") or end - (parse_duration(last) if last else DEFAULT_LAST)
+    except OverflowError:  # a window that starts before the year 1 cannot be a date
+        raise InputError(
+            f"the duration {last!r} is too long: the window would start before the year 1",
+            hint="write it like 90m, 72h, 3d or 1w; a bare number is hours",
+        ) from None
     # Step lines on a terminal only: cron's mail and pipes stay as they were.
     steps = (lambda step: click.echo(f"nightly: {step} ...", err=True)) if not quiet and stderr_is_terminal() else None
-    with _open(index_path, quiet=quiet) as index:
+    with disk_full_names_the_index(index_path), _open(index_path, quiet=quiet) as index:
         result = run_nightly(index, start, end, out, progress=steps)
         span = indexed_span(index) if result.headlines == 0 else None
     if span is not None and (not quiet or fail_if_empty):
@@ -561,7 +579,12 @@ def nightly_command(
             f"{plural(result.stories, 'story')}; this run: {plural(result.merges, 'merge')}, "
             f"{plural(result.splits, 'split')}, {plural(result.new_stories, 'new id')}, "
             f"{plural(result.changed, 'headline')} changed story; wrote "
-            + ", ".join(str(p) for p in result.outputs.values()),
+            + ", ".join(str(p) for p in result.outputs.values())
+            + (
+                f" (the report shows the changes recorded for this window by run {result.reported_run})"
+                if result.reported_run is not None
+                else ""
+            ),
             err=True,
         )
     if fail_if_empty and result.headlines == 0:

@@ -411,6 +411,27 @@ def probability(features: np.ndarray, params: LearnedParams) -> np.ndarray:
     return np.minimum(p, 1.0 - 1e-6).astype(np.float32)
 
 
+# The signals a person reads in an explanation, and the features each one sums (their logit contributions).
+SIGNALS = (
+    ("base", ("bias",)),
+    ("cosine", ("cos",)),
+    ("script", ("ar", "cos_ar", "cross", "cos_cross")),
+    ("shared words", ("stem_overlap", "shared_stems", "gram_cos")),
+    ("numbers", ("num_agree", "num_clash")),
+    ("length", ("len_min", "len_ratio")),
+    ("time gap", TIME_FEATURES),
+)
+
+
+def contributions(features: np.ndarray, params: LearnedParams) -> dict[str, float]:
+    """Each signal's share of one pair's logit (they add up to it): how far it moved the pair toward or
+    away from "the same event". ``features``: one row of :func:`pair_features`."""
+    row = impute(np.asarray(features, dtype=np.float32)[None, :], params.unknown_gap)[0].astype(np.float64)
+    weight = dict(zip(FEATURES, params.weights, strict=True))
+    value = dict(zip(FEATURES, row, strict=True))
+    return {signal: float(sum(weight[n] * value[n] for n in names)) for signal, names in SIGNALS}
+
+
 class LearnedSimilarity:
     """The learned same-event probability over one collection (the PairwiseSimilarity interface)."""
 

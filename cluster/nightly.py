@@ -28,7 +28,7 @@ import io
 import json
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -40,7 +40,7 @@ from .group import Grouping, group
 from .judge import PairwiseSimilarity
 from .pipeline import score
 from .report import ReportData, render_report
-from .store import Headline, HeadlineIndex, StoryInfo, iso, mint_story_id, story_order
+from .store import Headline, HeadlineIndex, Run, StoryInfo, iso, mint_story_id, story_order
 
 OUTPUT_FILES = ("stories.jsonl", "headlines.csv", "report.html")
 DEFAULT_LAST = timedelta(hours=48)
@@ -145,6 +145,7 @@ class NightlyResult:
     new_stories: int
     changed: int  # headlines whose story id changed (in the window, or merged from outside it)
     outputs: dict[str, Path] = field(default_factory=dict)
+    reported_run: int | None = None  # the earlier run whose recorded changes the report shows, if not this one
 
     @property
     def merges(self) -> int:
@@ -201,7 +202,7 @@ def run_nightly(
         if run.state == "committed":
             # Killed after the regrouping was stored: the window already carries its ids; report them.
             labels = window.story_ids
-            changes = [Change(old, new, kind, reason) for kind, old, new, reason in index.run_changes(run.id)]
+            changes = _run_changes(index, run.id, span)
             figures = run.summary
         else:
             plan = reconcile(window.story_ids, grouping.groups(), index.next_story_number())
@@ -232,6 +233,8 @@ def run_nightly(
             int(figures.get("new_stories", 0)),
             int(figures.get("changed", 0)),
         )
+        reported, carried = _recorded_changes(index, run, result, span)
+        result.reported_run = carried.get("reported_run")
         # The nightly window is also the maintenance window: a large exact index becomes HNSW here.
         say("maintaining the vector files")
         index.maintain()
@@ -239,10 +242,41 @@ def run_nightly(
             say(f"writing the outputs to {out}")
             stories = index.stories(since, until)
             headlines = list(index.headlines(since, until))
-            report = _report_data(index, result, stories, grouping, similarity, labels)
+            report = _report_data(index, reported, stories, grouping, similarity, labels)
             result.outputs = write_outputs(Path(out), stories, headlines, render_report(report))
-        index.set_run(run.id, "done", result.summary())
+        index.set_run(run.id, "done", {**result.summary(), **carried})
     return result
+
+
+def _run_changes(index: HeadlineIndex, run: int, span: str) -> list[Change]:
+    """The changes ``run`` recorded, with the reasons as the run reported them (the history adds the window)."""
+    prefix = f"nightly {span}: "
+    return [Change(old, new, kind, reason.removeprefix(prefix)) for kind, old, new, reason in index.run_changes(run)]
+
+
+def _recorded_changes(
+    index: HeadlineIndex, run: Run, result: NightlyResult, span: str
+) -> tuple[NightlyResult, dict]:
+    """What the report shows: this run's changes, or, when it changed nothing in a window an earlier run
+    regrouped, the changes recorded for the window by that run. So the same window run again writes the
+    same report.html, which still says what changed, rather than "0 / 0 / 0" and no changes table. Also
+    what to add to this run's summary so that a third run finds the same (the run the report is of)."""
+    if run.previous is None or result.changes or result.new_stories or result.changed:
+        return result, {}
+    previous_id, previous = run.previous
+    source = int(previous.get("reported_run", previous_id))
+    figures = previous.get("reported", previous)
+    changes = _run_changes(index, source, span)
+    reported = replace(
+        result,
+        changes=changes,
+        new_stories=int(figures.get("new_stories", 0)),
+        changed=int(figures.get("changed", 0)),
+    )
+    return reported, {
+        "reported_run": source,
+        "reported": {"new_stories": reported.new_stories, "changed": reported.changed},
+    }
 
 
 def _count(changes: Sequence[Change], kind: str) -> int:

@@ -148,7 +148,8 @@ def _add_json_line(raw: str, number: int, fields: Fields, collector: RowSink, fi
         hint = "each line must be one complete JSON object"
         if number == 1 and raw.strip() == "[":
             hint = "this looks like a JSON array; JSON Lines needs one object per line, without [ ]"
-        raise RowError(f"malformed JSON: {exc.msg} at column {exc.colno}", hint) from None
+        # Some of json's messages end in "at" ("Invalid control character at"): one "at" is enough.
+        raise RowError(f"malformed JSON: {exc.msg.removesuffix(' at')} at column {exc.colno}", hint) from None
     except RecursionError:
         raise too_deep from None
     except ValueError as exc:
@@ -341,6 +342,13 @@ def _rows_from(lines: list[str], start: int, delimiter: str, sentinel: str) -> G
                     ),
                 )
                 return first
+            if "field larger than field limit" in str(exc) and last == first:
+                # One long line, not an open quote: read it whole, so that its text gets the message
+                # (or the cut) a long headline gets in every other format.
+                long_row = _long_line(lines[first - 1], delimiter)
+                if long_row is not None:
+                    yield first, last, long_row
+                    continue
             # The reader recovers on the next line, so one unparseable row does not end the file.
             yield first, last, RowError(f"cannot parse row: {exc}")
             continue
@@ -363,6 +371,18 @@ def _rows_from(lines: list[str], start: int, delimiter: str, sentinel: str) -> G
         if len(row) <= 1 and not "".join(row).strip():
             continue
         yield first, last, row
+
+
+def _long_line(line: str, delimiter: str) -> list[str] | None:
+    """The fields of one line over csv's field size limit, or None when it does not parse on its own."""
+    limit = csv.field_size_limit()
+    csv.field_size_limit(max(limit, len(line) + 1))
+    try:
+        return next(csv.reader([line], delimiter=delimiter), None)
+    except csv.Error:
+        return None
+    finally:
+        csv.field_size_limit(limit)
 
 
 def _header(rows: Iterator[_CsvRow], fmt: str, collector: RowSink) -> tuple[int, list[str]]:
@@ -494,98 +514,3 @@ def to_utc(moment: datetime) -> datetime:
     except OverflowError:
         reason = f"{moment.isoformat()} is out of range: in UTC it falls before year 1 or after year 9999"
         raise ValueError(reason) from None
-
-
-# --- telling the format of standard input ----------------------------------------------------------------
-
-_SNIFF_HINT = "pass --input-format txt, csv, tsv or jsonl to choose"
-# A header cell: a name such as id, title, published_at, "Published At", url.canonical (or empty, as in
-# the unnamed index column pandas writes). A headline fragment has digits first, quotes, colons, ... .
-_HEADER_CELL = re.compile(r"(?:[^\W\d][\w .\-]{0,63})?")
-
-
-def sniff(text: str, text_field: str | None = None) -> tuple[str, list[tuple[int, str, str]]]:
-    """The format of input that has no name to tell it by, and (line, reason, hint) notes on doubtful input.
-
-    The rule (a plain list of headlines is always read as txt):
-
-    - jsonl when the first non-blank line is a JSON object and every non-blank line starts with ``{``.
-      Malformed lines among them are then reported by the jsonl reader with their line numbers, instead of
-      turning into headlines of JSON text. A headline list cannot look like this: its first line would have
-      to be a JSON object.
-    - tsv (tab) or csv (comma) when the first non-blank line is a header: at least two cells, one of them
-      the text column (``text_field``, else ``text`` or ``title``, any case), every cell a name (letters,
-      then letters, digits, ``_ . -`` or spaces, at most 64 characters; or empty), and the next row has as
-      many cells. A headline would need, besides a cell that is exactly "Title" or "Text", a next headline
-      with the same number of commas (or tabs).
-    - txt otherwise. A note (a warning for the user) says so when the input half looks like another
-      format: a first line that is a JSON object while a later line is not, a lone ``[`` or ``{`` (a JSON
-      document, not JSON Lines), or a first line that names the text column but fails the header test.
-    """
-    numbered = [(n, line.strip()) for n, line in enumerate(text.split("\n"), start=1) if line.strip()]
-    if not numbered:
-        return "txt", []
-    number, head = numbered[0]
-    if head.startswith("{") and _json_object_line(head):
-        for later, line in numbered:
-            if not line.startswith("{"):
-                reason = f"line {number} is a JSON object but line {later} is not, so the input is read as txt"
-                return "txt", [(later, reason, f"pass --input-format jsonl to read it as JSON Lines; {_SNIFF_HINT}")]
-        return "jsonl", []
-    if head in ("[", "{") or (head.startswith("[") and _json_array_line(head)):
-        reason = "this looks like JSON (an array or a multi-line object), which is read as txt"
-        return "txt", [(number, reason, f"convert it to JSON Lines, one object per line; {_SNIFF_HINT}")]
-    for delimiter, fmt in (("\t", "tsv"), (",", "csv")):
-        if delimiter not in head:
-            continue
-        cells = _first_rows(text, delimiter)
-        if not cells or _resolve_text(cells[0], text_field) is None:
-            continue
-        header = cells[0]
-        if (
-            len(header) >= 2
-            and all(_HEADER_CELL.fullmatch(cell) for cell in header)
-            and (len(cells) == 1 or len(cells[1]) == len(header))
-        ):
-            return fmt, []
-        reason = f"line {number} names a headline column like a {fmt} header, but is read as a headline"
-        return "txt", [(number, reason, f"pass --input-format {fmt} to read a table; {_SNIFF_HINT}")]
-    if _resolve_text([head], text_field) is not None:
-        reason = f"line {number} {head!r} looks like a one-column header, but is read as a headline"
-        return "txt", [(number, reason, f"pass --input-format csv to read a one-column table; {_SNIFF_HINT}")]
-    return "txt", []
-
-
-def _json_object_line(line: str) -> bool:
-    if not line.endswith("}"):
-        return False
-    if json_too_deep(line):
-        return True  # JSON-shaped; the jsonl reader reports the depth with the line number
-    try:
-        return isinstance(json.loads(line), dict)
-    except (ValueError, RecursionError):
-        return False
-
-
-def _json_array_line(line: str) -> bool:
-    if not line.endswith("]") or json_too_deep(line):
-        return False
-    try:
-        return isinstance(json.loads(line), list)
-    except (ValueError, RecursionError):
-        return False
-
-
-def _first_rows(text: str, delimiter: str) -> list[list[str]]:
-    """The first two non-blank rows, cells stripped; [] when they cannot be parsed."""
-    rows: list[list[str]] = []
-    try:
-        for row in csv.reader(text.split("\n", 10_000)[:10_000], delimiter=delimiter):
-            cells = [cell.strip() for cell in row]
-            if any(cells):
-                rows.append(cells)
-                if len(rows) == 2:
-                    break
-    except csv.Error:
-        return []
-    return rows

@@ -19,7 +19,7 @@ from typing import Any, BinaryIO, TextIO
 
 from cluster.errors import InputError
 from cluster.limits import MAX_HEADLINE_CHARS, MAX_ID_CHARS
-from cluster.normalize import is_blank
+from cluster.normalize import is_blank, is_valid_unicode
 from cluster.readers import (
     EXPECTED,
     RESAVE_HINT,
@@ -29,9 +29,9 @@ from cluster.readers import (
     parse_delimited,
     parse_jsonl,
     parse_txt,
-    sniff,
     to_utc,
 )
+from cluster.sniff import sniff
 
 __all__ = [
     "INPUT_FORMATS",
@@ -379,6 +379,7 @@ _DUPLICATE_HINT = "ids must be unique; remove the repeated row or give it its ow
 
 
 _EMPTY_HINT = "remove the row or give it a headline"
+_UNICODE_HINT = "it holds half of a character pair, a lone surrogate such as \\ud800: export the row again"
 _LONG_HINT = "this is usually an article body or several lines run together; fix or remove the line"
 
 
@@ -420,6 +421,10 @@ class _Collector:
         url: str | None = None,
         extra: Mapping[str, str] | None = None,
     ) -> None:
+        # Text that cannot be written as UTF-8 could be neither embedded, stored nor printed.
+        for name, value in (("text", text), ("id", id), ("source", source), ("url", url), *(extra or {}).items()):
+            if value is not None and not is_valid_unicode(value):
+                raise RowError(f"{name if is_valid_unicode(name) else 'a field'} is not valid Unicode", _UNICODE_HINT)
         text = text.strip()
         if not text:
             raise RowError("empty headline", _EMPTY_HINT)

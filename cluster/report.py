@@ -3,7 +3,8 @@
 What it shows, in order: the counts of the window; a histogram of story sizes; the similarity of pairs
 inside stories next to pairs that reached the threshold but were kept in different stories (the
 picture to look at when tuning the threshold); the largest stories with their members; and the merges
-and splits this run recorded. The page is a function of its data alone (no clock, no random ids).
+and splits recorded for the window (by this run, or by the run that made them when
+the same window is run again). The page is a function of its data alone (no clock, no random ids).
 """
 
 from __future__ import annotations
@@ -64,8 +65,8 @@ def render_report(data: ReportData) -> str:
         ("headlines per story", f"{data.headlines / stories:.2f}" if stories else "-"),
         ("stories of one headline", f"{singletons:,}"),
         ("largest story", f"{max(sizes):,}" if sizes else "-"),
-        ("merges / splits / new ids (this run)", f"{merges:,} / {splits:,} / {data.new_stories:,}"),
-        ("headlines whose story id changed (this run)", f"{data.changed:,}"),
+        ("merges / splits / new ids (recorded for this window)", f"{merges:,} / {splits:,} / {data.new_stories:,}"),
+        ("headlines whose story id changed (recorded for this window)", f"{data.changed:,}"),
     ]
     parts = [
         "<!DOCTYPE html>",
@@ -94,7 +95,7 @@ def render_report(data: ReportData) -> str:
         f"{_e(data.scale)} with the representative; the bar spans "
         f"{_bar_floor(data.largest, data.threshold):.2f} to 1.00, the tick marks the threshold.</p>",
         *(_story_block(story, _bar_floor(data.largest, data.threshold), data.threshold) for story in data.largest),
-        "<h2>Merges and splits recorded by this run</h2>",
+        "<h2>Merges and splits recorded for this window</h2>",
         _changes_table(data.changes),
         "</body></html>",
         "",

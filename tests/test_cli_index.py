@@ -396,6 +396,8 @@ def test_nightly_last_is_a_window_ending_at_until(tmp_path: Path, runner: CliRun
         (["--since", "2024-05-01", "--last", "2h"], "give --since or --last, not both"),
         (["--since", "yesterday-ish"], "cannot read 'yesterday-ish'"),
         (["--last", "soon"], "cannot read the duration 'soon'"),
+        (["--last", "99999999h"], "the duration '99999999h' is too long"),
+        (["--last", "9999999999999w"], "the duration '9999999999999w' is too long"),
         (["--since", "2024-05-02", "--until", "2024-05-01"], "until must be after since"),
     ],
 )

@@ -6,6 +6,7 @@ milliseconds; test_cli_index.py has the end-to-end test with the real model.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import sqlite3
 import zlib
@@ -334,7 +335,7 @@ def test_an_index_keeps_the_embedding_variant_it_was_built_with(tmp_path: Path, 
         assert index.embedder_in_use().model_id == "fake-64/1+int8-onnx"
     assert asked == [None, "int8"]
     index_db = tmp_path / "idx" / "headlines.sqlite"
-    with sqlite3.connect(index_db) as db:  # as if built with float32 vectors
+    with contextlib.closing(sqlite3.connect(index_db)) as db, db:  # as if built with float32 vectors
         db.execute("UPDATE meta SET value = ? WHERE key = 'model_id'", ('"fake-64/1"',))
     with HeadlineIndex.open(tmp_path / "idx", **opened) as index:
         index.add(["topic1 third"])

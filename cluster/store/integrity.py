@@ -72,6 +72,7 @@ class CheckReport:
             lines.append(f"{self.wrong_stories:,} story record(s) disagree with their headlines")
         if self.faiss and not self.faiss.get("in_step", True) and not self.faiss.get("behind"):
             lines.append("the vector files are not in step with the database")
+        lines.extend(self.faiss.get("lost", []) if self.faiss else [])
         return lines
 
     def to_dict(self) -> dict[str, Any]:

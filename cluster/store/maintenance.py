@@ -174,14 +174,20 @@ def start_run(db: Database, low: float, high: float) -> Run:
             "AND state != 'done' ORDER BY id DESC LIMIT 1",
             (low, high),
         ).fetchone()
+        done = db.execute(
+            "SELECT id, summary FROM runs WHERE kind = 'nightly' AND since = ? AND until = ? AND state = 'done' "
+            "ORDER BY id DESC LIMIT 1",
+            (low, high),
+        ).fetchone()
+        previous = None if done is None else (int(done[0]), json.loads(done[1]) if done[1] else {})
         if unfinished is not None:
             run, state, summary = unfinished
-            return Run(int(run), True, state, json.loads(summary) if summary else {})
+            return Run(int(run), True, state, json.loads(summary) if summary else {}, previous)
         cursor = db.execute(
             "INSERT INTO runs (kind, since, until, started_at, state) VALUES ('nightly', ?, ?, ?, 'running')",
             (low, high, utc_now()),
         )
-        return Run(int(cursor.lastrowid), False, "running")
+        return Run(int(cursor.lastrowid), False, "running", previous=previous)
 
 
 def run_changes(db: Database, run: int) -> list[tuple[str, str, str, str]]:

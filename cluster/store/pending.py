@@ -9,7 +9,7 @@ from datetime import datetime
 from ..embed import text_key
 from ..errors import InputError
 from ..limits import MAX_HEADLINE_CHARS, MAX_ID_CHARS
-from ..normalize import is_blank, normalize
+from ..normalize import is_blank, is_valid_unicode, normalize
 from ..records import Record, content_id, derived_id, to_utc
 from .schema import UTC, iso_moment
 from .types import Headline
@@ -48,6 +48,9 @@ def pending(item: Record | Mapping | str, position: int) -> Pending:
         )
     else:
         raise InputError(f"headline {position} is a {type(item).__name__}: pass Records, mappings or strings")
+    for name, value in (("text", record.text), ("id", record.id), ("source", record.source), ("url", record.url)):
+        if value is not None and not is_valid_unicode(value):
+            raise InputError(f"headline {position}: {name} is not valid Unicode (it holds a lone surrogate)")
     if is_blank(record.text):
         raise InputError(f"headline {position} is empty (it has no visible characters)")
     if record.id is not None and len(record.id) > MAX_ID_CHARS:

@@ -10,7 +10,7 @@ import numpy as np
 
 from ..embed import text_key
 from ..errors import InputError
-from ..normalize import normalize
+from ..normalize import is_blank, is_valid_unicode, normalize
 from ..records import to_utc
 from .ann import one_search_thread
 from .assign import story_means
@@ -35,6 +35,10 @@ def query_index(
     moment = np.nan if when is None else to_utc(when).timestamp()
     if not text.strip():
         raise InputError("the query is empty")
+    if not is_valid_unicode(text):
+        raise InputError("the query text is not valid Unicode (it holds a lone surrogate)")
+    if is_blank(text):  # only invisible characters: it would match whatever normalizes to nothing
+        raise InputError("the query has no visible characters", hint="give the text of a headline")
     normalized = normalize(text)
     vector = _vector_of(index, normalized)
     vi = vectors.current(write=False)
