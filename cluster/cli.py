@@ -11,6 +11,7 @@ from .cli_common import (
     FullHelpGroup,
     ReportingEmbedder,
     embedder_from,
+    given_fields,
     input_format_option,
     invalid_row_hint,
     model_option,
@@ -20,7 +21,9 @@ from .cli_common import (
     reports_errors,
     shown,
     skip_invalid_option,
+    stdin_is_terminal,
     text_field_option,
+    time_field_option,
 )
 from .cli_eval import calibrate_command, eval_group
 from .cli_index import index_group, nightly_command
@@ -30,7 +33,7 @@ from .errors import InputError
 from .group import LINKAGES
 from .records import read_records
 from .settings import DEFAULT_LEVEL, LEVELS
-from .stories import REPRESENTATIVES, collapse
+from .stories import REPRESENTATIVES, Member, collapse
 from .wording import plural
 
 
@@ -51,6 +54,7 @@ def main() -> None:
     metavar="NAME",
     help="Column or key of each headline's own id, returned with it (json: id; null where none).",
 )
+@time_field_option
 @click.option(
     "--threshold",
     "-t",
@@ -92,6 +96,7 @@ def collapse_command(
     input_format: str | None,
     text_field: str | None,
     id_field: str,
+    time_field: str,
     threshold: float | None,
     level: str,
     linkage: str | None,
@@ -104,10 +109,13 @@ def collapse_command(
 ) -> None:
     """Collapse a related-articles list to its distinct stories, one representative each.
 
-    FILE is txt (one headline per line), csv/tsv with a header, or jsonl; '-' reads stdin. An id
-    column or key (``id``) comes back with each headline in the json output.
+    FILE is txt (one headline per line), csv/tsv with a header, or jsonl; '-' or no FILE reads standard
+    input, whose format is detected from its content. An id column or key (``id``) comes back with each
+    headline, in the json output and in the text output as [position id=ID].
     """
-    headlines = _headlines(file, input_format, text_field, id_field, skip_invalid=skip_invalid, quiet=quiet)
+    headlines = _headlines(
+        file, input_format, text_field, id_field, time_field, skip_invalid=skip_invalid, quiet=quiet
+    )
     embedder = embedder_from(model, quiet=quiet)
     with progress_bar("embedding", quiet=quiet) as bar:
         if bar is not None:
@@ -125,18 +133,26 @@ def collapse_command(
     else:
         for story in result.stories:
             rep = story.representative
-            click.echo(shown(f"[{rep.index}] {rep.text}"))
+            click.echo(shown(f"{_label(rep)} {rep.text}"))
             for member in story.duplicates:
                 link = ""
                 if explain and member.linked_to is not None:
                     link = f"  (closest: [{member.linked_to}] {member.link_score:.3f})"
-                click.echo(shown(f"    {member.score:.3f}  [{member.index}] {member.text}{link}"))
+                click.echo(shown(f"    {member.score:.3f}  {_label(member)} {member.text}{link}"))
     if not quiet:
+        # The scale is named: a learned level's scores are probabilities, which read wrongly as cosines.
         click.echo(
             f"{plural(len(result.texts), 'headline')} -> {plural(len(result.stories), 'story')} (duplicate ratio "
-            f"{result.duplicate_ratio:.2f}, threshold {result.threshold:.3f}, {result.model})",
+            f"{result.duplicate_ratio:.2f}; scores: {result.scale} to the representative, threshold "
+            f"{result.threshold:.3f}; {result.model})",
             err=True,
         )
+
+
+def _label(member: Member) -> str:
+    """``[3]``, or ``[3 id=a17]`` when the input gave the headline an id: positions are what ``explain I J``
+    takes, ids are what the reader knows the headline by."""
+    return f"[{member.index}]" if member.id is None else f"[{member.index} id={member.id}]"
 
 
 @main.command(name="explain", short_help="Say why headlines I and J are, or are not, one story.")
@@ -145,6 +161,7 @@ def collapse_command(
 @click.argument("j", type=int)
 @input_format_option
 @text_field_option
+@time_field_option
 @click.option("--threshold", "-t", type=click.FloatRange(-1.0, 1.0), help="Similarity needed to group.")
 @click.option("--level", type=click.Choice(LEVELS), default=DEFAULT_LEVEL, show_default=True, help="Grouping level.")
 @model_option
@@ -157,6 +174,7 @@ def explain_command(
     j: int,
     input_format: str | None,
     text_field: str | None,
+    time_field: str,
     threshold: float | None,
     level: str,
     model: str | None,
@@ -171,7 +189,7 @@ def explain_command(
     reason.
     """
     # The same headlines, times included, as `collapse` groups: the explanation matches its grouping.
-    headlines = _headlines(file, input_format, text_field, skip_invalid=skip_invalid)
+    headlines = _headlines(file, input_format, text_field, time_field=time_field, skip_invalid=skip_invalid)
     result = collapse(headlines, threshold=threshold, level=level, embedder=embedder_from(model))
     try:
         explanation = result.explain(i, j)
@@ -189,16 +207,26 @@ def _headlines(
     input_format: str | None,
     text_field: str | None,
     id_field: str = "id",
+    time_field: str = "published_at",
     *,
     skip_invalid: bool = False,
     quiet: bool = False,
 ) -> list[dict]:
+    if file == "-" and stdin_is_terminal():
+        # Otherwise the command waits without a word for input the user may not know it wants.
+        click.echo("reading headlines from standard input (type them, then Ctrl-D; or name a FILE)", err=True)
     try:
         read = read_records(
-            file, input_format=input_format, text_field=text_field, id_field=id_field, skip_invalid=skip_invalid
+            file,
+            input_format=input_format,
+            text_field=text_field,
+            id_field=id_field,
+            time_field=time_field,
+            skip_invalid=skip_invalid,
+            required_fields=given_fields(),
         )
     except InputError as exc:
-        raise invalid_row_hint(exc, "nothing was collapsed") from None
+        raise invalid_row_hint(exc, "nothing was collapsed", skip_invalid=skip_invalid) from None
     report_read(read, quiet=quiet)
     # The id column too: `collapse --format json` must hand the caller's own ids back.
     return [{"text": r.text, "published_at": r.published_at, "id": r.id} for r in read.records]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import click
 import numpy as np
+from click.core import ParameterSource
 
 from .embed import get_embedder, resolve_model_name
 from .errors import DiskFullError, HeadlineClusterError, InputError
@@ -30,6 +32,13 @@ def stderr_is_terminal() -> bool:
     ctx = click.get_current_context(silent=True)
     said = (ctx.find_root().obj or {}).get("terminal") if ctx is not None else None
     return sys.stderr.isatty() if said is None else bool(said)
+
+
+def stdin_is_terminal() -> bool:
+    """Whether standard input is a terminal; ``main(obj={"stdin_terminal": True})`` says so for a caller."""
+    ctx = click.get_current_context(silent=True)
+    said = (ctx.find_root().obj or {}).get("stdin_terminal") if ctx is not None else None
+    return sys.stdin.isatty() if said is None else bool(said)
 
 
 class ProgressBar:
@@ -95,7 +104,20 @@ class ReportingEmbedder:
 
 class FullHelpGroup(click.Group):
     """A group whose command list shows each command's first sentence whole, wrapped, instead of
-    click's default of cutting it at the column width with "..."."""
+    click's default of cutting it at the column width with "...", and whose commands end quietly, with
+    exit code 0, when the reader of their output goes away (``index export ... | head``)."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            result = super().invoke(ctx)
+            sys.stdout.flush()  # here, not at exit: a closed pipe must surface where it is caught
+            return result
+        except BrokenPipeError:
+            # Nobody reads the rest: point stdout at /dev/null so the interpreter's last flush is silent.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            with contextlib.suppress(OSError, ValueError):
+                os.dup2(devnull, sys.stdout.fileno())
+            ctx.exit(0)
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         rows = []
@@ -150,7 +172,8 @@ model_option = click.option(
 input_format_option = click.option(
     "--input-format",
     type=click.Choice(INPUT_FORMATS),
-    help="Input format; by default taken from the file extension (stdin: txt).",
+    help="Input format; by default taken from the file extension (stdin: detected from its content, jsonl, "
+    "csv/tsv with a header naming the text column, else one headline per line).",
 )
 text_field_option = click.option(
     "--text-field", metavar="NAME", help="Column or key holding the headline (default: text, then title)."
@@ -205,11 +228,44 @@ def report_read_rows(invalid: Sequence[object], warnings: Sequence[object], *, q
             click.echo(f"... and {plural(len(warnings) - SHOWN_WARNINGS, 'more warning')}", err=True)
 
 
-def invalid_row_hint(exc: InputError, what: str) -> InputError:
-    """``exc`` about one row, with what to do added: fix the row or skip such rows."""
+FIELD_ROLES = ("id", "time", "source", "url")
+
+
+def given_fields() -> tuple[str, ...]:
+    """The roles whose ``--ROLE-field`` option the user gave (command line or environment), not defaulted.
+
+    The reader checks those names against the header or first record: a typo is an error, while a
+    default name that is absent only means the input has no such field.
+    """
+    ctx = click.get_current_context()
+    given = []
+    for role in FIELD_ROLES:
+        name = f"{role}_field"
+        if name in ctx.params and ctx.get_parameter_source(name) not in (None, ParameterSource.DEFAULT):
+            given.append(role)
+    return tuple(given)
+
+
+time_field_option = click.option(
+    "--time-field",
+    default="published_at",
+    show_default=True,
+    metavar="NAME",
+    help="Column or key of each headline's publication time (weighed by the event level).",
+)
+
+
+def invalid_row_hint(exc: InputError, what: str, *, skip_invalid: bool = False) -> InputError:
+    """``exc`` about one row, with what to do added: fix the row or skip such rows.
+
+    No advice to pass --skip-invalid when it was passed, or when the problem is the whole file's (a header,
+    a field option), which skipping rows cannot fix.
+    """
     if exc.line is None:
         return exc
     hint = f"{exc.hint}; " if exc.hint else ""
+    if exc.whole_file or skip_invalid:
+        return InputError(exc.reason, path=exc.path, line=exc.line, hint=f"{hint}{what}", whole_file=exc.whole_file)
     return InputError(
         exc.reason,
         path=exc.path,

@@ -16,6 +16,7 @@ import click
 from .cli_common import (
     FullHelpGroup,
     disk_full_names_the_index,
+    given_fields,
     index_option,
     injected_embedder,
     input_format_option,
@@ -26,7 +27,9 @@ from .cli_common import (
     report_read,
     reports_errors,
     shown,
+    stderr_is_terminal,
     text_field_option,
+    time_field_option,
 )
 from .embed import get_embedder
 from .errors import InputError
@@ -34,7 +37,17 @@ from .fsutil import atomic_write_text
 from .nightly import DEFAULT_LAST, run_nightly
 from .review import query_breakdown
 from .settings import LEVELS
-from .store import COMMIT_EVERY, DB_FILE, Headline, HeadlineIndex, QueryHit, StoryInfo, parse_duration, read_input
+from .store import (
+    COMMIT_EVERY,
+    DB_FILE,
+    Headline,
+    HeadlineIndex,
+    QueryHit,
+    StoryInfo,
+    indexed_span,
+    parse_duration,
+    read_input,
+)
 from .wording import plural, rate
 
 _UTC = timezone.utc
@@ -50,13 +63,7 @@ def record_field_options(command: Callable) -> Callable:
                 "--id-field", default="id", show_default=True, metavar="NAME", help="Column or key of the id."
             ),
             text_field_option,
-            click.option(
-                "--time-field",
-                default="published_at",
-                show_default=True,
-                metavar="NAME",
-                help="Column or key of the time.",
-            ),
+            time_field_option,
             click.option("--source-field", default="source", show_default=True, metavar="NAME", help="Column or key."),
             click.option("--url-field", default="url", show_default=True, metavar="NAME", help="Column or key."),
         ]
@@ -154,7 +161,8 @@ def add_command(
 ) -> None:
     """Add headlines from FILEs (txt, csv, tsv or jsonl; '-' or nothing: standard input).
 
-    Ids already in the index are skipped; headlines without an id get one derived from their text.
+    Ids already in the index are skipped; headlines without an id get their URL as id, else one derived
+    from their text (rows repeating such a text are stored once, and the summary says how many).
     Each new headline joins a story at once, or starts one. Run it again after an interruption: it adds
     what is missing.
     """
@@ -181,9 +189,10 @@ def add_command(
             source_field=source_field,
             url_field=url_field,
             skip_invalid=skip_invalid,
+            required_fields=given_fields(),
         )
     except InputError as exc:
-        raise invalid_row_hint(exc, "nothing was added") from None
+        raise invalid_row_hint(exc, "nothing was added", skip_invalid=skip_invalid) from None
     report_read(read, quiet=quiet)
     if not read.records and not existed:
         # Every row was skipped: an empty new index would only hide the mistaken input.
@@ -200,20 +209,44 @@ def add_command(
         if not existed:
             # Even with --quiet: a mistyped --index would otherwise start a new index without a word.
             click.echo(f"created a new index at {index_path} (model {index.model})", err=True)
-        with progress_bar("indexing", quiet=quiet) as progress:
-            result = index.add(
-                read.records, update=update, window=window_length, commit_every=commit_every, progress=progress
-            )
+        before = index.count()
+        try:
+            with progress_bar("indexing", quiet=quiet) as progress:
+                result = index.add(
+                    read.records, update=update, window=window_length, commit_every=commit_every, progress=progress
+                )
+        except KeyboardInterrupt:
+            _interrupted(index, before, len(read.records))
     if not quiet:
         elapsed = time.monotonic() - started
         speed = rate(result.processed, elapsed, "headlines")
         updated = f", updated {result.updated:,}" if update else ""
+        if result.repeated:
+            updated += (
+                f", merged {plural(result.repeated, 'row')} repeating an earlier row's text (rows without an id or "
+                "url get their id from the text)"
+            )
         click.echo(
             f"added {result.added:,}, already present {result.present:,}{updated}, invalid {len(read.invalid):,} "
             f"in {elapsed:.1f} s{f' ({speed})' if speed else ''}; {index_path} holds "
             f"{plural(result.headlines, 'headline')} in {plural(result.stories, 'story')}",
             err=True,
         )
+
+
+def _interrupted(index: HeadlineIndex, before: int, read: int) -> None:
+    """Ctrl-C during an add: what was committed, and that the same command completes it (exit 130)."""
+    try:
+        committed = f"{index.count() - before:,} new headline(s) of the {read:,} read were committed"
+    except Exception:  # the database is mid-transaction or gone: say what is certain
+        committed = "what was committed before the interruption is kept"
+    click.echo(
+        f"interrupted: {committed}; run the same index add again to add the rest (ids already present are "
+        "skipped). The vector files catch up on the next add or query: index stats and check may say so, "
+        "and it is not damage.",
+        err=True,
+    )
+    sys.exit(130)
 
 
 @index_group.command(name="stats", short_help="Counts, settings and the state of the vector files.")
@@ -230,6 +263,12 @@ def stats_command(index_path: Path, output_format: str) -> None:
     faiss_info = info["faiss"]
     if faiss_info["in_step"]:
         state = "in step with the database"
+    elif faiss_info.get("behind"):
+        # An interrupted add: not damage, and no repair needed.
+        state = (
+            f"behind the database by {plural(faiss_info['behind'], 'headline')} (an interrupted add; the next "
+            "index add or query catches up)"
+        )
     else:
         state = "NOT in step with the database: run headline-cluster index repair"
     vectors = faiss_info.get("vectors", 0)
@@ -239,7 +278,7 @@ def stats_command(index_path: Path, output_format: str) -> None:
     span = f" from {info['earliest']} to {info['latest']}" if info["earliest"] else ""
     lines = [
         ("index", info["path"]),
-        ("model", f"{info['model']} (dimension {info['dimension']})"),
+        ("model", f"{info['model']} ({_variant(info.get('variant'))}, dimension {info['dimension']})"),
         (
             "grouping",
             f"level {info['level']}, threshold {info['threshold']:.3f}, {info['linkage']} linkage, "
@@ -274,19 +313,27 @@ def stats_command(index_path: Path, output_format: str) -> None:
 @click.argument("text")
 @index_option
 @click.option("-k", "k", type=click.IntRange(min=1), default=10, show_default=True, help="How many hits.")
-@click.option("--explain", is_flag=True, help="For each hit, whether the query would join its story, and why.")
+@click.option("--explain", is_flag=True, help="For each hit's story, whether the query would join it, and why.")
+@click.option(
+    "--time",
+    "when",
+    metavar="WHEN",
+    help="The query's publication time (ISO 8601, such as 2024-05-01T08:00Z), weighed by the event level as "
+    "an added headline's is; without it the query is judged without a time.",
+)
 @output_format_option
-@model_option
 @reports_errors
-def query_command(index_path: Path, text: str, k: int, explain: bool, output_format: str, model: str | None) -> None:
+def query_command(index_path: Path, text: str, k: int, explain: bool, when: str | None, output_format: str) -> None:
     """The headlines most similar to TEXT, best first, with their story ids.
 
     Each hit shows its cosine (the search's ranking, high even for unrelated headlines of one language)
-    next to the index's judgement: whether the text would be judged the same story as the hit's.
+    next to the index's judgement: whether the text would be judged the same story as the hit's. The
+    index embeds with the model it was built with (no --model here).
     """
-    with _open(index_path, model=model) as index:
+    moment = _moment(when, "--time")
+    with _open(index_path) as index:
         # The text output always carries the judgement: a bare cosine of 0.86 reads as "similar".
-        hits = index.query(text, k, explain=explain or output_format == "text")
+        hits = index.query(text, k, explain=explain or output_format == "text", when=moment)
         judgement = index.judgement
         # The best hit taken apart signal by signal, as `explain` shows a pair of a file.
         best = query_breakdown(index, text, hits[0].headline) if explain and hits else None
@@ -298,23 +345,37 @@ def query_command(index_path: Path, text: str, k: int, explain: bool, output_for
         return
     if not hits:
         click.echo("no headlines in the index", err=True)
+    explained: set[str] = set()
     for rank, hit in enumerate(hits, start=1):
         headline = hit.headline
         where = " · ".join(x for x in (headline.id, headline.published_at, headline.source) if x)
         click.echo(shown(f"{rank:>3}. {headline.story_id}  {headline.text}  [{where}]"))
         click.echo(f"     {judged(hit, judgement)}")
-        if explain and hit.story_similarity is not None:
+        if explain and hit.story_similarity is not None and headline.story_id not in explained:
+            # Once per story: every hit of one story has the same verdict.
+            explained.add(headline.story_id)
             verdict = "would join it" if hit.would_join else "would not join it"
             relation = ">=" if hit.would_join else "<"
             click.echo(
                 f"     story {headline.story_id}: {plural(hit.story_size or 0, 'headline')}; the query's mean "
-                f"similarity to them is {hit.story_similarity:.3f} {relation} threshold "
+                f"{_scale(judgement) or 'similarity'} to them is {hit.story_similarity:.3f} {relation} threshold "
                 f"{judgement.threshold:.3f}, so it {verdict}"
             )
         if best is not None and rank == 1:
             click.echo("     the query against this headline, signal by signal:")
             for line in best.lines(judgement.threshold):
                 click.echo(f"     {line}")
+
+
+def _variant(variant: str | None) -> str:
+    if variant is None:
+        return "no vectors yet"
+    return f"{'float32' if variant == 'none' else variant} variant"
+
+
+def _scale(judgement: object) -> str:
+    """The judgement's score scale (cluster.judge.Judgement.scale); "" for a judgement that names none."""
+    return str(getattr(judgement, "scale", ""))
 
 
 def judged(hit: QueryHit, judgement: object) -> str:
@@ -327,10 +388,12 @@ def judged(hit: QueryHit, judgement: object) -> str:
     parts = [f"cosine {hit.score:.3f}"]
     score, threshold = hit.story_similarity, getattr(judgement, "threshold", hit.threshold)
     if score is not None and threshold is not None:
+        # Named: a learned judgement's score is a probability, and beside a cosine it would read as one.
+        scale = f"{_scale(judgement)} " if _scale(judgement) else ""
         if score >= threshold:
-            parts.append(f"its story: judged the same ({score:.3f}, at or above {threshold:.3f})")
+            parts.append(f"its story: judged the same ({scale}{score:.3f}, at or above {threshold:.3f})")
         else:
-            parts.append(f"its story: judged different ({score:.3f}, below {threshold:.3f})")
+            parts.append(f"its story: judged different ({scale}{score:.3f}, below {threshold:.3f})")
         probability = getattr(hit, "probability", None)
         to_probability = getattr(judgement, "probability", None)
         if probability is None and callable(to_probability):
@@ -390,12 +453,19 @@ def remove_command(index_path: Path, ids: tuple[str, ...], quiet: bool) -> None:
 def export_command(index_path: Path, output_format: str, output: Path | None) -> None:
     """Every headline with its story id, in the order added; the jsonl output can be added to a new index."""
     with _open(index_path) as index:
-        lines = _export_lines(index.headlines(), output_format)
-        if output is None:
-            for line in lines:
-                click.echo(line, nl=False)
-        else:
-            atomic_write_text(output, "".join(lines))
+        headlines = index.headlines()
+        lines = _export_lines(headlines, output_format)
+        try:
+            if output is None:
+                for line in lines:
+                    click.echo(line, nl=False)
+            else:
+                atomic_write_text(output, "".join(lines))
+        finally:
+            # Closed while the database is open: a reader that left early (| head) must not leave a
+            # cursor to be finalized after the database closed, which prints a traceback.
+            lines.close()
+            getattr(headlines, "close", lambda: None)()
 
 
 _EXPORT_FIELDS = ("id", "text", "published_at", "source", "url", "story_id", "added_at")
@@ -498,8 +568,20 @@ def nightly_command(
             f"the duration {last!r} is too long: the window would start before the year 1",
             hint="write it like 90m, 72h, 3d or 1w; a bare number is hours",
         ) from None
+    # Step lines on a terminal only: cron's mail and pipes stay as they were.
+    steps = (lambda step: click.echo(f"nightly: {step} ...", err=True)) if not quiet and stderr_is_terminal() else None
     with disk_full_names_the_index(index_path), _open(index_path, quiet=quiet) as index:
-        result = run_nightly(index, start, end, out)
+        result = run_nightly(index, start, end, out, progress=steps)
+        span = indexed_span(index) if result.headlines == 0 else None
+    if span is not None and (not quiet or fail_if_empty):
+        # An empty window is most often a window in the wrong place: say where the headlines are.
+        count, earliest, latest = span
+        where = f"the index holds {plural(count, 'headline')}" + (f", from {earliest} to {latest}" if count else "")
+        click.echo(
+            f"the window {result.since} .. {result.until} holds no headlines; {where}"
+            + ("; give --until (and --last or --since) inside that range" if count else ""),
+            err=True,
+        )
     if not quiet:
         resumed = " (resumed an interrupted run)" if result.resumed else ""
         click.echo(

@@ -126,7 +126,7 @@ def serve_command(
     import uvicorn
 
     from .service import Limits, create_app
-    from .service.headers import header_deadline_protocol
+    from .service.protocol import service_protocol
 
     api_key = None
     if api_key_env is not None:
@@ -172,14 +172,15 @@ def serve_command(
         )
         # A bounded graceful shutdown: queued requests get 10 s to finish, then the server stops anyway
         # (every write is one SQLite transaction, so an interrupted one is rolled back, never half done).
-        # Headers get the body's deadline: uvicorn alone waits for them as long as a client trickles them.
+        # The h11 protocol with a JSON 400 for requests it cannot parse (a URL with raw non-ASCII text),
+        # and the body's deadline for the headers: uvicorn alone waits for them as long as a client trickles them.
         config = uvicorn.Config(
             app,
+            http=service_protocol(limits.body_seconds, app.state.metrics),
             log_level=log_level,
             access_log=access_log,
             lifespan="on",
             timeout_graceful_shutdown=10,
-            http=header_deadline_protocol(limits.body_seconds),
         )
         uvicorn.Server(config).run(sockets=[sock])
     finally:

@@ -15,9 +15,19 @@ class HeadlineClusterError(Exception):
 class InputError(HeadlineClusterError):
     """Bad input: names the file and line when known, what is wrong, and what to do."""
 
-    def __init__(self, message: str, *, path: str | None = None, line: int | None = None, hint: str = ""):
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: str | None = None,
+        line: int | None = None,
+        hint: str = "",
+        whole_file: bool = False,
+    ):
         self.path = path
         self.line = line
+        # A problem with how the whole file is read (its header, a field option): skipping rows cannot help.
+        self.whole_file = whole_file
         self.reason = message
         self.hint = hint
         super().__init__(self._format())

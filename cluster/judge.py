@@ -399,6 +399,13 @@ class Judgement:
             raise ValueError("a hybrid judgement needs HybridParams")
 
     @property
+    def scale(self) -> str:
+        """What its scores are, named in output: a learned score is a probability, not a similarity."""
+        return {"learned": f"probability of the same {self.level}", "hybrid": "hybrid similarity"}.get(
+            self.kind, "cosine"
+        )
+
+    @property
     def learned(self) -> LearnedParams | None:
         """The learned weights, when this judgement has them."""
         return self.params if isinstance(self.params, LearnedParams) else None

@@ -27,7 +27,7 @@ import csv
 import io
 import json
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -174,14 +174,17 @@ def run_nightly(
     out: str | Path | None = None,
     *,
     last: timedelta | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> NightlyResult:
     """Re-group headlines with time in [since, until), reconcile ids, and write the outputs to ``out``.
 
     ``until`` defaults to now and ``since`` to ``until - last`` (``last``: 48 hours). The window is
     grouped with the index's judgement (:attr:`HeadlineIndex.judgement`), exactly as ``collapse`` groups
     the same headlines with their times. A run killed after its commit, run again, writes the outputs
-    of the committed regrouping and reports its figures.
+    of the committed regrouping and reports its figures. ``progress(step)`` is told each step as it
+    starts (the CLI shows them on a terminal: a large window takes tens of seconds).
     """
+    say = progress or (lambda step: None)
     until = until or datetime.now(tz=timezone.utc)
     since = since or until - (last or DEFAULT_LAST)
     if until <= since:
@@ -192,7 +195,9 @@ def run_nightly(
     judgement = index.judgement
     with index.lock():
         run = index.start_run(since, until)
+        say(f"reading the window {span}")
         window = index.window_headlines(since, until)
+        say(f"judging and grouping {len(window.rows):,} headlines")
         similarity = score(window.normalized, window.vectors, judgement, window.times)
         grouping = group(similarity, judgement.threshold, linkage=judgement.linkage)
         if run.state == "committed":
@@ -232,8 +237,10 @@ def run_nightly(
         reported, carried = _recorded_changes(index, run, result, span)
         result.reported_run = carried.get("reported_run")
         # The nightly window is also the maintenance window: a large exact index becomes HNSW here.
+        say("maintaining the vector files")
         index.maintain()
         if out is not None:
+            say(f"writing the outputs to {out}")
             stories = index.stories(since, until)
             headlines = list(index.headlines(since, until))
             report = _report_data(index, reported, stories, grouping, similarity, labels, window.rows)
@@ -359,4 +366,5 @@ def _report_data(
         new_stories=result.new_stories,
         changed=result.changed,
         least_similar=least,
+        scale=index.judgement.scale,
     )

@@ -112,6 +112,11 @@ class CollapseResult:
     _ids: list | None = field(repr=False, default=None)
 
     @property
+    def scale(self) -> str:
+        """What the scores are: a probability for the learned levels (cluster.judge.Judgement.scale)."""
+        return self._prepared.judgement.scale
+
+    @property
     def selected(self) -> list[str]:
         """The collapsed list: one headline per story, in input order."""
         return [s.representative.text for s in self.stories]

@@ -293,7 +293,10 @@ def test_query_text_shows_the_judgement_next_to_the_cosine(runner: CliRunner, in
     same = [v for v in verdicts if "judged the same" in v]
     different = [v for v in verdicts if "judged different" in v]
     assert len(same) == 2 and len(different) == 1  # the two topic1 headlines, then the storm
-    assert re.fullmatch(r"cosine -?\d\.\d{3} · its story: judged different \(-?\d\.\d{3}, below 0\.800\)", different[0])
+    # The judgement's scale is named (an uncalibrated model's judgement is a cosine).
+    assert re.fullmatch(
+        r"cosine -?\d\.\d{3} · its story: judged different \(cosine -?\d\.\d{3}, below 0\.800\)", different[0]
+    )
 
 
 def test_the_verdict_shows_a_probability_once_the_judgement_has_one() -> None:

@@ -71,12 +71,12 @@ def header_server(tmp_path: Path):
 
     import uvicorn
 
-    from cluster.service.headers import header_deadline_protocol
+    from cluster.service.protocol import service_protocol
 
     app = create_app(tmp_path / "idx", create=True, embedder=FakeEmbedder())
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
-    config = uvicorn.Config(app, log_level="warning", lifespan="on", http=header_deadline_protocol(1.0))
+    config = uvicorn.Config(app, log_level="warning", lifespan="on", http=service_protocol(1.0, app.state.metrics))
     server = uvicorn.Server(config)
     thread = threading.Thread(target=lambda: asyncio.run(server.serve(sockets=[sock])), daemon=True)
     thread.start()

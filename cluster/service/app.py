@@ -19,6 +19,7 @@ import math
 import queue
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -163,6 +164,8 @@ class _Service:
             status = "present" if headline.id in present or headline.id in reported else "added"
             reported.add(headline.id)
             out.append(AddedHeadline(**values(ADDED_HEADLINE, stored), status=status))
+        # The API's "present" has always counted an id repeated in the request; the library counts it apart.
+        result = replace(result, present=result.present + result.repeated, repeated=0)
         return AddResponse(**values(ADD, result), headlines=out)
 
     def headline(self, headline_id: str) -> dict[str, Any] | None:
@@ -249,6 +252,7 @@ def create_app(
     )
     app.state.service = service
     metrics = Metrics()
+    app.state.metrics = metrics  # for the HTTP protocol's own 400s (cluster.service.protocol)
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError) -> JSONResponse:

@@ -172,6 +172,7 @@ ADD = Shape(
         "embedded": "cost accounting for the CLI's summary line",
         "reused": "cost accounting for the CLI's summary line",
         "elapsed": "server timing; /metrics has the latency",
+        "repeated": "counted in present: an id repeated in one request is already present for the client",
     },
     rename={"headlines": "index_headlines", "stories": "index_stories"},
     extra={"headlines": (list[AddedHeadline], "Each headline sent, in request order.")},  # type: ignore[valid-type]

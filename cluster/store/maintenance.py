@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..embed import variant_of_model_id
 from ..errors import InputError
 from .integrity import CheckReport, damaged_vector_rows, database_findings, is_unit, salvage, wrong_story_ids
 from .schema import Database, as_vectors, iso, utc_now
@@ -36,6 +37,8 @@ def index_stats(index: HeadlineIndex, vectors: VectorFile) -> dict[str, Any]:
         info: dict[str, Any] = {
             "path": str(index.path),
             "model": index.model,
+            # The embedding variant its vectors came from (q4, int8 or none = float32): an index keeps it.
+            "variant": None if index.model_id is None else variant_of_model_id(index.model_id),
             "dimension": index.dimension,
             "level": index.level,
             "threshold": index.threshold,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -10,7 +10,7 @@ from ..embed import text_key
 from ..errors import InputError
 from ..limits import MAX_HEADLINE_CHARS, MAX_ID_CHARS
 from ..normalize import is_blank, is_valid_unicode, normalize
-from ..records import Record, content_id, to_utc
+from ..records import Record, content_id, derived_id, to_utc
 from .schema import UTC, iso_moment
 from .types import Headline
 
@@ -65,13 +65,27 @@ def pending(item: Record | Mapping | str, position: int) -> Pending:
         except ValueError as exc:
             raise InputError(f"headline {position}: published_at {exc}") from None
     return Pending(
-        record.id or content_id(record.text),
+        record.id or derived_id(record.text, record.url),
         record,
         normalized,
         text_key(normalized),
         None if when is None else iso_moment(when),
         None if when is None else when.timestamp(),
     )
+
+
+def stored_by_text(
+    batch: Sequence[Pending], lookup: Callable[[list[str]], Mapping[str, Headline]]
+) -> dict[str, Headline]:
+    """Headlines stored before ids came from URLs, under their text's ``content_id``, that a URL-derived id
+    now names (same text, same URL): already present, so re-adding an old file adds no second copy.
+    ``lookup`` is ``HeadlineIndex._existing``; the result is keyed by the new ids."""
+    wanted: dict[str, list[Pending]] = {}
+    for p in batch:
+        if p.record.id is None and p.id != content_id(p.record.text):  # an id taken from the URL
+            wanted.setdefault(content_id(p.record.text), []).append(p)
+    found = lookup(list(wanted)) if wanted else {}
+    return {p.id: old for key, old in found.items() for p in wanted[key] if old.url == p.record.url}
 
 
 def unchanged(old: Headline, new: Pending) -> bool:

@@ -34,7 +34,10 @@ def parse_duration(text: str) -> timedelta:
 @dataclass
 class AddResult:
     added: int = 0
-    present: int = 0  # ids already in the index (or repeated in this batch with the same text)
+    present: int = 0  # ids already in the index
+    # Rows repeating an earlier row of this batch (same id and text; without an id or URL, the same text):
+    # stored once, and said so, since on a new index "already present" would not explain them.
+    repeated: int = 0
     updated: int = 0
     embedded: int = 0  # distinct texts sent to the embedding model
     reused: int = 0  # new headlines whose normalized text already had a vector
@@ -46,7 +49,7 @@ class AddResult:
 
     @property
     def processed(self) -> int:
-        return self.added + self.present + self.updated
+        return self.added + self.present + self.updated + self.repeated
 
     @property
     def rate(self) -> float:

@@ -513,6 +513,12 @@ class VectorFile:
             f"{path.name} holds rows {low:,}..{high:,} that {DB_FILE} never had: it lost committed headlines"
             for path, low, high in self.lost_writes(segments)
         ]
+        # Rows only past the last segment, with every file sound: what an interrupted add leaves. The next
+        # write or query writes them from the stored vectors, so this is a lag, not damage.
+        lacking = np.setdiff1d(rows, held)
+        sound = info["exists"] and info["checksum_ok"] and readable and info["extra"] == 0 and not info["lost"]
+        tail = len(lacking) > 0 and int(lacking.min()) > covered_high(segments)
+        info["behind"] = int(len(lacking)) if sound and tail else 0
         info["in_step"] = not info["lost"] and bool(
             (headlines == 0 and not segments)
             or (info["exists"] and info["checksum_ok"] and readable and info["missing"] == 0 and info["extra"] == 0)
