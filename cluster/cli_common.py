@@ -7,6 +7,7 @@ import os
 import re
 import sys
 from collections.abc import Callable, Iterator, Sequence
+from datetime import datetime, timezone
 from functools import wraps
 from pathlib import Path
 
@@ -303,3 +304,20 @@ def input_lines(files: Sequence[str]) -> int:
             for block in iter(lambda handle=handle: handle.read(1 << 20), b""):
                 total += block.count(b"\n")
     return total
+
+
+def parse_moment(value: str | None, option: str) -> datetime | None:
+    """An ISO 8601 time given to ``option`` (``now`` for the present; no zone means UTC), or None."""
+    if value is None:
+        return None
+    text = value.strip()
+    if text.lower() == "now":
+        return datetime.now(tz=timezone.utc)
+    try:
+        moment = datetime.fromisoformat(text[:-1] + "+00:00" if text[-1:] in "Zz" else text)
+    except ValueError:
+        raise click.BadParameter(
+            f"cannot read {value!r}: write an ISO 8601 time such as 2024-05-01 or 2024-05-01T06:00:00Z",
+            param_hint=option,
+        ) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)

@@ -23,6 +23,7 @@ from .cli_common import (
     invalid_row_hint,
     model_option,
     output_format_option,
+    parse_moment,
     progress_bar,
     report_read,
     reports_errors,
@@ -330,7 +331,7 @@ def query_command(index_path: Path, text: str, k: int, explain: bool, when: str 
     next to the index's judgement: whether the text would be judged the same story as the hit's. The
     index embeds with the model it was built with (no --model here).
     """
-    moment = _moment(when, "--time")
+    moment = parse_moment(when, "--time")
     with _open(index_path) as index:
         # The text output always carries the judgement: a bare cosine of 0.86 reads as "similar".
         hits = index.query(text, k, explain=explain or output_format == "text", when=moment)
@@ -511,22 +512,6 @@ def repair_command(index_path: Path) -> None:
         sys.exit(1)
 
 
-def _moment(value: str | None, option: str) -> datetime | None:
-    if value is None:
-        return None
-    text = value.strip()
-    if text.lower() == "now":
-        return datetime.now(tz=_UTC)
-    try:
-        moment = datetime.fromisoformat(text[:-1] + "+00:00" if text[-1:] in "Zz" else text)
-    except ValueError:
-        raise click.BadParameter(
-            f"cannot read {value!r}: write an ISO 8601 time such as 2024-05-01 or 2024-05-01T06:00:00Z",
-            param_hint=option,
-        ) from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=_UTC)
-
-
 @click.command(name="nightly", short_help="Re-group a time window and keep story ids stable.")
 @index_option
 @click.option("--since", metavar="TIME", help="Start of the window (ISO 8601, UTC unless it says otherwise).")
@@ -560,9 +545,9 @@ def nightly_command(
     """
     if since is not None and last is not None:
         raise click.UsageError("give --since or --last, not both")
-    end = _moment(until, "--until") or datetime.now(tz=_UTC)
+    end = parse_moment(until, "--until") or datetime.now(tz=_UTC)
     try:
-        start = _moment(since, "--since") or end - (parse_duration(last) if last else DEFAULT_LAST)
+        start = parse_moment(since, "--since") or end - (parse_duration(last) if last else DEFAULT_LAST)
     except OverflowError:  # a window that starts before the year 1 cannot be a date
         raise InputError(
             f"the duration {last!r} is too long: the window would start before the year 1",

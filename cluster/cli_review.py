@@ -14,13 +14,14 @@ from .cli_common import (
     invalid_row_hint,
     model_option,
     output_format_option,
+    parse_moment,
     report_read,
     reports_errors,
     shown,
     skip_invalid_option,
     text_field_option,
 )
-from .cli_index import _moment, _open
+from .cli_index import _open
 from .errors import InputError
 from .nightly import DEFAULT_LAST
 from .records import read_records
@@ -105,9 +106,9 @@ def _headlines(file: str, input_format: str | None, text_field: str | None, skip
 def _window(since: str | None, until: str | None, last: str | None) -> tuple[datetime, datetime]:
     if since is not None and last is not None:
         raise click.UsageError("give --since or --last, not both")
-    end = _moment(until, "--until") or datetime.now(tz=timezone.utc)
+    end = parse_moment(until, "--until") or datetime.now(tz=timezone.utc)
     try:
-        start = _moment(since, "--since") or end - (parse_duration(last) if last else DEFAULT_LAST)
+        start = parse_moment(since, "--since") or end - (parse_duration(last) if last else DEFAULT_LAST)
     except OverflowError:  # a window that starts before the year 1 cannot be a date
         raise InputError(f"the duration {last!r} is too long: the window would start before the year 1") from None
     return start, end
