@@ -118,11 +118,16 @@ def breakdown(
     if isinstance(similarity, LearnedSimilarity):
         params = similarity.params
         if not math.isfinite(float(row[_COLUMN["time_gap"]])):
-            values["time gap"] = f"unknown (taken as {_hours_of_gap(params.unknown_gap):.1f} h)"
+            values["time gap"] = (
+                "unknown (no time penalty)"
+                if params.unknown_gap == 0.0
+                else f"unknown (taken as {_hours_of_gap(params.unknown_gap):.1f} h)"
+            )
         shares = contributions(row, params)
         signals = tuple(Signal(name, values.get(name, ""), share) for name, share in shares.items())
         cos = float(row[_COLUMN["cos"]])
-        return Breakdown("learned", signals, sum(shares.values()), score, params.gate, cos < params.gate)
+        gate = params.arabic_gate if row[_COLUMN["ar"]] > 0 else params.gate  # a pair of Arabic headlines has its own
+        return Breakdown("learned", signals, sum(shares.values()), score, gate, cos < gate)
     if isinstance(similarity, HybridSimilarity):
         shares = similarity.contributions(i, j)
         signals = tuple(Signal(name, values[name], share) for name, share in shares.items())

@@ -20,7 +20,7 @@ from .default_model import DEFAULT_MODEL, cache_root
 from .embed import is_default_model
 from .errors import InputError
 from .fsutil import atomic_write_text
-from .judge import HybridParams, Judgement
+from .judge import Judgement
 from .learned import LearnedParams, load_params
 
 LEVELS = ("event", "story", "duplicate")
@@ -29,21 +29,19 @@ DEFAULT_LEVEL = "event"
 CONFIG_ENV = "HEADLINE_CLUSTER_CONFIG"
 
 
-# Default-model judgements: the learned same-event probability (cluster/learned.py), one logistic model per
-# level, weights and thresholds in cluster/data/judgement.json, rebuilt from ../shared/data by
-# scripts/fit_judgement.py with cross-validation that holds out whole data sets and whole clusters (the
-# figures and commands are in docs/quality.md). A threshold is a probability, so it means the same for
-# every language and script pair.
-# event: the same news event (OG2021 events, SemEval-2022 titles Overall <= 1.5, STS headlines >= 4);
-#   "same topic, different event" apart. Threshold: best mean B-cubed F1 over the OG2021 folds.
-#   A pair without both times is scored at the time gap that groups OG2021 best with its times removed.
-# story: an aggregator's coarser coverage of one topic. NOT the learned model yet: fitted on the UCI stories
-#   (English only) it beats cosine there (B-cubed F1 0.917 vs 0.892, cross-validated) but at p >= 0.10 it
-#   merges the seed list's Arabic C and D rows into the A story, so the story level keeps the earlier
-#   hybrid (threshold 0.90 for Arabic, other scripts scaled 0.5, time penalty 0.05 at a day apart; its
-#   UCI gain came partly from the UCI timestamps, see docs/quality.md).
+# Default-model judgements: the learned same-event probability (cluster/learned.py), weights and thresholds in
+# cluster/data/judgement.json, rebuilt from ../shared/data by scripts/fit_judgement.py with cross-validation
+# that holds out whole data sets, whole events and whole stories (figures and commands: docs/quality.md).
+# Precision first: the fit sees realistic negatives (unrelated news published at the same time, in the same
+# and in other scripts), and time only separates: a known gap lowers a pair's score, never raises it, and a
+# pair without both times is scored as if published together, so it is judged by its content alone.
+# event: the same news event. Threshold: the best OG2021 F1 with times among those that keep the mixed
+#   stream's contamination under 0.5% and beat plain cosine on OG2021 without times.
+# story: an aggregator's coarser coverage of one topic: the event level's content weights without the time
+#   penalty, cut lower (threshold by UCI F1 without times). Stories are grouped over whole events
+#   (cluster.group.group_nested), so an event never spans two stories.
 # duplicate: the same headline reworded: a regression on STS score / 5, cut at the best-F1 threshold of
-#   STS >= 4 over out-of-fold scores (0.70).
+#   STS >= 4 over out-of-fold scores.
 _E5 = "built-in default for multilingual-e5-small, fitted by scripts/fit_judgement.py (docs/quality.md)"
 
 
@@ -52,16 +50,8 @@ def _learned(level: str) -> Judgement:
     return Judgement(DEFAULT_MODEL, level, threshold, _E5, kind="learned", params=params)
 
 
-_STORY = Judgement(
-    DEFAULT_MODEL,
-    "story",
-    0.90,
-    "built-in default for multilingual-e5-small, fitted on dev splits (docs/quality.md)",
-    kind="hybrid",
-    params=HybridParams(time_penalty=0.05, time_scale_hours=24.0, other_script_scale=0.5),
-)
 BUILTIN: dict[str, dict[str, Judgement]] = {
-    DEFAULT_MODEL: {"event": _learned("event"), "story": _STORY, "duplicate": _learned("duplicate")}
+    DEFAULT_MODEL: {level: _learned(level) for level in ("event", "story", "duplicate")}
 }
 # Models we know nothing about: values typical of cosine models trained for paraphrase detection.
 _GENERIC_SOURCE = "generic default for an uncalibrated model: run headline-cluster calibrate"
