@@ -38,6 +38,7 @@ class AddResult:
     reused: int = 0  # new headlines whose normalized text already had a vector
     new_stories: int = 0
     joined: int = 0  # new headlines that joined an existing story
+    new_events: int = 0
     elapsed: float = 0.0
     headlines: int = 0  # in the index afterwards
     stories: int = 0  # active stories afterwards
@@ -62,6 +63,7 @@ class Headline:
     story_id: str
     added_at: str
     t: float
+    event_id: str = ""  # the event, nested in story_id (every headline of an event has its story id)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -71,6 +73,7 @@ class Headline:
             "source": self.source,
             "url": self.url,
             "story_id": self.story_id,
+            "event_id": self.event_id,
             "added_at": self.added_at,
         }
 
@@ -149,9 +152,12 @@ class WindowHeadlines:
 
     rows: list[int]
     story_ids: list[str]
+    event_ids: list[str]
     normalized: list[str]
     vectors: np.ndarray
     times: list[float | None]  # publication time in Unix seconds, None where the input had none
+    ids: list[str] = field(default_factory=list)  # the headlines' own ids and text: what reports show
+    texts: list[str] = field(default_factory=list)
 
 
 @dataclass
