@@ -86,6 +86,10 @@ def story_ids(index: HeadlineIndex) -> dict[str, str]:
     return {h.id: h.story_id for h in index.headlines()}
 
 
+def event_ids(index: HeadlineIndex) -> dict[str, str]:
+    return {h.id: h.event_id for h in index.headlines()}
+
+
 # --- adding and online assignment ---------------------------------------------------------------------
 
 

@@ -196,12 +196,12 @@ class Assigner:
         result: AddResult,
         *,
         forced: Callable[[int], str | None] | None = None,
-        placed: Callable[[int, str], None] | None = None,
+        decided: Callable[[int, str], None] | None = None,
     ) -> list[str]:
         """Story ids for a batch of new headlines, in order; each one sees those before it.
 
         ``forced(i)``, when it gives an id, is the group headline i must join (the story of the event it
-        joined: events nest in stories); ``placed(i, id)`` is told each headline's group as it is decided.
+        joined: events nest in stories); ``decided(i, id)`` is told each headline's group as it is decided.
         """
         floor = self.judgement.cosine_floor() - 1e-6
         self._cover(float(times.min()) - self.window, float(times.max()) + self.window)
@@ -233,8 +233,8 @@ class Assigner:
                     self._load_stories([story_id])
                     result.joined += 1
                     self.dirty.add(story_id)
-                if placed is not None:
-                    placed(i, story_id)
+                if decided is not None:
+                    decided(i, story_id)
                 position = self._append(int(rows[i]), float(times[i]), float(whens[i]), vectors[i], texts[i], story_id)
                 self.stories[story_id].members.append(position)
                 placed.append(position)
@@ -371,10 +371,10 @@ class NestedAssigner:
                     self.story_of_event[event] = stored
             return self.story_of_event.get(event)
 
-        def placed(i: int, story: str) -> None:
+        def decided(i: int, story: str) -> None:
             self.story_of_event.setdefault(events[i], story)
 
-        stories = self.stories.assign(rows, times, whens, vectors, texts, result, forced=forced, placed=placed)
+        stories = self.stories.assign(rows, times, whens, vectors, texts, result, forced=forced, decided=decided)
         return events, stories
 
     def write_stories(self) -> None:

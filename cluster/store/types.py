@@ -119,6 +119,14 @@ class StoryInfo:
     def size(self) -> int:
         return len(self.members)
 
+    @property
+    def events(self) -> dict[str, list[StoryMember]]:
+        """The story's events (each a list of members in time order), in order of their first headline."""
+        found: dict[str, list[StoryMember]] = {}
+        for member in self.members:
+            found.setdefault(member.headline.event_id, []).append(member)
+        return found
+
     def to_dict(self) -> dict[str, Any]:
         rep = self.representative
         return {
@@ -134,8 +142,13 @@ class StoryInfo:
                     "published_at": m.headline.published_at,
                     "source": m.headline.source,
                     "score": round(m.score, 4),
+                    "event_id": m.headline.event_id,
                 }
                 for m in self.members
+            ],
+            "events": [
+                {"id": event, "size": len(members), "members": [m.headline.id for m in members]}
+                for event, members in self.events.items()
             ],
         }
 
