@@ -244,13 +244,14 @@ def settle(similarity: PairwiseSimilarity, threshold: float, units: np.ndarray, 
     """Group labels per item: the partition ``start`` (constant over each unit) changed only where the
     judgement of the items' own pairs says so. Units (items with one label in ``units``) move whole.
 
-    1. **Leave**: in each group, while the unit whose mean score to the rest of the group is lowest is
-       below ``threshold``, it leaves and becomes a group of its own.
+    1. **Leave**: each group is regrouped on its own by average linkage from its units; a group that
+       average linkage forms again stays whole, one that it no longer forms parts into what it does form
+       (a unit held only by a headline that left the window leaves).
     2. **Merge**: average linkage from the resulting groups: the two groups with the highest mean score
        over all their cross pairs merge while that mean reaches ``threshold``.
 
-    From singletons this is plain average linkage. A group that still holds together stays as it is,
-    so labels carried from one run to the next only change where the scores changed. Ties are broken
+    From singletons this is plain average linkage, and a partition average linkage produced is left as
+    it is: labels carried from one run to the next only change where the scores changed. Ties are broken
     by position, so the result is a function of the inputs. Labels are numbered by first member.
     """
     n = len(units)
@@ -296,43 +297,48 @@ def _settle_component(scores: np.ndarray, threshold: float, unit: np.ndarray, gr
     indicator[np.arange(len(unit)), unit] = 1.0
     sums = indicator.T @ scores @ indicator  # score sums between units (the diagonal is never read)
     size = indicator.sum(axis=0)
-    first_item = np.unique(unit, return_index=True)[1]
-    unit_group = grp[first_item]
-    groups: list[list[int]] = [list(np.flatnonzero(unit_group == g)) for g in np.unique(unit_group)]
-    # 1. leave
+    unit_group = grp[np.unique(unit, return_index=True)[1]]
+    # 1. leave: each group regrouped on its own, its units as singletons; a group average linkage forms
+    # again stays whole (so a partition average linkage produced is left as it is).
     settled: list[list[int]] = []
-    for members in groups:
-        members = list(members)
-        while len(members) > 1:
-            block = sums[np.ix_(members, members)]
-            rest = block.sum(axis=1) - np.diag(block)
-            sizes = size[members]
-            mean = rest / (sizes * (sizes.sum() - sizes))
-            worst = int(np.argmin(np.round(mean, 9)))
-            if mean[worst] >= threshold:
-                break
-            settled.append([members.pop(worst)])
-        settled.append(members)
+    for g in np.unique(unit_group):
+        members = np.flatnonzero(unit_group == g)
+        if len(members) == 1:
+            settled.append([int(members[0])])
+            continue
+        roots = _average_linkage(sums[np.ix_(members, members)], size[members], threshold)
+        for root in dict.fromkeys(roots.tolist()):
+            settled.append([int(u) for u in members[roots == root]])
     settled.sort(key=min)
-    # 2. merge (average linkage from the settled groups)
-    g = len(settled)
-    link = np.zeros((g, g))
-    gsize = np.zeros(g)
-    for a, members in enumerate(settled):
-        gsize[a] = size[members].sum()
+    # 2. merge: average linkage from the settled groups
+    link = np.zeros((len(settled), len(settled)))
     for a, left in enumerate(settled):
-        for b in range(a + 1, g):
+        for b in range(a + 1, len(settled)):
             link[a, b] = link[b, a] = sums[np.ix_(left, settled[b])].sum()
+    roots = _average_linkage(link, np.array([size[m].sum() for m in settled]), threshold)
+    group_of_unit = np.empty(k, dtype=np.int64)
+    for a, members in enumerate(settled):
+        group_of_unit[members] = roots[a]
+    return np.unique(group_of_unit, return_inverse=True)[1][unit]
+
+
+def _average_linkage(link: np.ndarray, size: np.ndarray, threshold: float) -> np.ndarray:
+    """Average linkage over groups given the score sums between them (``link``, the diagonal unused) and
+    their sizes: the two groups with the highest mean merge while it reaches ``threshold``. The root group
+    of each (the lowest position of its merged groups)."""
+    link = np.array(link, dtype=np.float64)
+    size = np.array(size, dtype=np.float64)
+    g = len(size)
     alive = np.ones(g, dtype=bool)
     version = np.zeros(g, dtype=np.int64)
     parent = list(range(g))
     heap: list[tuple[float, int, int, int, int]] = []
 
     def push(a: int) -> None:
-        means = link[a] / (gsize[a] * gsize)
-        for b in np.flatnonzero(alive & (means >= threshold)):
+        means = link[a] / (size[a] * size)
+        for b in np.flatnonzero(alive & (means >= threshold)).tolist():
             if b != a:
-                lo, hi = min(a, int(b)), max(a, int(b))
+                lo, hi = min(a, b), max(a, b)
                 heapq.heappush(heap, (-round(float(means[b]), 9), lo, hi, int(version[lo]), int(version[hi])))
 
     for a in range(g):
@@ -342,15 +348,10 @@ def _settle_component(scores: np.ndarray, threshold: float, unit: np.ndarray, gr
         if not (alive[a] and alive[b]) or version[a] != va or version[b] != vb:
             continue  # stale: one side changed since this entry was pushed
         alive[b] = False
-        parent[b] = a
+        parent[b] = a  # a < b: the root is the lowest position
         link[a] += link[b]
         link[:, a] += link[:, b]
-        link[a, a] = 0.0
-        gsize[a] += gsize[b]
+        size[a] += size[b]
         version[a] += 1
         push(a)
-    root = np.array([_find(parent, a) for a in range(g)])
-    group_of_unit = np.empty(k, dtype=np.int64)
-    for a, members in enumerate(settled):
-        group_of_unit[members] = root[a]
-    return np.unique(group_of_unit, return_inverse=True)[1][unit]
+    return np.array([_find(parent, a) for a in range(g)], dtype=np.int64)
