@@ -28,7 +28,7 @@ from .errors import InputError
 from .group import LINKAGES
 from .records import read_records
 from .settings import DEFAULT_LEVEL, LEVELS
-from .stories import REPRESENTATIVES, collapse
+from .stories import REPRESENTATIVES, NestedStory, collapse
 from .wording import plural
 
 
@@ -58,10 +58,8 @@ def main() -> None:
 @click.option(
     "--level",
     type=click.Choice(LEVELS),
-    default=DEFAULT_LEVEL,
-    show_default=True,
-    help="event: one news event (learned); story: an aggregator's coarser topic; duplicate: the same headline "
-    "reworded.",
+    help="Group at one level only, flat: event: one news event (learned); story: an aggregator's coarser "
+    "topic; duplicate: the same headline reworded. Default: events nested in stories.",
 )
 @click.option(
     "--linkage",
@@ -91,7 +89,7 @@ def collapse_command(
     text_field: str | None,
     id_field: str,
     threshold: float | None,
-    level: str,
+    level: str | None,
     linkage: str | None,
     representative: str,
     model: str | None,
@@ -113,25 +111,31 @@ def collapse_command(
         result = collapse(
             headlines,
             threshold=threshold,
-            level=level,
+            level=level or DEFAULT_LEVEL,
             linkage=linkage,
             representative=representative,
             embedder=embedder,
+            nested=level is None,
         )
     if output_format == "json":
         click.echo(json.dumps(result.to_dict(explain=explain), ensure_ascii=False, indent=2))
     else:
-        for story in result.stories:
-            rep = story.representative
-            click.echo(f"[{rep.index}] {rep.text}")
-            for member in story.duplicates:
-                link = ""
-                if explain and member.linked_to is not None:
-                    link = f"  (closest: [{member.linked_to}] {member.link_score:.3f})"
-                click.echo(f"    {member.score:.3f}  [{member.index}] {member.text}{link}")
+        for story in result.nested or [NestedStory(s.id, [s]) for s in result.stories]:
+            # A story of one event reads as before; each further event is shown under its representative.
+            for number, event in enumerate(story.events):
+                rep = event.representative
+                head, indent = (f"[{rep.index}] ", "") if number == 0 else (f"  + event [{rep.index}] ", "    ")
+                click.echo(f"{head}{rep.text}")
+                for member in event.duplicates:
+                    link = ""
+                    if explain and member.linked_to is not None:
+                        link = f"  (closest: [{member.linked_to}] {member.link_score:.3f})"
+                    click.echo(f"{indent}    {member.score:.3f}  [{member.index}] {member.text}{link}")
     if not quiet:
+        events = "" if result.nested is None else f" in {plural(len(result.nested), 'story')}"
+        grouped = plural(len(result.stories), "event" if result.nested is not None else "story")
         click.echo(
-            f"{plural(len(result.texts), 'headline')} -> {plural(len(result.stories), 'story')} (duplicate ratio "
+            f"{plural(len(result.texts), 'headline')} -> {grouped}{events} (duplicate ratio "
             f"{result.duplicate_ratio:.2f}, threshold {result.threshold:.3f}, {result.model})",
             err=True,
         )
