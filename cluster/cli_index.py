@@ -338,10 +338,16 @@ def story_command(index_path: Path, story_id: str, output_format: str) -> None:
 def _print_story(story: StoryInfo, asked: str) -> None:
     if story.id != asked:
         click.echo(f"{asked} was merged into {story.id}")
-    click.echo(f"{story.id}: {plural(story.size, 'headline')}, {story.first_seen} .. {story.last_seen}")
-    for member in story.members:
-        mark = "*" if member.headline.row == story.representative.row else " "
-        click.echo(f" {mark} {member.score:.3f}  {member.headline.text}  [{member.headline.id}]")
+    events = story.events
+    click.echo(
+        f"{story.id}: {plural(story.size, 'headline')} in {plural(len(events), 'event')}, "
+        f"{story.first_seen} .. {story.last_seen}"
+    )
+    for event, members in events.items():
+        click.echo(f"  event {event}: {plural(len(members), 'headline')}")
+        for member in members:
+            mark = "*" if member.headline.row == story.representative.row else " "
+            click.echo(f"   {mark} {member.score:.3f}  {member.headline.text}  [{member.headline.id}]")
 
 
 @index_group.command(name="remove")
@@ -358,7 +364,7 @@ def remove_command(index_path: Path, ids: tuple[str, ...], quiet: bool) -> None:
         click.echo(f"removed {len(result.removed):,}{missing}", err=True)
 
 
-@index_group.command(name="export", short_help="Every headline with its story id (jsonl or csv).")
+@index_group.command(name="export", short_help="Every headline with its story and event id (jsonl or csv).")
 @index_option
 @click.option("--format", "output_format", type=click.Choice(["jsonl", "csv"]), default="jsonl", show_default=True)
 @click.option(
@@ -376,7 +382,7 @@ def export_command(index_path: Path, output_format: str, output: Path | None) ->
             atomic_write_text(output, "".join(lines))
 
 
-_EXPORT_FIELDS = ("id", "text", "published_at", "source", "url", "story_id", "added_at")
+_EXPORT_FIELDS = ("id", "text", "published_at", "source", "url", "story_id", "event_id", "added_at")
 
 
 def _export_lines(headlines: Iterator[Headline], output_format: str) -> Iterator[str]:
