@@ -73,8 +73,8 @@ class Headline:
             "source": self.source,
             "url": self.url,
             "story_id": self.story_id,
-            "event_id": self.event_id,
             "added_at": self.added_at,
+            "event_id": self.event_id,
         }
 
 
