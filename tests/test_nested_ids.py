@@ -54,11 +54,18 @@ def test_a_nightly_merge_moves_only_the_window_and_keeps_events_inside_stories(t
             index.add([{"id": name, "text": name, "published_at": T0 + DAY + timedelta(hours=i)}])
         assert event_ids(index) == {"d": "e000001", "a": "e000002", "b": "e000001", "c": "e000002"}
         assert story_ids(index) == {"d": "s000001", "a": "s000002", "b": "s000001", "c": "s000002"}
-        result = run_nightly(index, T0 + DAY, T0 + 2 * DAY)
+        result = run_nightly(index, T0 + DAY, T0 + 2 * DAY, tmp_path / "out")
         assert event_ids(index) == {"d": "e000001", "a": "e000002", "b": "e000002", "c": "e000002"}
         assert story_ids(index) == {"d": "s000001", "a": "s000002", "b": "s000002", "c": "s000002"}
         assert (result.event_merges, result.merges, result.changed, result.changed_events) == (1, 1, 1, 1)
         assert nested(index)
+        # The report names each merge with the headlines it moved and those they joined, and shows the
+        # stories with their events.
+        report = (tmp_path / "out" / "report.html").read_text(encoding="utf-8")
+        moved = "<li dir=auto>b <span class=muted>[b]</span></li>"
+        joined = "<li dir=auto>a <span class=muted>[a]</span></li>"
+        assert report.count(moved) == 2 and joined in report  # the event merge and the story merge
+        assert "event e000002 · 3 headlines" in report
         # Run again: nothing changes.
         again = run_nightly(index, T0 + DAY, T0 + 2 * DAY)
         assert again.changes == [] and (again.changed, again.changed_events) == (0, 0)
