@@ -209,6 +209,7 @@ def group_nested(
     linkage: str = "average",
     events: np.ndarray | None = None,
     stories: np.ndarray | None = None,
+    fresh: np.ndarray | None = None,
 ) -> NestedGrouping:
     """The one definition of the two-level partition (collapse, nightly and index build all call it).
 
@@ -217,15 +218,15 @@ def group_nested(
     whole events at the story judgement, the mean story score between two groups of events taken over
     all their items' pairs; given current ``stories``, each event starts in the story holding most of
     its items (ties: the lowest label) and that partition is settled over whole events. So an event
-    can never be split between stories, whatever the two judgements are.
+    can never be split between stories, whatever the two judgements are. ``fresh``: see :func:`settle`.
     """
     n = len(event_similarity)
     if events is None:
         event_labels = group(event_similarity, event_threshold, linkage=linkage).labels
     else:
-        event_labels = settle(event_similarity, event_threshold, np.arange(n), np.asarray(events))
+        event_labels = settle(event_similarity, event_threshold, np.arange(n), np.asarray(events), fresh)
     start = event_labels if stories is None else _majority_per_unit(event_labels, np.asarray(stories))
-    story_labels = settle(story_similarity, story_threshold, event_labels, start)
+    story_labels = settle(story_similarity, story_threshold, event_labels, start, fresh)
     return NestedGrouping(event_labels, story_labels)
 
 
@@ -240,7 +241,13 @@ def _majority_per_unit(units: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return out
 
 
-def settle(similarity: PairwiseSimilarity, threshold: float, units: np.ndarray, start: np.ndarray) -> np.ndarray:
+def settle(
+    similarity: PairwiseSimilarity,
+    threshold: float,
+    units: np.ndarray,
+    start: np.ndarray,
+    fresh: np.ndarray | None = None,
+) -> np.ndarray:
     """Group labels per item: the partition ``start`` (constant over each unit) changed only where the
     judgement of the items' own pairs says so. Units (items with one label in ``units``) move whole.
 
@@ -248,7 +255,9 @@ def settle(similarity: PairwiseSimilarity, threshold: float, units: np.ndarray, 
        average linkage forms again stays whole, one that it no longer forms parts into what it does form
        (a unit held only by a headline that left the window leaves).
     2. **Merge**: average linkage from the resulting groups: the two groups with the highest mean score
-       over all their cross pairs merge while that mean reaches ``threshold``.
+       over all their cross pairs merge while that mean reaches ``threshold``. With ``fresh`` (per item:
+       new since the partition was last settled), two groups merge only when one of them holds a fresh
+       item: groups already judged apart stay apart until new items link them.
 
     From singletons this is plain average linkage, and a partition average linkage produced is left as
     it is: labels carried from one run to the next only change where the scores changed. Ties are broken
@@ -283,13 +292,17 @@ def settle(similarity: PairwiseSimilarity, threshold: float, units: np.ndarray, 
             scores = np.asarray(similarity.block(members, members), dtype=np.float64)
         else:  # as group(): beyond the limit pairs below the threshold count as 0, never more permissive
             scores = edges[members][:, members].toarray().astype(np.float64)
-        local = _settle_component(scores, threshold, unit[members], grp[members])
+        local = _settle_component(
+            scores, threshold, unit[members], grp[members], None if fresh is None else fresh[members]
+        )
         labels[members] = local + next_label
         next_label += int(local.max()) + 1
     return _renumber_by_first_member(labels)
 
 
-def _settle_component(scores: np.ndarray, threshold: float, unit: np.ndarray, grp: np.ndarray) -> np.ndarray:
+def _settle_component(
+    scores: np.ndarray, threshold: float, unit: np.ndarray, grp: np.ndarray, fresh: np.ndarray | None
+) -> np.ndarray:
     """:func:`settle` inside one component: ``scores`` over its items; returns a group per item."""
     unit_ids, unit = np.unique(unit, return_inverse=True)
     k = len(unit_ids)
@@ -310,22 +323,30 @@ def _settle_component(scores: np.ndarray, threshold: float, unit: np.ndarray, gr
         for root in dict.fromkeys(roots.tolist()):
             settled.append([int(u) for u in members[roots == root]])
     settled.sort(key=min)
+    unit_fresh = None
+    if fresh is not None:
+        unit_fresh = np.zeros(k, dtype=bool)
+        unit_fresh[unit[fresh]] = True
     # 2. merge: average linkage from the settled groups
     link = np.zeros((len(settled), len(settled)))
     for a, left in enumerate(settled):
         for b in range(a + 1, len(settled)):
             link[a, b] = link[b, a] = sums[np.ix_(left, settled[b])].sum()
-    roots = _average_linkage(link, np.array([size[m].sum() for m in settled]), threshold)
+    active = None if unit_fresh is None else np.array([bool(unit_fresh[m].any()) for m in settled])
+    roots = _average_linkage(link, np.array([size[m].sum() for m in settled]), threshold, active)
     group_of_unit = np.empty(k, dtype=np.int64)
     for a, members in enumerate(settled):
         group_of_unit[members] = roots[a]
     return np.unique(group_of_unit, return_inverse=True)[1][unit]
 
 
-def _average_linkage(link: np.ndarray, size: np.ndarray, threshold: float) -> np.ndarray:
+def _average_linkage(
+    link: np.ndarray, size: np.ndarray, threshold: float, active: np.ndarray | None = None
+) -> np.ndarray:
     """Average linkage over groups given the score sums between them (``link``, the diagonal unused) and
-    their sizes: the two groups with the highest mean merge while it reaches ``threshold``. The root group
-    of each (the lowest position of its merged groups)."""
+    their sizes: the two groups with the highest mean merge while it reaches ``threshold`` (with ``active``,
+    only pairs of which one is active; a merged group is active when either was). The root group of each
+    (the lowest position of its merged groups)."""
     link = np.array(link, dtype=np.float64)
     size = np.array(size, dtype=np.float64)
     g = len(size)
@@ -334,9 +355,12 @@ def _average_linkage(link: np.ndarray, size: np.ndarray, threshold: float) -> np
     parent = list(range(g))
     heap: list[tuple[float, int, int, int, int]] = []
 
+    active = np.ones(g, dtype=bool) if active is None else np.array(active, dtype=bool)
+
     def push(a: int) -> None:
         means = link[a] / (size[a] * size)
-        for b in np.flatnonzero(alive & (means >= threshold)).tolist():
+        allowed = alive if active[a] else alive & active
+        for b in np.flatnonzero(allowed & (means >= threshold)).tolist():
             if b != a:
                 lo, hi = min(a, b), max(a, b)
                 heapq.heappush(heap, (-round(float(means[b]), 9), lo, hi, int(version[lo]), int(version[hi])))
@@ -352,6 +376,7 @@ def _average_linkage(link: np.ndarray, size: np.ndarray, threshold: float) -> np
         link[a] += link[b]
         link[:, a] += link[:, b]
         size[a] += size[b]
+        active[a] = active[a] or active[b]
         version[a] += 1
         push(a)
     return np.array([_find(parent, a) for a in range(g)], dtype=np.int64)

@@ -140,6 +140,7 @@ def run_nightly(
                 index.story_judgement,
                 (index.next_event_number(), index.next_story_number()),
                 index.outside_stories(set(window.event_ids), since, until),
+                _fresh(index, run.id, window, since, until),
             )
             events, labels, changes = plan.events, plan.stories, plan.changes
             moved = describe_changes(changes, window, (plan.events, plan.stories))
@@ -184,6 +185,11 @@ def run_nightly(
             result.outputs = write_outputs(Path(out), stories, headlines, render_report(report))
         index.set_run(run.id, "done", result.summary())
     return result
+
+
+def _fresh(index: HeadlineIndex, run: int, window, since: datetime, until: datetime) -> list[bool]:
+    judged = index.judged_rows(run, since, until)
+    return [row not in judged for row in window.rows]
 
 
 def _change_counts(changes: Sequence[Change]) -> dict[str, int]:

@@ -59,6 +59,7 @@ def reconcile(
     clusters: Sequence[Sequence[int]],
     next_story: int,
     mint: Callable[[int], str] = mint_story_id,
+    settled: Sequence[bool] | None = None,
 ) -> Reconciliation:
     """Story ids for the batch ``clusters`` (positions into ``old``, ordered by first position).
 
@@ -67,19 +68,27 @@ def reconcile(
     takes its cluster's id and weighs in no old story's rules. New ids are ``mint(number)`` from
     ``next_story`` (events: :func:`cluster.store.mint_event_id`). The rules are in the module docstring;
     every tie is broken by position or id, so the result is a function of the inputs alone.
+    ``settled[p]``: position p was judged by an earlier nightly run; an id then follows its settled
+    headlines first (where they go, and which id a merge keeps), so headlines that already had their
+    first nightly keep their ids when headlines new since then join or leave their group.
     """
     cluster_of = np.empty(len(old), dtype=np.int64)
     for k, members in enumerate(clusters):
         cluster_of[list(members)] = k
     in_window = Counter(story for story in old if story is not None)
     counts: dict[str, Counter] = defaultdict(Counter)
+    anchored: dict[str, Counter] = defaultdict(Counter)  # settled headlines only
     for position, story in enumerate(old):
         if story is not None:
             counts[story][int(cluster_of[position])] += 1
+            if settled is not None and settled[position]:
+                anchored[story][int(cluster_of[position])] += 1
     persisting: dict[int, list[str]] = defaultdict(list)
     for story, per_cluster in counts.items():
-        home, held = min(per_cluster.items(), key=lambda item: (-item[1], item[0]))
-        if 2 * held >= in_window[story]:
+        # Where its settled headlines went, if it has any in the window; else where most of them went.
+        basis = anchored[story] if anchored.get(story) else per_cluster
+        home, held = min(basis.items(), key=lambda item: (-item[1], -per_cluster[item[0]], item[0]))
+        if 2 * held >= sum(basis.values()):
             persisting[home].append(story)
     cluster_id: list[str] = []
     merged: dict[str, str] = {}
@@ -93,7 +102,7 @@ def reconcile(
             new_ids.append(new_id)
             cluster_id.append(new_id)
             continue
-        winner = min(claimants, key=lambda s: (-counts[s][k], story_order(s)))
+        winner = min(claimants, key=lambda s: (-anchored[s][k], -counts[s][k], story_order(s)))
         cluster_id.append(winner)
         for story in sorted(claimants, key=story_order):
             if story != winner:
@@ -156,6 +165,7 @@ def regroup_window(
     story_judgement: Judgement,
     next_numbers: tuple[int, int],
     outside: Mapping[str, set[str]],
+    fresh: Sequence[bool] | None = None,
 ) -> Regrouping:
     """The window's new ids (module docstring). ``old_*``: the stored ids of its headlines in row order;
     ``next_numbers``: the event and story counters; ``outside``: the story ids of each stored event's
@@ -171,9 +181,11 @@ def regroup_window(
         linkage=event_judgement.linkage,
         events=np.unique(np.array(old_events), return_inverse=True)[1],
         stories=np.unique(np.array(old_stories), return_inverse=True)[1],
+        fresh=None if fresh is None else np.asarray(fresh, dtype=bool),
     )
-    at_events = reconcile(old_events, clusters_of(nested.events), next_event, mint=mint_event_id)
-    at_stories = reconcile(old_stories, clusters_of(nested.stories), next_story)
+    settled = None if fresh is None else [not f for f in fresh]
+    at_events = reconcile(old_events, clusters_of(nested.events), next_event, mint=mint_event_id, settled=settled)
+    at_stories = reconcile(old_stories, clusters_of(nested.stories), next_story, settled=settled)
     events = list(at_events.labels)
     next_event = at_events.next_story
     new_events = list(at_events.new_ids)

@@ -228,7 +228,7 @@ class Assigner:
                 candidates = candidates[np.abs(self.times[candidates] - times[i]) <= self.window]
                 story_id = forced(i) if forced is not None else None
                 if story_id is None:
-                    story_id = self._place(candidates, vectors[i], texts[i], float(whens[i]), result)
+                    story_id = self._place(candidates, vectors[i], texts[i], float(whens[i]), float(times[i]), result)
                 else:
                     self._load_stories([story_id])
                     result.joined += 1
@@ -241,12 +241,17 @@ class Assigner:
                 assigned.append(story_id)
         return assigned
 
-    def _place(self, hits: np.ndarray, vector: np.ndarray, text: str, when: float, result: AddResult) -> str:
-        """The story the headline joins (an existing one, or a new one that it starts)."""
+    def _place(self, hits: np.ndarray, vector: np.ndarray, text: str, when: float, t: float, result: AddResult) -> str:
+        """The story the headline joins (an existing one, or a new one that it starts).
+
+        A story is judged by its members within the window of the headline's time, as ``nightly`` judges
+        a window's headlines: members days older than the window do not hold a continuing story back.
+        """
         best: str | None = None
         if len(hits):
             stories = sorted({self.story_of[p] for p in hits}, key=story_order)
-            members = np.array([p for s in stories for p in self.stories[s].members], dtype=np.int64)
+            near = {s: [p for p in self.stories[s].members if abs(self.times[p] - t) <= self.window] for s in stories}
+            members = np.array([p for s in stories for p in near[s]], dtype=np.int64)
             scores = scores_to(
                 self.judgement,
                 vector,
@@ -262,7 +267,7 @@ class Assigner:
             best_score = self.threshold
             # Oldest first with a strict '>' below: on a tie the older story wins, so the choice is repeatable.
             for story_id in (s for s in stories if s in reached):
-                mean = float(np.mean([by_position[p] for p in self.stories[story_id].members]))
+                mean = float(np.mean([by_position[p] for p in near[story_id]]))
                 if mean > best_score or (best is None and mean >= best_score):
                     best, best_score = story_id, mean
         if best is not None:

@@ -180,6 +180,20 @@ def outside_stories(db: Database, event_ids: Iterable[str], low: float, high: fl
     return found
 
 
+def judged_rows(db: Database, run: int, low: float, high: float) -> set[int]:
+    """Rows with time in [low, high) that an earlier nightly run judged: inside its window and added
+    before it started."""
+    return {
+        int(row)
+        for (row,) in db.execute(
+            "SELECT DISTINCT h.row FROM headlines h JOIN runs r ON r.kind = 'nightly' AND r.id < ? "
+            "AND r.state != 'running' AND h.t >= r.since AND h.t < r.until AND h.added_at <= r.started_at "
+            "WHERE h.t >= ? AND h.t < ?",
+            (run, low, high),
+        )
+    }
+
+
 def start_run(db: Database, low: float, high: float) -> Run:
     """The run record: an unfinished one for the same window is resumed, else a new one starts."""
     with db.transaction():

@@ -10,7 +10,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from .maintenance import apply_regrouping, outside_stories, run_changes, start_run, window_headlines
+from .maintenance import apply_regrouping, judged_rows, outside_stories, run_changes, start_run, window_headlines
 from .schema import Database, utc_now
 from .types import Run, WindowHeadlines
 
@@ -47,6 +47,10 @@ class NightlyMixin:
     def outside_stories(self, event_ids: Iterable[str], since: datetime, until: datetime) -> dict[str, set[str]]:
         """The story ids of each event's headlines outside [since, until) (events with none are left out)."""
         return outside_stories(self.db, event_ids, since.timestamp(), until.timestamp())
+
+    def judged_rows(self, run: int, since: datetime, until: datetime) -> set[int]:
+        """Rows of [since, until) that an earlier nightly run judged (the others are new since)."""
+        return judged_rows(self.db, run, since.timestamp(), until.timestamp())
 
     def apply_regrouping(
         self,
