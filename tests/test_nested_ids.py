@@ -127,3 +127,16 @@ def test_an_index_of_format_1_opens_with_one_event_per_story(tmp_path: Path) -> 
         assert index.db.meta("schema_version") == 2 and index.next_event_number() == index.next_story_number()
         result = index.add(headlines(25, topics=5)[20:])  # topic 4 is new: a new event and story
         assert result.new_events == 1 and nested(index)
+
+
+def test_groups_already_judged_apart_merge_only_through_new_headlines() -> None:
+    # {a, b} and {c} link at 0.82 on average: from these groups average linkage merges them, unless no
+    # headline of either is new since the last nightly (they were judged apart then, by a run that saw
+    # other headlines): then they stay apart until a new headline links them.
+    vectors = np.stack(list(constructed([[1, 0.9, 0.8], [0.9, 1, 0.84], [0.8, 0.84, 1]]).values())).astype(np.float32)
+    similarity = CosineSimilarity(vectors)
+    start = np.array([0, 0, 1])
+    assert settle(similarity, 0.8, np.arange(3), start).tolist() == [0, 0, 0]
+    old = np.zeros(3, dtype=bool)
+    assert settle(similarity, 0.8, np.arange(3), start, old).tolist() == [0, 0, 1]
+    assert settle(similarity, 0.8, np.arange(3), start, np.array([False, False, True])).tolist() == [0, 0, 0]

@@ -186,10 +186,11 @@ def judged_rows(db: Database, run: int, low: float, high: float) -> set[int]:
     return {
         int(row)
         for (row,) in db.execute(
+            # Only runs whose window overlaps this one can have judged its headlines.
             "SELECT DISTINCT h.row FROM headlines h JOIN runs r ON r.kind = 'nightly' AND r.id < ? "
-            "AND r.state != 'running' AND h.t >= r.since AND h.t < r.until AND h.added_at <= r.started_at "
-            "WHERE h.t >= ? AND h.t < ?",
-            (run, low, high),
+            "AND r.state != 'running' AND r.until > ? AND r.since < ? AND h.t >= r.since AND h.t < r.until "
+            "AND h.added_at <= r.started_at WHERE h.t >= ? AND h.t < ?",
+            (run, low, high, low, high),
         )
     }
 
