@@ -237,6 +237,7 @@ def stats_command(index_path: Path, output_format: str) -> None:
             "stories",
             f"{info['stories']:,} ({plural(info['merges'], 'merge')} and {plural(info['splits'], 'split')} recorded)",
         ),
+        ("events", f"{info['events']:,} (nested in the stories)"),
         ("vectors", f"{plural(files, 'file')} ({kind}), {plural(vectors, 'vector')}, {size:.1f} MB: {state}"),
     ]
     nightly = info.get("last_nightly")

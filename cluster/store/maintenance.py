@@ -44,6 +44,7 @@ def index_stats(index: HeadlineIndex, vectors: VectorFile) -> dict[str, Any]:
             "window_hours": index.window.total_seconds() / 3600,
             "headlines": headlines,
             "stories": db.execute("SELECT count(*) FROM stories WHERE active = 1").fetchone()[0],
+            "events": db.execute("SELECT count(DISTINCT event_id) FROM headlines").fetchone()[0],
             "embeddings": db.execute("SELECT count(*) FROM embeddings").fetchone()[0],
             "earliest": None if earliest is None else iso(earliest),
             "latest": None if latest is None else iso(latest),
