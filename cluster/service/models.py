@@ -253,9 +253,9 @@ SIMILAR_HIT = Shape(
     optional=("story_size", "story_similarity", "would_join"),
     describe={
         "score": "Similarity of the text to this headline.",
-        "story_size": "With explain: headlines in the hit's story.",
-        "story_similarity": "With explain: mean similarity to the story.",
-        "would_join": "With explain: whether the text would join the story.",
+        "story_size": "With explain: headlines in the hit's event (the group a new headline joins).",
+        "story_similarity": "With explain: mean similarity to the hit's event.",
+        "would_join": "With explain: whether the text would join the hit's event (and so its story).",
     },
 )
 

@@ -395,9 +395,10 @@ def story_means(
     story_ids: Iterable[str],
     dimension: int,
 ) -> dict[str, tuple[int, float]]:
-    """(size, mean judgement score of the headline to its members) of each stored story ``story_ids``."""
+    """(size, mean judgement score of the headline to its members) of each stored event ``story_ids``: the
+    group online assignment would join (at the index's own level)."""
     means = {}
-    for story, members in load_members(db, story_ids, dimension).items():
+    for story, members in load_members(db, story_ids, dimension, events=True).items():
         scores = scores_to(judgement, vector, text, when, members.vectors, members.normalized, members.whens)
         means[story] = (len(members.headlines), float(scores.mean()))
     return means
