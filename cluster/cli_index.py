@@ -262,7 +262,9 @@ def stats_command(index_path: Path, output_format: str) -> None:
 @click.argument("text")
 @index_option
 @click.option("-k", "k", type=click.IntRange(min=1), default=10, show_default=True, help="How many hits.")
-@click.option("--explain", is_flag=True, help="For each hit, whether the query would join its event (so its story), and why.")
+@click.option(
+    "--explain", is_flag=True, help="For each hit, whether the query would join its event (so its story), and why."
+)
 @output_format_option
 @model_option
 @reports_errors
