@@ -242,19 +242,23 @@ def describe_changes(
     """Each change with up to ``limit`` headlines of each side. ``after``: the window's new (event, story)
     ids, when the window still carries the old ones; None for a resumed run whose window carries the new
     ones already (the moved headlines are then those now under the new id)."""
+    # Positions by (old id, new id) at each level, built once: a window may hold many changes.
+    by_pair: list[dict[tuple[str, str], list[int]]] = [defaultdict(list), defaultdict(list)]
+    for level, before in enumerate((window.event_ids, window.story_ids)):
+        now = before if after is None else after[level]
+        for position, (a, b) in enumerate(zip(before, now, strict=True)):
+            if after is None:
+                by_pair[level][(b, b)].append(position)
+            else:
+                by_pair[level][(a, b)].append(position)
     described = []
     for change in changes:
-        event = change.old_id.startswith("e")
-        before = window.event_ids if event else window.story_ids
-        now = before if after is None else after[0 if event else 1]
-        if after is None:
-            moved = [p for p, label in enumerate(now) if label == change.new_id]
-            joined: list[int] = []
+        pairs = by_pair[0 if change.old_id.startswith("e") else 1]
+        if after is None:  # the window carries the new ids: the headlines now under the new id
+            moved, joined = pairs.get((change.new_id, change.new_id), []), []
         else:
-            moved = [
-                p for p, (a, b) in enumerate(zip(before, now, strict=True)) if a == change.old_id and b == change.new_id
-            ]
-            joined = [p for p, (a, b) in enumerate(zip(before, now, strict=True)) if a == b == change.new_id]
+            moved = pairs.get((change.old_id, change.new_id), [])
+            joined = pairs.get((change.new_id, change.new_id), [])
         described.append(
             WindowChange(
                 change.kind,
