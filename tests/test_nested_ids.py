@@ -140,3 +140,19 @@ def test_groups_already_judged_apart_merge_only_through_new_headlines() -> None:
     old = np.zeros(3, dtype=bool)
     assert settle(similarity, 0.8, np.arange(3), start, old).tolist() == [0, 0, 1]
     assert settle(similarity, 0.8, np.arange(3), start, np.array([False, False, True])).tolist() == [0, 0, 0]
+
+
+def test_ids_come_from_counters_that_only_grow(tmp_path: Path) -> None:
+    # Days of overlapping topics, each followed by its nightly: every id the index holds or its history
+    # names is below its counter, so a minted id is never minted again.
+    with open_index(tmp_path / "idx") as index:
+        for day in range(4):
+            batch = headlines(30, topics=7, start=T0 + day * DAY, step=timedelta(minutes=47))
+            index.add([{**h, "id": f"d{day}-{h['id']}", "text": f"{h['text']} day {day}"} for h in batch])
+            run_nightly(index, T0 + (day - 1) * DAY, T0 + (day + 1) * DAY)
+        named = {h.event_id for h in index.headlines()} | {h.story_id for h in index.headlines()}
+        named |= {entry[key] for entry in index.history() for key in ("old_id", "new_id")}
+        for prefix, counter in (("e", index.next_event_number()), ("s", index.next_story_number())):
+            numbers = [int(i[1:]) for i in named if i.startswith(prefix)]
+            assert numbers and max(numbers) < counter
+        assert index.count() == 120 and nested(index)
