@@ -485,9 +485,11 @@ def nightly_command(
         resumed = " (resumed an interrupted run)" if result.resumed else ""
         click.echo(
             f"nightly {result.since} .. {result.until}{resumed}: {plural(result.headlines, 'headline')} in "
-            f"{plural(result.stories, 'story')}; this run: {plural(result.merges, 'merge')}, "
-            f"{plural(result.splits, 'split')}, {plural(result.new_stories, 'new id')}, "
-            f"{plural(result.changed, 'headline')} changed story; wrote "
+            f"{plural(result.stories, 'story')} ({plural(result.events, 'event')}); this run: "
+            f"{plural(result.merges, 'merge')}, {plural(result.splits, 'split')}, "
+            f"{plural(result.new_stories, 'new id')}, {plural(result.changed, 'headline')} changed story; events: "
+            f"{plural(result.event_merges, 'merge')}, {plural(result.event_splits, 'split')}, "
+            f"{plural(result.changed_events, 'headline')} changed event; wrote "
             + ", ".join(str(p) for p in result.outputs.values()),
             err=True,
         )
