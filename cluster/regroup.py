@@ -2,20 +2,23 @@
 
 One function decides what a window's headlines become (:func:`regroup_window`):
 
-1. **The partition** is :func:`cluster.group.group_nested` started from the stored one: a headline
-   leaves its event only when its mean score to the rest of the event (under the event judgement, over
-   the window's headlines only) falls below the threshold; events and groups of events merge only when
-   their average linkage reaches the threshold; a story is regrouped over whole events the same way
-   at the story judgement. A group whose pairs still hold is left as it is, so a headline's ids change
-   only when the judgement of its own pairs changed. A merge that a headline of the window linked holds
-   only while that headline is in the window: once it leaves, the others are judged without it and
-   leave the group if they no longer belong (the leave step).
+1. **The partition** is :func:`cluster.group.group_nested` started from the stored one
+   (:func:`cluster.group.settle`): each stored event, restricted to the window, is regrouped on its own
+   by average linkage and stays whole when average linkage forms it again (so a merge that a headline
+   now outside the window was holding together is undone once the others are judged without it);
+   then groups merge by average linkage at the threshold, two groups only when one of them holds a
+   headline that no earlier nightly run judged (groups already judged apart stay apart until new
+   headlines link them). Stories are settled the same way over whole events at the story judgement.
+   A group whose pairs still hold is left as it is, so a headline's ids change only when the judgement
+   of its own pairs (or the set of headlines it is judged with) changed.
 2. **The ids** (:func:`reconcile`, at each level): an old id *persists into* the group holding the most
-   of its window headlines, when that is at least half of them (ties: the group whose first headline
-   is oldest); a group several old ids persist into keeps the one contributing the most headlines (ties:
-   the older id) and the others are recorded as **merged** into it; a group no old id persists into
-   gets a new id, minted once and never reused. Headlines that leave their old id for a group with
-   another id are recorded as a **split**.
+   of its settled window headlines (judged by an earlier nightly; when it has none, of all its window
+   headlines), when that is at least half of them (ties: more headlines, then the group whose first
+   headline is oldest); a group several old ids persist into keeps the one with the most settled
+   headlines in it (ties: the most headlines, then the older id) and the others are recorded as
+   **merged** into it; a group no old id persists into gets a new id, minted once and never reused.
+   Headlines that leave their old id for a group with another id are recorded as a **split**. So ids
+   stay with the headlines that already had their first nightly.
 3. **Only the window's headlines change.** Headlines outside the window were not judged with the rest,
    so they keep their ids: a merge moves the window's headlines only, and an event whose window part
    went to another story than its headlines outside the window gets a new event id for that part
