@@ -33,7 +33,7 @@ from .errors import HeadlineClusterError, InputError
 from .limits import MAX_HEADLINE_CHARS
 from .nightly import run_nightly
 from .pipeline import EmbedderLike
-from .records import InvalidRow, ReadWarning, Record, content_id, read_records
+from .records import InvalidRow, ReadWarning, Record, content_id, derived_id, read_records
 from .store import HeadlineIndex, iso
 from .store.bulk import BuiltHeadlines
 from .store.pending import pending
@@ -61,6 +61,7 @@ class ReadOptions:
     source_field: str = "source"
     url_field: str = "url"
     skip_invalid: bool = False
+    required_fields: tuple[str, ...] = ()  # the roles the user named (cluster.records.read_records)
 
 
 class _NoCache(EmbeddingCache):
@@ -126,6 +127,7 @@ def read_part(path: str, number: int, options: ReadOptions, base: str | None = N
         source_field=options.source_field,
         url_field=options.url_field,
         skip_invalid=options.skip_invalid,
+        required_fields=options.required_fields,
         max_chars=MAX_HEADLINE_CHARS,
         reject_long=True,  # as cluster.store.read_input: an index stores text as given, never cut
         name=path,
@@ -142,6 +144,7 @@ class FileMeta:
     ids: list[str | None]  # the input's own ids
     lines: list[int]
     contents: list[str]  # content_id of each text
+    derived: list[str]  # the id each record gets when it has none (its URL, else content_id)
     invalid: list[InvalidRow]
     warnings: list[ReadWarning]
 
@@ -153,6 +156,7 @@ def file_meta(part: FilePart) -> FileMeta:
         [r.id for r in part.records],
         [r.line for r in part.records],
         [content_id(r.text) for r in part.records],
+        [derived_id(r.text, r.url) for r in part.records],
         part.invalid,
         part.warnings,
     )
@@ -171,14 +175,15 @@ class Accepted:
 
 def accept(metas: Sequence[FileMeta], skip_invalid: bool) -> Accepted:
     """Repeats across files, as ``index add`` treats them: an id given twice is a duplicate row (an error, or
-    skipped with ``skip_invalid``), the same text without an id is the same headline (counted present)."""
+    skipped with ``skip_invalid``), the same text without an id or URL is the same headline (counted present)."""
     result = Accepted()
     first_seen: dict[str, str] = {}
     contents: dict[str, str] = {}
     for meta in sorted(metas, key=lambda m: m.number):
         result.invalid.extend(meta.invalid)
         result.warnings.extend(meta.warnings)
-        for position, (given, line, content) in enumerate(zip(meta.ids, meta.lines, meta.contents, strict=True)):
+        rows = zip(meta.ids, meta.lines, meta.contents, meta.derived, strict=True)
+        for position, (given, line, content, derived) in enumerate(rows):
             seq = (meta.number << SEQ_SHIFT) | position
             if given is not None:
                 if given in first_seen:
@@ -189,7 +194,7 @@ def accept(metas: Sequence[FileMeta], skip_invalid: bool) -> Accepted:
                     result.drop.add(seq)
                     continue
                 first_seen[given] = f"{meta.name}:{line}"
-            key = given if given is not None else content
+            key = given if given is not None else derived
             if key in contents:
                 if contents[key] != content:
                     raise InputError(
@@ -403,7 +408,9 @@ def fingerprint(files: Sequence[str], options: ReadOptions, model_id: str, index
         except OSError:
             described.append([name, None, None])  # reading reports it
     settings = [model_id, index.level, index.threshold, index.linkage, index.window.total_seconds()]
-    text = json.dumps([described, asdict(options), settings], sort_keys=True)
+    # Which fields were named explicitly changes no headline read (only whether a missing one is an error).
+    reading = {k: v for k, v in asdict(options).items() if k != "required_fields"}
+    text = json.dumps([described, reading, settings], sort_keys=True)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
 
 

@@ -57,15 +57,18 @@ def exact_pairs(
     )
 
 
-def cosine_candidates(vectors: np.ndarray, threshold: float) -> sparse.csr_matrix:
-    """Symmetric sparse matrix of all pairs i != j with cosine >= ``threshold``."""
+def cosine_candidates(vectors: np.ndarray, threshold: float, scale: np.ndarray | None = None) -> sparse.csr_matrix:
+    """Symmetric sparse matrix of all pairs i != j with cosine >= ``threshold`` (with ``scale``: the scaled
+    cosine of :func:`exact_pairs`, whose values the matrix then holds)."""
     if len(vectors) > EXACT_PAIRS_LIMIT:
-        return _candidates_from_cells(vectors, threshold)
-    rows, cols, scores = exact_pairs(vectors, threshold)
+        return _candidates_from_cells(vectors, threshold, scale)
+    rows, cols, scores = exact_pairs(vectors, threshold, scale)
     return symmetric(len(vectors), [rows], [cols], [scores])
 
 
-def _candidates_from_cells(vectors: np.ndarray, threshold: float) -> sparse.csr_matrix:
+def _candidates_from_cells(
+    vectors: np.ndarray, threshold: float, scale: np.ndarray | None = None
+) -> sparse.csr_matrix:
     """Pairs >= ``threshold``, comparing each item only with items of its nearest cells.
 
     The vectors are split into cells by spherical k-means. Each item is compared (one matrix product per
@@ -131,6 +134,8 @@ def _candidates_from_cells(vectors: np.ndarray, threshold: float) -> sparse.csr_
         for start in range(0, len(queries), BLOCK_ROWS):
             block = queries[start : start + BLOCK_ROWS]
             scores = vectors[block] @ target_vectors
+            if scale is not None:
+                scores = 1.0 - 0.5 * (scale[block, None] + scale[None, targets]) * (1.0 - scores)
             r, c = np.nonzero(scores >= threshold)
             i, j = block[r], targets[c]
             keep = i < j  # each pair once; the pair's other orientation is found from j's cell, if at all

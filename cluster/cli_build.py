@@ -9,9 +9,12 @@ import click
 
 from .build import BuildResult, EmbedderSpec, ReadOptions, build_local
 from .cli_common import (
+    disk_full_names_the_index,
+    given_fields,
     index_option,
     injected_embedder,
     input_format_option,
+    input_lines,
     invalid_row_hint,
     model_option,
     progress_bar,
@@ -100,13 +103,18 @@ def build_command(
         require_ray()  # before anything is created: a missing extra is a one-line error
     started = time.monotonic()
     existed = (index_path / DB_FILE).is_file()
-    options = ReadOptions(input_format, text_field, id_field, time_field, source_field, url_field, skip_invalid)
+    options = ReadOptions(
+        input_format, text_field, id_field, time_field, source_field, url_field, skip_invalid, given_fields()
+    )
     settings = {"model": model, "threshold": threshold, "level": level}
     settings["window"] = parse_duration(window) if window else None
     folder_existed = index_path.exists()
     forget = False
     try:
-        with open_index(index_path, quiet=quiet, create=True, **settings) as index:
+        with (
+            disk_full_names_the_index(index_path, lambda: input_lines(files)),
+            open_index(index_path, quiet=quiet, create=True, **settings) as index,
+        ):
             if not existed:
                 click.echo(f"created a new index at {index_path} (model {index.model})", err=True)
             try:
@@ -165,7 +173,7 @@ def _run(
                 )
             return build_local(index, files, options, spec, progress=progress, quiet=quiet)
     except InputError as exc:
-        raise invalid_row_hint(exc, "nothing was stored") from None
+        raise invalid_row_hint(exc, "nothing was stored", skip_invalid=options.skip_invalid) from None
 
 
 def _summary(result: BuildResult, index_path: Path, elapsed: float) -> str:

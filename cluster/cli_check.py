@@ -33,6 +33,8 @@ def check_command(index_path: Path, output_format: str) -> None:
         click.echo(json.dumps(report.to_dict(), ensure_ascii=False, indent=2))
     elif report.ok:
         click.echo(f"ok: {index_path} ({count:,} headlines) has no damage that a check can find")
+        for note in report.notes:
+            click.echo(f"note: {note}")
     else:
         for line in report.problems:
             click.echo(f"damaged: {line}")

@@ -18,6 +18,7 @@ import numpy as np
 from .cli_common import (
     FullHelpGroup,
     embedder_from,
+    given_fields,
     input_format_option,
     model_option,
     output_format_option,
@@ -232,7 +233,13 @@ def eval_clusters_command(
     Prints pairwise and B-cubed precision, recall and F1, the adjusted Rand index, and the numbers of
     predicted and true stories.
     """
-    read = read_records(file, input_format=input_format, text_field=text_field, time_field=time_field)
+    read = read_records(
+        file,
+        input_format=input_format,
+        text_field=text_field,
+        time_field=time_field,
+        required_fields=given_fields(),
+    )
     labels = [_label(record, label_field, read.name) for record in read.records]
     embedder = embedder_from(model)
     judgement = _judgement(embedder.name, level, similarity)

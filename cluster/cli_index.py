@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -15,23 +13,39 @@ import click
 
 from .cli_common import (
     FullHelpGroup,
+    disk_full_names_the_index,
+    given_fields,
     index_option,
     injected_embedder,
     input_format_option,
     invalid_row_hint,
     model_option,
     output_format_option,
+    parse_moment,
     progress_bar,
     report_read,
     reports_errors,
+    shown,
+    stderr_is_terminal,
     text_field_option,
+    time_field_option,
 )
+from .cli_index_output import export_lines, print_story
 from .embed import get_embedder
 from .errors import InputError
 from .fsutil import atomic_write_text
 from .nightly import DEFAULT_LAST, run_nightly
+from .review import query_breakdown
 from .settings import LEVELS
-from .store import COMMIT_EVERY, DB_FILE, Headline, HeadlineIndex, QueryHit, StoryInfo, parse_duration, read_input
+from .store import (
+    COMMIT_EVERY,
+    DB_FILE,
+    HeadlineIndex,
+    QueryHit,
+    indexed_span,
+    parse_duration,
+    read_input,
+)
 from .wording import plural, rate
 
 _UTC = timezone.utc
@@ -47,13 +61,7 @@ def record_field_options(command: Callable) -> Callable:
                 "--id-field", default="id", show_default=True, metavar="NAME", help="Column or key of the id."
             ),
             text_field_option,
-            click.option(
-                "--time-field",
-                default="published_at",
-                show_default=True,
-                metavar="NAME",
-                help="Column or key of the time.",
-            ),
+            time_field_option,
             click.option("--source-field", default="source", show_default=True, metavar="NAME", help="Column or key."),
             click.option("--url-field", default="url", show_default=True, metavar="NAME", help="Column or key."),
         ]
@@ -151,7 +159,8 @@ def add_command(
 ) -> None:
     """Add headlines from FILEs (txt, csv, tsv or jsonl; '-' or nothing: standard input).
 
-    Ids already in the index are skipped; headlines without an id get one derived from their text.
+    Ids already in the index are skipped; headlines without an id get their URL as id, else one derived
+    from their text (rows repeating such a text are stored once, and the summary says how many).
     Each new headline joins a story at once, or starts one. Run it again after an interruption: it adds
     what is missing.
     """
@@ -178,29 +187,64 @@ def add_command(
             source_field=source_field,
             url_field=url_field,
             skip_invalid=skip_invalid,
+            required_fields=given_fields(),
         )
     except InputError as exc:
-        raise invalid_row_hint(exc, "nothing was added") from None
+        raise invalid_row_hint(exc, "nothing was added", skip_invalid=skip_invalid) from None
     report_read(read, quiet=quiet)
+    if not read.records and not existed:
+        # Every row was skipped: an empty new index would only hide the mistaken input.
+        raise InputError(
+            f"no valid headlines to add ({plural(len(read.invalid), 'invalid row')} skipped)",
+            path=str(index_path),
+            hint="no index was created; fix the rows named above",
+        )
     settings = {"model": model, "threshold": threshold, "level": level, "window": window_length}
-    with _open(index_path, quiet=quiet, create=True, **settings) as index:
+    with (
+        disk_full_names_the_index(index_path, lambda: len(read.records)),
+        _open(index_path, quiet=quiet, create=True, **settings) as index,
+    ):
         if not existed:
             # Even with --quiet: a mistyped --index would otherwise start a new index without a word.
             click.echo(f"created a new index at {index_path} (model {index.model})", err=True)
-        with progress_bar("indexing", quiet=quiet) as progress:
-            result = index.add(
-                read.records, update=update, window=window_length, commit_every=commit_every, progress=progress
-            )
+        before = index.count()
+        try:
+            with progress_bar("indexing", quiet=quiet) as progress:
+                result = index.add(
+                    read.records, update=update, window=window_length, commit_every=commit_every, progress=progress
+                )
+        except KeyboardInterrupt:
+            _interrupted(index, before, len(read.records))
     if not quiet:
         elapsed = time.monotonic() - started
         speed = rate(result.processed, elapsed, "headlines")
         updated = f", updated {result.updated:,}" if update else ""
+        if result.repeated:
+            updated += (
+                f", merged {plural(result.repeated, 'row')} repeating an earlier row's text (rows without an id or "
+                "url get their id from the text)"
+            )
         click.echo(
             f"added {result.added:,}, already present {result.present:,}{updated}, invalid {len(read.invalid):,} "
             f"in {elapsed:.1f} s{f' ({speed})' if speed else ''}; {index_path} holds "
             f"{plural(result.headlines, 'headline')} in {plural(result.stories, 'story')}",
             err=True,
         )
+
+
+def _interrupted(index: HeadlineIndex, before: int, read: int) -> None:
+    """Ctrl-C during an add: what was committed, and that the same command completes it (exit 130)."""
+    try:
+        committed = f"{index.count() - before:,} new headline(s) of the {read:,} read were committed"
+    except Exception:  # the database is mid-transaction or gone: say what is certain
+        committed = "what was committed before the interruption is kept"
+    click.echo(
+        f"interrupted: {committed}; run the same index add again to add the rest (ids already present are "
+        "skipped). The vector files catch up on the next add or query: index stats and check may say so, "
+        "and it is not damage.",
+        err=True,
+    )
+    sys.exit(130)
 
 
 @index_group.command(name="stats", short_help="Counts, settings and the state of the vector files.")
@@ -217,6 +261,12 @@ def stats_command(index_path: Path, output_format: str) -> None:
     faiss_info = info["faiss"]
     if faiss_info["in_step"]:
         state = "in step with the database"
+    elif faiss_info.get("behind"):
+        # An interrupted add: not damage, and no repair needed.
+        state = (
+            f"behind the database by {plural(faiss_info['behind'], 'headline')} (an interrupted add; the next "
+            "index add or query catches up)"
+        )
     else:
         state = "NOT in step with the database: run headline-cluster index repair"
     vectors = faiss_info.get("vectors", 0)
@@ -226,7 +276,7 @@ def stats_command(index_path: Path, output_format: str) -> None:
     span = f" from {info['earliest']} to {info['latest']}" if info["earliest"] else ""
     lines = [
         ("index", info["path"]),
-        ("model", f"{info['model']} (dimension {info['dimension']})"),
+        ("model", f"{info['model']} ({_variant(info.get('variant'))}, dimension {info['dimension']})"),
         (
             "grouping",
             f"level {info['level']}, threshold {info['threshold']:.3f}, {info['linkage']} linkage, "
@@ -265,37 +315,69 @@ def stats_command(index_path: Path, output_format: str) -> None:
 @click.option(
     "--explain", is_flag=True, help="For each hit, whether the query would join its event (so its story), and why."
 )
+@click.option(
+    "--time",
+    "when",
+    metavar="WHEN",
+    help="The query's publication time (ISO 8601, such as 2024-05-01T08:00Z), weighed by the event level as "
+    "an added headline's is; without it the query is judged without a time.",
+)
 @output_format_option
-@model_option
 @reports_errors
-def query_command(index_path: Path, text: str, k: int, explain: bool, output_format: str, model: str | None) -> None:
+def query_command(index_path: Path, text: str, k: int, explain: bool, when: str | None, output_format: str) -> None:
     """The headlines most similar to TEXT, best first, with their story ids.
 
     Each hit shows its cosine (the search's ranking, high even for unrelated headlines of one language)
-    next to the index's judgement: whether the text would be judged the same story as the hit's.
+    next to the index's judgement: whether the text would be judged the same story as the hit's. The
+    index embeds with the model it was built with (no --model here).
     """
-    with _open(index_path, model=model) as index:
+    moment = parse_moment(when, "--time")
+    with _open(index_path) as index:
         # The text output always carries the judgement: a bare cosine of 0.86 reads as "similar".
-        hits = index.query(text, k, explain=explain or output_format == "text")
+        hits = index.query(text, k, explain=explain or output_format == "text", when=moment)
         judgement = index.judgement
+        # The best hit taken apart signal by signal, as `explain` shows a pair of a file.
+        best = query_breakdown(index, text, hits[0].headline) if explain and hits else None
     if output_format == "json":
-        click.echo(json.dumps([hit.to_dict() for hit in hits], ensure_ascii=False, indent=2))
+        found = [hit.to_dict() for hit in hits]
+        if best is not None:
+            found[0]["breakdown"] = best.to_dict()
+        click.echo(json.dumps(found, ensure_ascii=False, indent=2))
         return
     if not hits:
         click.echo("no headlines in the index", err=True)
+    explained: set[str] = set()
     for rank, hit in enumerate(hits, start=1):
         headline = hit.headline
         where = " · ".join(x for x in (headline.id, headline.published_at, headline.source) if x)
-        click.echo(f"{rank:>3}. {headline.story_id}  {headline.text}  [{where}]")
+        click.echo(shown(f"{rank:>3}. {headline.story_id}  {headline.text}  [{where}]"))
         click.echo(f"     {judged(hit, judgement)}")
-        if explain and hit.story_similarity is not None:
+        if explain and hit.story_similarity is not None and headline.event_id not in explained:
+            # Once per event (the group a new headline joins): every hit of one event has the same verdict.
+            explained.add(headline.event_id)
             verdict = "would join it" if hit.would_join else "would not join it"
             relation = ">=" if hit.would_join else "<"
             click.echo(
-                f"     story {headline.story_id}: {plural(hit.story_size or 0, 'headline')}; the query's mean "
-                f"similarity to them is {hit.story_similarity:.3f} {relation} threshold "
+                f"     event {headline.event_id} of story {headline.story_id}: "
+                f"{plural(hit.story_size or 0, 'headline')}; the query's mean "
+                f"{_scale(judgement) or 'similarity'} to them is {hit.story_similarity:.3f} {relation} threshold "
                 f"{judgement.threshold:.3f}, so it {verdict}"
             )
+        if best is not None and rank == 1:
+            click.echo("     the query against this headline, signal by signal:")
+            for line in best.lines(judgement.threshold):
+                click.echo(f"     {line}")
+
+
+def _variant(variant: str | None) -> str:
+    if variant is None:
+        return "no vectors yet"
+    return f"{'float32' if variant == 'none' else variant} variant"
+
+
+def _scale(judgement: object) -> str:
+    """The judgement's score scale (cluster.judge.Judgement.scale); "" for a judgement that names none."""
+    return str(getattr(judgement, "scale", ""))
 
 
 def judged(hit: QueryHit, judgement: object) -> str:
@@ -308,10 +390,12 @@ def judged(hit: QueryHit, judgement: object) -> str:
     parts = [f"cosine {hit.score:.3f}"]
     score, threshold = hit.story_similarity, getattr(judgement, "threshold", hit.threshold)
     if score is not None and threshold is not None:
+        # Named: a learned judgement's score is a probability, and beside a cosine it would read as one.
+        scale = f"{_scale(judgement)} " if _scale(judgement) else ""
         if score >= threshold:
-            parts.append(f"its story: judged the same ({score:.3f}, at or above {threshold:.3f})")
+            parts.append(f"its story: judged the same ({scale}{score:.3f}, at or above {threshold:.3f})")
         else:
-            parts.append(f"its story: judged different ({score:.3f}, below {threshold:.3f})")
+            parts.append(f"its story: judged different ({scale}{score:.3f}, below {threshold:.3f})")
         probability = getattr(hit, "probability", None)
         to_probability = getattr(judgement, "probability", None)
         if probability is None and callable(to_probability):
@@ -335,22 +419,7 @@ def story_command(index_path: Path, story_id: str, output_format: str) -> None:
     if output_format == "json":
         click.echo(json.dumps(story.to_dict(), ensure_ascii=False, indent=2))
         return
-    _print_story(story, story_id)
-
-
-def _print_story(story: StoryInfo, asked: str) -> None:
-    if story.id != asked:
-        click.echo(f"{asked} was merged into {story.id}")
-    events = story.events
-    click.echo(
-        f"{story.id}: {plural(story.size, 'headline')} in {plural(len(events), 'event')}, "
-        f"{story.first_seen} .. {story.last_seen}"
-    )
-    for event, members in events.items():
-        click.echo(f"  event {event}: {plural(len(members), 'headline')}")
-        for member in members:
-            mark = "*" if member.headline.row == story.representative.row else " "
-            click.echo(f"   {mark} {member.score:.3f}  {member.headline.text}  [{member.headline.id}]")
+    print_story(story, story_id)
 
 
 @index_group.command(name="remove")
@@ -377,31 +446,19 @@ def remove_command(index_path: Path, ids: tuple[str, ...], quiet: bool) -> None:
 def export_command(index_path: Path, output_format: str, output: Path | None) -> None:
     """Every headline with its story id, in the order added; the jsonl output can be added to a new index."""
     with _open(index_path) as index:
-        lines = _export_lines(index.headlines(), output_format)
-        if output is None:
-            for line in lines:
-                click.echo(line, nl=False)
-        else:
-            atomic_write_text(output, "".join(lines))
-
-
-_EXPORT_FIELDS = ("id", "text", "published_at", "source", "url", "story_id", "event_id", "added_at")
-
-
-def _export_lines(headlines: Iterator[Headline], output_format: str) -> Iterator[str]:
-    if output_format == "jsonl":
-        for headline in headlines:
-            yield json.dumps(headline.to_dict(), ensure_ascii=False) + "\n"
-        return
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(_EXPORT_FIELDS)
-    for headline in headlines:
-        item = headline.to_dict()
-        writer.writerow(["" if item[f] is None else item[f] for f in _EXPORT_FIELDS])
-        yield buffer.getvalue()
-        buffer.seek(0)
-        buffer.truncate()
+        headlines = index.headlines()
+        lines = export_lines(headlines, output_format)
+        try:
+            if output is None:
+                for line in lines:
+                    click.echo(line, nl=False)
+            else:
+                atomic_write_text(output, "".join(lines))
+        finally:
+            # Closed while the database is open: a reader that left early (| head) must not leave a
+            # cursor to be finalized after the database closed, which prints a traceback.
+            lines.close()
+            getattr(headlines, "close", lambda: None)()
 
 
 @index_group.command(name="repair", short_help="Repair what index check finds; says what it repaired.")
@@ -414,7 +471,7 @@ def repair_command(index_path: Path) -> None:
     beside it), damaged or missing vectors are embedded again from their headlines, story records are
     recomputed. Exit code 0 when the index is sound afterwards, 1 when damage remains.
     """
-    with _open(index_path) as index:
+    with disk_full_names_the_index(index_path), _open(index_path) as index:
         fixed = index.repair()
         count = index.count()
         remaining = index.check()
@@ -426,22 +483,6 @@ def repair_command(index_path: Path) -> None:
         for line in remaining.problems:
             click.echo(f"still damaged: {line}", err=True)
         sys.exit(1)
-
-
-def _moment(value: str | None, option: str) -> datetime | None:
-    if value is None:
-        return None
-    text = value.strip()
-    if text.lower() == "now":
-        return datetime.now(tz=_UTC)
-    try:
-        moment = datetime.fromisoformat(text[:-1] + "+00:00" if text[-1:] in "Zz" else text)
-    except ValueError:
-        raise click.BadParameter(
-            f"cannot read {value!r}: write an ISO 8601 time such as 2024-05-01 or 2024-05-01T06:00:00Z",
-            param_hint=option,
-        ) from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=_UTC)
 
 
 @click.command(name="nightly", short_help="Re-group a time window and keep story ids stable.")
@@ -477,10 +518,28 @@ def nightly_command(
     """
     if since is not None and last is not None:
         raise click.UsageError("give --since or --last, not both")
-    end = _moment(until, "--until") or datetime.now(tz=_UTC)
-    start = _moment(since, "--since") or end - (parse_duration(last) if last else DEFAULT_LAST)
-    with _open(index_path, quiet=quiet) as index:
-        result = run_nightly(index, start, end, out)
+    end = parse_moment(until, "--until") or datetime.now(tz=_UTC)
+    try:
+        start = parse_moment(since, "--since") or end - (parse_duration(last) if last else DEFAULT_LAST)
+    except OverflowError:  # a window that starts before the year 1 cannot be a date
+        raise InputError(
+            f"the duration {last!r} is too long: the window would start before the year 1",
+            hint="write it like 90m, 72h, 3d or 1w; a bare number is hours",
+        ) from None
+    # Step lines on a terminal only: cron's mail and pipes stay as they were.
+    steps = (lambda step: click.echo(f"nightly: {step} ...", err=True)) if not quiet and stderr_is_terminal() else None
+    with disk_full_names_the_index(index_path), _open(index_path, quiet=quiet) as index:
+        result = run_nightly(index, start, end, out, progress=steps)
+        span = indexed_span(index) if result.headlines == 0 else None
+    if span is not None and (not quiet or fail_if_empty):
+        # An empty window is most often a window in the wrong place: say where the headlines are.
+        count, earliest, latest = span
+        where = f"the index holds {plural(count, 'headline')}" + (f", from {earliest} to {latest}" if count else "")
+        click.echo(
+            f"the window {result.since} .. {result.until} holds no headlines; {where}"
+            + ("; give --until (and --last or --since) inside that range" if count else ""),
+            err=True,
+        )
     if not quiet:
         resumed = " (resumed an interrupted run)" if result.resumed else ""
         click.echo(
@@ -490,7 +549,12 @@ def nightly_command(
             f"{plural(result.new_stories, 'new id')}, {plural(result.changed, 'headline')} changed story; events: "
             f"{plural(result.event_merges, 'merge')}, {plural(result.event_splits, 'split')}, "
             f"{plural(result.changed_events, 'headline')} changed event; wrote "
-            + ", ".join(str(p) for p in result.outputs.values()),
+            + ", ".join(str(p) for p in result.outputs.values())
+            + (
+                f" (the report shows the changes recorded for this window by run {result.reported_run})"
+                if result.reported_run is not None
+                else ""
+            ),
             err=True,
         )
     if fail_if_empty and result.headlines == 0:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from .cli_common import index_option, model_option, reports_errors
+from .cli_common import index_option, injected_embedder, model_option, reports_errors
 from .errors import InputError
 from .limits import MAX_HEADLINE_CHARS
 from .store import DB_FILE
@@ -79,6 +79,15 @@ def _listen(host: str, port: int) -> socket.socket:
     help="Request body size; larger bodies get 413.",
 )
 @click.option(
+    "--write-wait",
+    type=click.FloatRange(min=0, min_open=True),
+    default=20.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="How long a write waits for the index (another write, an index add) before it gets 503 'busy' with "
+    "Retry-After; keep it below your clients' timeout.",
+)
+@click.option(
     "--threads",
     type=click.IntRange(min=1),
     default=lambda: os.cpu_count() or 1,
@@ -104,6 +113,7 @@ def serve_command(
     max_headlines: int,
     max_text_chars: int,
     max_body_bytes: int,
+    write_wait: float,
     threads: int,
     access_log: bool,
     log_level: str,
@@ -116,6 +126,7 @@ def serve_command(
     import uvicorn
 
     from .service import Limits, create_app
+    from .service.protocol import service_protocol
 
     api_key = None
     if api_key_env is not None:
@@ -143,8 +154,16 @@ def serve_command(
     set_threads(threads)
     sock = _listen(host, port)
     try:
-        limits = Limits(max_headlines=max_headlines, max_text_chars=max_text_chars, max_body_bytes=max_body_bytes)
-        app = create_app(index_path, api_key=api_key, model=model, limits=limits, create=create)
+        limits = Limits(
+            max_headlines=max_headlines,
+            max_text_chars=max_text_chars,
+            max_body_bytes=max_body_bytes,
+            write_seconds=write_wait,
+        )
+        # injected_embedder: a program (the fault tests) may serve with an embedder of its own.
+        app = create_app(
+            index_path, api_key=api_key, model=model, limits=limits, create=create, embedder=injected_embedder()
+        )
         bound = sock.getsockname()[1]
         shown = f"[{host}]" if ":" in host else host
         click.echo(
@@ -153,8 +172,15 @@ def serve_command(
         )
         # A bounded graceful shutdown: queued requests get 10 s to finish, then the server stops anyway
         # (every write is one SQLite transaction, so an interrupted one is rolled back, never half done).
+        # The h11 protocol with a JSON 400 for requests it cannot parse (a URL with raw non-ASCII text),
+        # and the body's deadline for the headers: uvicorn alone waits for them as long as a client trickles them.
         config = uvicorn.Config(
-            app, log_level=log_level, access_log=access_log, lifespan="on", timeout_graceful_shutdown=10
+            app,
+            http=service_protocol(limits.body_seconds, app.state.metrics),
+            log_level=log_level,
+            access_log=access_log,
+            lifespan="on",
+            timeout_graceful_shutdown=10,
         )
         uvicorn.Server(config).run(sockets=[sock])
     finally:

@@ -301,13 +301,17 @@ def quiet_model_loading() -> Iterator[None]:
 
 
 def save_tokenizer(packed: PackedModel, folder: Path, *, only_json: bool = False) -> None:
-    """Save the tokenizer through transformers; ``only_json``: just the tokenizer.json it loads back.
+    """Save the tokenizer as transformers does; ``only_json``: just the tokenizer.json it loads back.
 
     transformers rewrites parts of the pipeline when it loads the tokenizer (its XLM-R class splits
     on whitespace before the metaspace step and keeps no normalizer), so the pipeline it loads, not
     ``build_tokenizer``'s object, is what sentence-transformers tokenizes with; the ONNX variant
-    (``only_json``) must use that one.
+    (``only_json``) must use that one. ``only_json`` writes it with ``tokenizers`` alone, byte for byte
+    the file transformers writes, so the default path needs no transformers (a light install).
     """
+    if only_json:
+        _save_loaded_pipeline(packed, folder / "tokenizer.json")
+        return
     from transformers import XLMRobertaTokenizerFast
 
     names = {k: packed.pieces[v] for k, v in packed.special.items()}
@@ -322,16 +326,22 @@ def save_tokenizer(packed: PackedModel, folder: Path, *, only_json: bool = False
         mask_token="<mask>",
         model_max_length=packed.max_positions,
     )
-    if not only_json:
-        fast.save_pretrained(folder)
-        return
-    import tempfile
+    fast.save_pretrained(folder)
 
-    # Saved and loaded back as sentence-transformers loads the converted folder: the loaded pipeline
-    # is the one it tokenizes with (tests/test_onnx_embed.py checks the two files tokenize alike).
-    with tempfile.TemporaryDirectory(prefix="tokenizer-", dir=folder) as scratch:
-        fast.save_pretrained(scratch)
-        type(fast).from_pretrained(scratch).backend_tokenizer.save(str(folder / "tokenizer.json"))
+
+def _save_loaded_pipeline(packed: PackedModel, path: Path) -> None:
+    """The pipeline transformers' XLM-R class loads from ``build_tokenizer``'s file, written to ``path``.
+
+    Its two rewrites: no normalizer, and a whitespace split before the metaspace step. The file goes
+    through one parse by ``tokenizers`` (whose JSON reader can move a score by one ulp) exactly as
+    transformers' save-and-load does, so the bytes match (tests/test_light_install.py).
+    """
+    from tokenizers import Tokenizer
+
+    spec = json.loads(build_tokenizer(packed).to_str())
+    spec["normalizer"] = None
+    spec["pre_tokenizer"] = {"type": "Sequence", "pretokenizers": [{"type": "WhitespaceSplit"}, spec["pre_tokenizer"]]}
+    Tokenizer.from_str(json.dumps(spec, ensure_ascii=False)).save(str(path))
 
 
 def _write_safetensors(packed: PackedModel, dest: Path) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextvars
 import hashlib
+import importlib.util
 import json
 import os
 import socket
@@ -85,6 +86,32 @@ def set_threads(threads: int) -> None:
     torch = sys.modules.get("torch")
     if torch is not None:
         torch.set_num_threads(threads)
+
+
+EXTRA = "sentence-transformers"
+"""The install extra holding torch and sentence-transformers (pyproject.toml)."""
+
+
+def require_torch_extra(what: str) -> None:
+    """Raise a ModelLoadError saying what to install when torch or sentence-transformers is missing.
+
+    The default install leaves them out (the default model's q4 variant needs neither): ``what`` (another
+    model, the int8 or float32 variant) must not end in an ImportError's traceback.
+    """
+    missing = []
+    for module in ("torch", "sentence_transformers"):
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except (ImportError, ValueError):  # a broken or blocked package is as good as absent
+            found = False
+        if not found:
+            missing.append(module.replace("_", "-"))
+    if missing:
+        raise ModelLoadError(
+            f"{what} needs {' and '.join(missing)}, which the default install leaves out: "
+            f"pip install 'headline-cluster[{EXTRA}]' (or, in a source folder, pip install -e '.[{EXTRA}]'). "
+            f"The default model {DEFAULT_MODEL!r} (q4 variant) needs neither"
+        )
 
 
 def is_default_model(name: str) -> bool:
@@ -206,6 +233,10 @@ class Embedder:
             raise ModelLoadError(
                 f"the q4 variant exists for the default model only ({DEFAULT_MODEL}); for {self.name!r} use "
                 f"{OTHER_MODELS_QUANTIZE} or none (${QUANTIZE_ENV})"
+            )
+        if self.quantize != "q4":
+            require_torch_extra(
+                f"the model {self.name!r}" if not is_default_model(self.name) else f"the {self.quantize} variant"
             )
         if self.quantize == "q4":
             from .onnx_embed import folder_dimension, q4_model_dir

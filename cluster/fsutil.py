@@ -13,10 +13,42 @@ import fcntl
 import os
 import shutil
 import tempfile
+import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-__all__ = ["atomic_file", "atomic_write_bytes", "atomic_write_text", "file_lock", "fsync_dir", "staged_folder"]
+from .errors import DiskFullError, HeadlineClusterError, is_disk_full
+
+__all__ = [
+    "LockWaitExpired",
+    "atomic_file",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "file_lock",
+    "fsync_dir",
+    "lock_deadline",
+    "staged_folder",
+]
+
+_POLL_S = 0.05  # how often a lock with a deadline is tried again
+_deadline = threading.local()  # per thread: the service's writes run in worker threads
+
+
+class LockWaitExpired(HeadlineClusterError):
+    """A lock taken under :func:`lock_deadline` was still held by another process at the deadline."""
+
+
+@contextlib.contextmanager
+def lock_deadline(seconds: float) -> Iterator[None]:
+    """Within the block, :func:`file_lock` (in this thread) waits at most ``seconds`` for a busy lock, then
+    raises :class:`LockWaitExpired`: a service's write must not wait longer than its client does."""
+    before = getattr(_deadline, "at", None)
+    _deadline.at = time.monotonic() + seconds
+    try:
+        yield
+    finally:
+        _deadline.at = before
 
 
 def _default_mode() -> int:
@@ -37,31 +69,42 @@ def fsync_dir(path: Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_file(path: str | Path) -> Iterator[Path]:
+def atomic_file(path: str | Path, *, size: int | None = None) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; when the block ends without error, it replaces ``path``.
 
     The temporary is fsynced before the rename and the folder after it. On error the temporary is
-    removed and ``path`` is left as it was.
+    removed and ``path`` is left as it was; a full disk is a :class:`DiskFullError` naming the folder
+    (``size``: the bytes to be written, when known, for the space it says is needed).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    temporary = Path(name)
+    temporary: Path | None = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        temporary = Path(name)
         os.fchmod(fd, _default_mode())
         os.close(fd)
         yield temporary
         with open(temporary, "rb+") as handle:
             os.fsync(handle.fileno())
         os.replace(temporary, path)
+        fsync_dir(path.parent)
+    except Exception as exc:
+        _remove(temporary)  # first: the space it took counts as free in the message
+        if is_disk_full(exc):
+            raise DiskFullError(path.parent, size) from None
+        raise
     finally:
-        if temporary.exists():
-            temporary.unlink()
-    fsync_dir(path.parent)
+        _remove(temporary)
+
+
+def _remove(temporary: Path | None) -> None:
+    if temporary is not None and temporary.exists():
+        temporary.unlink()
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    with atomic_file(path) as temporary:
+    with atomic_file(path, size=len(data)) as temporary:
         temporary.write_bytes(data)
 
 
@@ -110,10 +153,26 @@ def file_lock(
                 return
             if on_wait is not None:
                 on_wait(f"waiting for {what or f'another process holding {path}'} ...")
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            _wait_for(fd, what or f"another process holding {path}")
         yield True
     finally:
         os.close(fd)  # closing the descriptor releases the lock
+
+
+def _wait_for(fd: int, what: str) -> None:
+    """Block until the lock is ours; under :func:`lock_deadline`, poll until the deadline instead."""
+    deadline = getattr(_deadline, "at", None)
+    if deadline is None:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        return
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                raise LockWaitExpired(f"{what} still held the lock at the deadline") from None
+            time.sleep(_POLL_S)
 
 
 def _umask_bits() -> int:

@@ -310,6 +310,24 @@ class HybridSimilarity:
     def pair(self, i: int, j: int) -> float:
         return float(self.block(np.array([i]), np.array([j]))[0, 0])
 
+    def contributions(self, i: int, j: int) -> dict[str, float]:
+        """The pair's score term by term, as ``_correct`` builds it (they add up to the score before its
+        cap at 1): the cosine and each correction that applies, for ``explain``."""
+        r, c = np.array([i]), np.array([j])
+        cos = float(self.cosine.pair(i, j))
+        p = self.params
+        parts = {"cosine": cos}
+        if self._scale is not None:
+            parts["script"] = float(1.0 - 0.5 * (self._scale[i] + self._scale[j]) * (1.0 - cos)) - cos
+        if self.lexical is not None:
+            lexical = float(self.lexical[i].multiply(self.lexical[j]).sum())
+            parts["shared words"] = p.lexical_weight * (lexical - p.lexical_center)
+        if self._numbers is not None:
+            parts["numbers"] = -p.number_penalty * float(self._number_clash(r, c)[0])
+        if self.hours is not None:
+            parts["time gap"] = -p.time_penalty * float(self._time_gap(r, c)[0])
+        return parts
+
     def pairs(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
         """Scores of the aligned pairs (rows[k], cols[k])."""
         rows, cols = np.asarray(rows, dtype=np.int64), np.asarray(cols, dtype=np.int64)
@@ -379,6 +397,13 @@ class Judgement:
             raise ValueError("a learned judgement needs its weights (params=LearnedParams(...))")
         if self.kind == "hybrid" and not isinstance(self.params, HybridParams):
             raise ValueError("a hybrid judgement needs HybridParams")
+
+    @property
+    def scale(self) -> str:
+        """What its scores are, named in output: a learned score is a probability, not a similarity."""
+        return {"learned": f"probability of the same {self.level}", "hybrid": "hybrid similarity"}.get(
+            self.kind, "cosine"
+        )
 
     @property
     def learned(self) -> LearnedParams | None:

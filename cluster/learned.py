@@ -99,14 +99,16 @@ SHARED_CAP = 5.0  # shared stems counted up to this many: names and places share
 
 @dataclass(frozen=True)
 class LearnedParams:
-    """One level's logistic weights (by feature name) and its cosine gate."""
+    """One level's logistic weights (by feature name) and its cosine gates."""
 
     weights: tuple[float, ...]
     gate: float
-    # The time-gap signal of a pair whose times are not both known: the mean gap of the training's
-    # same-event pairs, so that a list without times is judged like a typical one, not like one
-    # published all at once (which would merge everything at the story level).
+    # The time-gap signal of a pair whose times are not both known. 0 (no gap, so no time penalty) keeps
+    # "time separates, never joins": a pair scored without times scores at least as high as with them.
     unknown_gap: float = 0.0
+    # The gate of a pair of two Arabic headlines (default: ``gate``). e5 puts unrelated Arabic headlines
+    # higher on the cosine scale than other scripts, so fewer of their pairs are worth scoring.
+    gate_ar: float | None = None
 
     def __post_init__(self) -> None:
         if len(self.weights) != len(FEATURES):
@@ -115,34 +117,43 @@ class LearnedParams:
     @classmethod
     def from_dict(cls, data: dict) -> LearnedParams:
         weights = data["weights"]
+        gate_ar = data.get("gate_ar")
         return cls(
             # A feature the file does not name weighs 0 (weights saved before it existed).
             tuple(float(weights.get(name, 0.0)) for name in FEATURES),
             float(data["gate"]),
             float(data.get("unknown_gap", 0.0)),
+            None if gate_ar is None else float(gate_ar),
         )
 
     def to_dict(self) -> dict:
-        return {
+        out = {
             "weights": {n: round(w, 6) for n, w in zip(FEATURES, self.weights, strict=True)},
             "gate": self.gate,
             "unknown_gap": round(self.unknown_gap, 6),
         }
+        if self.gate_ar is not None:
+            out["gate_ar"] = self.gate_ar
+        return out
+
+    @property
+    def arabic_gate(self) -> float:
+        return self.gate if self.gate_ar is None else self.gate_ar
 
     @property
     def uses_time(self) -> bool:
         w = dict(zip(FEATURES, self.weights, strict=True))
         return any(w[name] for name in TIME_FEATURES)
 
-    def cosine_floor(self, threshold: float) -> float:
-        """The lowest cosine whose pair can still score ``threshold``: the gate, or higher when even the
-        most favourable other signals cannot lift a pair at the gate to the threshold."""
-        if threshold <= 0.0:
-            return -1.0
-        if threshold >= 1.0:
-            return 1.0
+    def cosine_floors(self, threshold: float) -> dict[str, float]:
+        """The lowest cosine at which a pair can still score ``threshold``, per script pair ("arabic": both
+        Arabic, "same": both of one other script, "cross": different scripts): the pair's gate, or higher
+        when even the most favourable other signals cannot lift a pair at the gate to the threshold."""
+        gates = {"arabic": self.arabic_gate, "same": self.gate, "cross": self.gate}
         if threshold <= BELOW_GATE:
-            return -1.0
+            return {k: -1.0 for k in gates}
+        if threshold >= 1.0:
+            return {k: 1.0 for k in gates}
         w = dict(zip(FEATURES, self.weights, strict=True))
         target = math.log(threshold / (1.0 - threshold))
         # Largest contribution of everything but the cosine terms, over each signal's range.
@@ -155,17 +166,23 @@ class LearnedParams:
         # floor only adds candidates that the score then refuses).
         gaps = np.linspace(0.0, 1.0, 201)
         time_part = w["time_gap"] * gaps + w["time_gap_sq"] * gaps * gaps
-        floor = 1.0
-        for offset, slope in (
-            (0.0, w["cos"]),
-            (w["ar"], w["cos"] + w["cos_ar"]),
-            (w["cross"], w["cos"] + w["cos_cross"]),
+        floors = {}
+        for kind, offset, slope in (
+            ("same", 0.0, w["cos"]),
+            ("arabic", w["ar"], w["cos"] + w["cos_ar"]),
+            ("cross", w["cross"], w["cos"] + w["cos_cross"]),
         ):
             slopes = slope + w["cos_time_gap"] * gaps
             if (slopes <= 0).any():
-                return max(-1.0, self.gate)
-            floor = min(floor, float(np.min((target - best - offset - time_part) / slopes)) - 1e-3)
-        return float(max(self.gate, floor))
+                floors[kind] = max(-1.0, gates[kind])
+                continue
+            floor = float(np.min((target - best - offset - time_part) / slopes)) - 1e-3
+            floors[kind] = float(min(1.0, max(gates[kind], floor)))
+        return floors
+
+    def cosine_floor(self, threshold: float) -> float:
+        """The lowest cosine at which any pair can still score ``threshold`` (:meth:`cosine_floors`)."""
+        return min(self.cosine_floors(threshold).values())
 
 
 @lru_cache(maxsize=4)
@@ -384,6 +401,7 @@ def fit_logistic(
 
 
 TIME_GAP = FEATURES.index("time_gap")
+_AR_PAIR = FEATURES.index("ar")
 TIME_COLUMNS = [FEATURES.index(name) for name in TIME_FEATURES]
 
 
@@ -406,9 +424,31 @@ def probability(features: np.ndarray, params: LearnedParams) -> np.ndarray:
     features = impute(features, params.unknown_gap)
     logit = features.astype(np.float64) @ np.asarray(params.weights, dtype=np.float64)
     p = 1.0 / (1.0 + np.exp(-np.clip(logit, -40.0, 40.0)))
-    p = np.where(features[:, 1] >= params.gate, p, BELOW_GATE * p)
+    gate = np.where(features[:, _AR_PAIR] > 0, params.arabic_gate, params.gate)
+    p = np.where(features[:, 1] >= gate, p, BELOW_GATE * p)
     # Strictly below 1 off the diagonal: linkage reads 1 - score as a distance.
     return np.minimum(p, 1.0 - 1e-6).astype(np.float32)
+
+
+# The signals a person reads in an explanation, and the features each one sums (their logit contributions).
+SIGNALS = (
+    ("base", ("bias",)),
+    ("cosine", ("cos",)),
+    ("script", ("ar", "cos_ar", "cross", "cos_cross")),
+    ("shared words", ("stem_overlap", "shared_stems", "gram_cos")),
+    ("numbers", ("num_agree", "num_clash")),
+    ("length", ("len_min", "len_ratio")),
+    ("time gap", TIME_FEATURES),
+)
+
+
+def contributions(features: np.ndarray, params: LearnedParams) -> dict[str, float]:
+    """Each signal's share of one pair's logit (they add up to it): how far it moved the pair toward or
+    away from "the same event". ``features``: one row of :func:`pair_features`."""
+    row = impute(np.asarray(features, dtype=np.float32)[None, :], params.unknown_gap)[0].astype(np.float64)
+    weight = dict(zip(FEATURES, params.weights, strict=True))
+    value = dict(zip(FEATURES, row, strict=True))
+    return {signal: float(sum(weight[n] * value[n] for n in names)) for signal, names in SIGNALS}
 
 
 class LearnedSimilarity:
@@ -451,16 +491,33 @@ class LearnedSimilarity:
     def pair(self, i: int, j: int) -> float:
         return float(self.pairs(np.array([i]), np.array([j]))[0])
 
+    def _search_bound(self, threshold: float) -> tuple[float, np.ndarray | None]:
+        """The cosine bound of the candidate search and a factor per headline (None: all 1) such that the
+        scaled cosine ``1 - (s_i + s_j) / 2 * (1 - cos)`` of every pair that can reach ``threshold`` reaches
+        the bound: a pair of Arabic headlines needs its own, higher floor, a cross-script pair its own."""
+        floors = self.params.cosine_floors(threshold)
+        arabic = self.table.script == 0
+        if arabic.all():
+            return floors["arabic"] - 1e-6, None
+        other = min(floors["same"], floors["cross"]) if arabic.any() else floors["same"]
+        if not arabic.any() or floors["arabic"] <= other or other >= 1.0:
+            return min(other, floors["arabic"]) - 1e-6, None
+        factor = (1.0 - other) / max(1.0 - floors["arabic"], 1e-9)
+        # Arabic x other: the mean factor; never stricter than the cross-script floor.
+        factor = min(factor, 2.0 * (1.0 - other) / max(1.0 - floors["cross"], 1e-9) - 1.0)
+        scale = np.where(arabic, np.float32(max(1.0, factor) * (1.0 - 1e-6)), np.float32(1.0)).astype(np.float32)
+        return other - 1e-6, scale
+
     def candidates(self, threshold: float) -> sparse.csr_matrix:
         """Symmetric sparse matrix of all pairs i != j whose score reaches ``threshold``: cosine
-        candidates from the gate (:meth:`LearnedParams.cosine_floor`), re-scored."""
+        candidates from each script pair's floor (:meth:`LearnedParams.cosine_floors`), re-scored."""
         n = len(self)
-        floor = self.params.cosine_floor(threshold) - 1e-6
+        floor, scale = self._search_bound(threshold)
         if n > _candidates.EXACT_PAIRS_LIMIT:
-            upper = sparse.triu(cosine_candidates(self.vectors, floor), k=1).tocoo()
+            upper = sparse.triu(cosine_candidates(self.vectors, floor, scale), k=1).tocoo()
             rows, cols = upper.row.astype(np.int64), upper.col.astype(np.int64)
         else:
-            rows, cols, _ = exact_pairs(self.vectors, floor)
+            rows, cols, _ = exact_pairs(self.vectors, floor, scale)
         scores = self.pairs(rows, cols) if len(rows) else np.zeros(0, dtype=np.float32)
         keep = scores >= threshold
         kept = sparse.coo_matrix((scores[keep], (rows[keep], cols[keep])), shape=(n, n))

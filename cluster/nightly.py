@@ -19,8 +19,8 @@ import csv
 import io
 import json
 from collections import defaultdict
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -32,7 +32,8 @@ from .judge import PairwiseSimilarity
 from .pipeline import score
 from .regroup import Change, Reconciliation, WindowChange, describe_changes, reconcile, regroup_window
 from .report import ReportData, render_report
-from .store import Headline, HeadlineIndex, StoryInfo, iso, story_order
+from .review import least_similar
+from .store import Headline, HeadlineIndex, Run, StoryInfo, iso, story_order
 
 __all__ = ["Change", "NightlyResult", "Reconciliation", "reconcile", "run_nightly"]
 
@@ -57,6 +58,8 @@ class NightlyResult:
     events: int = 0  # with headlines in the window
     new_events: int = 0
     changed_events: int = 0  # headlines of the window whose event id changed
+    moved: list[WindowChange] = field(default_factory=list)  # the changes with their headlines, for the report
+    reported_run: int | None = None  # the earlier run whose recorded changes the report shows, if not this one
 
     @property
     def merges(self) -> int:
@@ -102,6 +105,7 @@ def run_nightly(
     out: str | Path | None = None,
     *,
     last: timedelta | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> NightlyResult:
     """Settle headlines with time in [since, until), and write the outputs to ``out``.
 
@@ -109,8 +113,10 @@ def run_nightly(
     with the index's judgement (:attr:`HeadlineIndex.judgement`) and stories with its story judgement
     (:attr:`HeadlineIndex.story_judgement`), starting from the stored ids (:mod:`cluster.regroup`). A
     run killed after its commit, run again, writes the outputs of the committed regrouping and reports
-    its figures.
+    its figures. ``progress(step)`` is told each step as it starts (the CLI shows them on a terminal: a
+    large window takes tens of seconds).
     """
+    say = progress or (lambda step: None)
     until = until or datetime.now(tz=timezone.utc)
     since = since or until - (last or DEFAULT_LAST)
     if until <= since:
@@ -121,14 +127,17 @@ def run_nightly(
     judgement = index.judgement
     with index.lock():
         run = index.start_run(since, until)
+        say(f"reading the window {span}")
         window = index.window_headlines(since, until)
+        say(f"judging and grouping {len(window.rows):,} headlines")
         similarity = score(window.normalized, window.vectors, judgement, window.times)
         if run.state == "committed":
             # Killed after the regrouping was stored: the window already carries its ids; report them.
             events, labels = window.event_ids, window.story_ids
-            changes = [Change(old, new, kind, reason) for kind, old, new, reason in index.run_changes(run.id)]
+            changes = _run_changes(index, run.id, span)
             figures = run.summary
-            moved = describe_changes(changes, window, None)
+            # As the run described them before it was killed (the window no longer tells moved from joined).
+            moved = _moves_of(figures) if "moved" in figures else describe_changes(changes, window, None)
         else:
             story_similarity = score(window.normalized, window.vectors, index.story_judgement, window.times)
             plan = regroup_window(
@@ -159,7 +168,7 @@ def run_nightly(
                     [(c.kind, c.old_id, c.new_id, f"nightly {span}: {c.reason}") for c in changes],
                     (plan.next_event, plan.next_story),
                     run.id,
-                    {**figures, **_change_counts(changes)},
+                    {**figures, **_change_counts(changes), "moved": _moves_json(moved)},
                 )
             )
         result = NightlyResult(
@@ -175,15 +184,20 @@ def run_nightly(
             events=int(figures.get("events", len(set(events)))),
             new_events=int(figures.get("new_events", 0)),
             changed_events=int(figures.get("changed_events", 0)),
+            moved=list(moved),
         )
+        reported, carried = _recorded_changes(index, run, result, span)
+        result.reported_run = carried.get("reported_run")
         # The nightly window is also the maintenance window: a large exact index becomes HNSW here.
+        say("maintaining the vector files")
         index.maintain()
         if out is not None:
+            say(f"writing the outputs to {out}")
             stories = index.stories(since, until)
             headlines = list(index.headlines(since, until))
-            report = _report_data(index, result, stories, similarity, events, moved)
+            report = _report_data(index, reported, stories, similarity, (events, labels), window.rows)
             result.outputs = write_outputs(Path(out), stories, headlines, render_report(report))
-        index.set_run(run.id, "done", result.summary())
+        index.set_run(run.id, "done", {**result.summary(), "moved": _moves_json(result.moved), **carried})
     return result
 
 
@@ -201,6 +215,60 @@ def _change_counts(changes: Sequence[Change]) -> dict[str, int]:
         "event_merges": _count(events, "merge"),
         "event_splits": _count(events, "split"),
     }
+
+
+def _run_changes(index: HeadlineIndex, run: int, span: str) -> list[Change]:
+    """The changes ``run`` recorded, with the reasons as the run reported them (the history adds the window)."""
+    prefix = f"nightly {span}: "
+    return [Change(old, new, kind, reason.removeprefix(prefix)) for kind, old, new, reason in index.run_changes(run)]
+
+
+def _recorded_changes(
+    index: HeadlineIndex, run: Run, result: NightlyResult, span: str
+) -> tuple[NightlyResult, dict]:
+    """What the report shows: this run's changes, or, when it changed nothing in a window an earlier run
+    regrouped, the changes recorded for the window by that run. So the same window run again writes the
+    same report.html, which still says what changed, rather than "0 / 0 / 0" and no changes table. Also
+    what to add to this run's summary so that a third run finds the same (the run the report is of)."""
+    changed = (result.changes, result.new_stories, result.changed, result.new_events, result.changed_events)
+    if run.previous is None or any(changed):
+        return result, {}
+    previous_id, previous = run.previous
+    source = int(previous.get("reported_run", previous_id))
+    figures = previous.get("reported", previous)
+    changes = _run_changes(index, source, span)
+    reported = replace(
+        result,
+        changes=changes,
+        new_stories=int(figures.get("new_stories", 0)),
+        changed=int(figures.get("changed", 0)),
+        new_events=int(figures.get("new_events", 0)),
+        changed_events=int(figures.get("changed_events", 0)),
+        moved=_moves_of(figures),
+    )
+    return reported, {
+        "reported_run": source,
+        "reported": {
+            "new_stories": reported.new_stories,
+            "changed": reported.changed,
+            "new_events": reported.new_events,
+            "changed_events": reported.changed_events,
+            "moved": _moves_json(reported.moved),
+        },
+    }
+
+
+def _moves_json(moved: Sequence[WindowChange]) -> list:
+    """The report's changes with their headlines, kept in the run's summary: a later run of the window
+    (or a resumed one) shows them as this run saw them."""
+    return [[m.kind, m.old_id, m.new_id, m.reason, m.moved, m.joined] for m in moved]
+
+
+def _moves_of(summary: dict) -> list[WindowChange]:
+    return [
+        WindowChange(kind, old, new, reason, [tuple(x) for x in moved], [tuple(x) for x in joined])
+        for kind, old, new, reason, moved, joined in summary.get("moved", [])
+    ]
 
 
 def _count(changes: Sequence[Change], kind: str) -> int:
@@ -244,11 +312,12 @@ def _report_data(
     result: NightlyResult,
     stories: Sequence[StoryInfo],
     similarity: PairwiseSimilarity,
-    events: Sequence[str],
-    moved: Sequence[WindowChange],
+    ids: tuple[Sequence[str], Sequence[str]],
+    rows: Sequence[int],
 ) -> ReportData:
     """The report's figures; pair similarities are those of the index's judgement, grouped by event."""
     threshold = index.judgement.threshold
+    events, labels = ids
     by_label: dict[str, list[int]] = defaultdict(list)
     for position, label in enumerate(events):
         by_label[label].append(position)
@@ -262,6 +331,21 @@ def _report_data(
     upper = edges.row < edges.col
     label_array = np.array(events, dtype=object)
     apart = upper & (label_array[edges.row] != label_array[edges.col]) if len(events) else upper
+    largest = sorted(stories, key=lambda s: (-s.size, story_order(s.id)))[:10]
+    in_story: dict[str, list[int]] = defaultdict(list)
+    for position, label in enumerate(labels):
+        in_story[label].append(position)
+    least: dict[str, tuple[str, float]] = {}
+    for story in largest:
+        # Its members in the window (the window's scores cover them), capped as the histogram's pairs are.
+        members = in_story.get(story.id, [])[:_PAIRS_PER_STORY]
+        if len(members) > 1:
+            member_rows = [rows[k] for k in members]
+            rep = member_rows.index(story.representative.row) if story.representative.row in member_rows else -1
+            weakest, to_rest = least_similar(similarity.block(np.array(members), np.array(members)), rep)
+            text = {m.headline.row: m.headline.text for m in story.members}.get(member_rows[weakest])
+            if text is not None:  # the stored story and the window's labels agree (they are one regrouping)
+                least[story.id] = (text, float(to_rest[weakest]))
     return ReportData(
         title=f"{index.path.name}: nightly {result.since} .. {result.until}",
         since=result.since,
@@ -273,12 +357,14 @@ def _report_data(
         sizes=[s.size for s in stories],
         within_pairs=np.concatenate(within) if within else np.zeros(0),
         apart_pairs=edges.data[apart],
-        largest=sorted(stories, key=lambda s: (-s.size, story_order(s.id)))[:10],
+        largest=largest,
         changes=[(c.kind, c.old_id, c.new_id, c.reason) for c in result.changes],
         new_stories=result.new_stories,
         changed=result.changed,
-        moved=list(moved),
+        moved=list(result.moved),
         story_threshold=index.story_judgement.threshold,
         events=result.events,
         changed_events=result.changed_events,
+        least_similar=least,
+        scale=index.judgement.scale,
     )

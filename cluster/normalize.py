@@ -71,7 +71,7 @@ from pathlib import Path
 
 from cluster.errors import InputError
 
-__all__ = ["DEFAULT_PREFIXES", "PREFIXES_ENV", "is_blank", "load_prefixes", "normalize"]
+__all__ = ["DEFAULT_PREFIXES", "PREFIXES_ENV", "is_blank", "is_valid_unicode", "load_prefixes", "normalize"]
 
 PREFIXES_ENV = "HEADLINE_CLUSTER_PREFIXES"
 
@@ -387,3 +387,15 @@ def is_blank(text: str) -> bool:
     if _SURELY_VISIBLE.search(text):
         return False
     return not normalize(text, strip_prefixes=False)
+
+
+def is_valid_unicode(text: str) -> bool:
+    """False when ``text`` holds a lone surrogate (U+D800..U+DFFF): a JSON escape such as ``\\ud800``
+    without its pair, or a byte that was not UTF-8 in a command-line argument. Such text cannot be written
+    as UTF-8, so it can be neither embedded, stored nor printed; every entry point refuses it by this test.
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

@@ -12,7 +12,7 @@ from datetime import date, datetime
 from typing import Any
 
 from .errors import InputError
-from .readers import Fields, RowError, RowSink, _find, _parse_time, _resolve_text, to_utc
+from .readers import Fields, RowError, RowSink, _find, _parse_time, _resolve_text, missing_field_error, to_utc
 
 _INSTALL_HINT = "pip install pyarrow, or pip install 'headline-cluster[ray]'"
 
@@ -39,6 +39,9 @@ def parse_parquet(data: bytes, fields: Fields, collector: RowSink) -> None:
             hint="pass --text-field COLUMN to pick the headline column",
         )
     roles: dict[str, str] = {}
+    missing = fields.missing(names)
+    if missing:
+        raise missing_field_error(missing, names, "the header", path=collector.name)
     used = {names[text_index]}
     for role, wanted_column in (
         ("id", fields.id),

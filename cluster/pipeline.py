@@ -18,7 +18,7 @@ import numpy as np
 
 from .errors import InputError
 from .judge import Judgement, PairwiseSimilarity
-from .normalize import is_blank, normalize
+from .normalize import is_blank, is_valid_unicode, normalize
 from .settings import DEFAULT_LEVEL, judgement_for
 
 __all__ = ["EmbedderLike", "Prepared", "TEXT_FIELDS", "headline_items", "judgement_of", "prepare", "score"]
@@ -118,6 +118,8 @@ def headline_items(
                 raise InputError(f"headline {position}: id must be text or an integer, not {kind}")
         else:
             raise InputError(f"headline {position} is a {type(item).__name__}: pass strings or mappings")
+        if not is_valid_unicode(text):
+            raise InputError(f"headline {position}: text is not valid Unicode (it holds a lone surrogate)")
         if is_blank(text):
             raise InputError(
                 f"headline {position} is empty (it has no visible characters)", hint="remove it or give it text"

@@ -50,6 +50,11 @@ class RowError(Exception):
         self.hint = hint
 
 
+class EmptyInput(InputError):
+    """A file without a single row: with skip_invalid, one of several files may be empty (a feed's quiet
+    spell) without stopping the others (cluster.records.read_many)."""
+
+
 @dataclass(frozen=True)
 class Fields:
     text: str | None
@@ -57,6 +62,29 @@ class Fields:
     time: str
     source: str
     url: str
+    # Roles ("id", "time", "source", "url") the user named: a name missing from the header or the first
+    # record is then an error, where a default name that is absent only means the input has no such field.
+    required: frozenset[str] = frozenset()
+
+    def missing(self, names: Sequence[str]) -> list[tuple[str, str]]:
+        """(option, name) of each required field that ``names`` lacks, such as ("--time-field", "published")."""
+        return [
+            (f"--{role}-field", getattr(self, role))
+            for role in ("id", "time", "source", "url")
+            if role in self.required and _find(names, getattr(self, role)) is None
+        ]
+
+
+def missing_field_error(missing: list[tuple[str, str]], found: Sequence[str], where: str, **at: Any) -> InputError:
+    """A field option naming a column or key the input does not have: an error, never silently ignored."""
+    named = ", ".join(f"{option} {name!r}" for option, name in missing)
+    shown = ", ".join(repr(name) for name in found) or "none"
+    return InputError(
+        f"no such field in {where}: {named} ({'columns' if 'header' in where else 'keys'} found: {shown})",
+        hint="check the name, or leave the option out to use the default",
+        whole_file=True,
+        **at,
+    )
 
 
 class RowSink(Protocol):
@@ -99,17 +127,18 @@ def parse_txt(text: str, collector: RowSink) -> None:
 
 
 def parse_jsonl(text: str, fields: Fields, collector: RowSink) -> None:
+    first = [True]  # the first JSON object still to check the named fields against
     for number, raw in enumerate(text.split("\n"), start=1):
         try:
             collector.check_decoded(number, number)
             if not raw.strip():
                 continue
-            _add_json_line(raw, number, fields, collector)
+            _add_json_line(raw, number, fields, collector, first)
         except RowError as error:
             collector.reject(number, error)
 
 
-def _add_json_line(raw: str, number: int, fields: Fields, collector: RowSink) -> None:
+def _add_json_line(raw: str, number: int, fields: Fields, collector: RowSink, first: list[bool]) -> None:
     too_deep = RowError(f"JSON nested more than {MAX_JSON_DEPTH} levels deep", _JSON_DEPTH_HINT)
     if json_too_deep(raw):
         raise too_deep
@@ -119,7 +148,8 @@ def _add_json_line(raw: str, number: int, fields: Fields, collector: RowSink) ->
         hint = "each line must be one complete JSON object"
         if number == 1 and raw.strip() == "[":
             hint = "this looks like a JSON array; JSON Lines needs one object per line, without [ ]"
-        raise RowError(f"malformed JSON: {exc.msg} at column {exc.colno}", hint) from None
+        # Some of json's messages end in "at" ("Invalid control character at"): one "at" is enough.
+        raise RowError(f"malformed JSON: {exc.msg.removesuffix(' at')} at column {exc.colno}", hint) from None
     except RecursionError:
         raise too_deep from None
     except ValueError as exc:
@@ -133,6 +163,11 @@ def _add_json_line(raw: str, number: int, fields: Fields, collector: RowSink) ->
     if not isinstance(obj, dict):
         raise RowError(f"expected a JSON object, got {_json_type(obj)}", 'write each line as {"text": "..."}')
     keys = list(obj)
+    if first[0]:
+        first[0] = False
+        missing = fields.missing(keys)
+        if missing:  # the whole file is read with these names: one message, not one skipped row per line
+            raise missing_field_error(missing, keys, "the first record", path=collector.name, line=number)
     text_index = _resolve_text(keys, fields.text)
     if text_index is None:
         wanted = repr(fields.text) if fields.text else "'text' or 'title'"
@@ -201,7 +236,11 @@ def parse_delimited(text: str, delimiter: str, fields: Fields, collector: RowSin
             path=collector.name,
             line=header_line,
             hint="the first row must name the columns; pass --text-field COLUMN to pick the headline column",
+            whole_file=True,
         )
+    missing = fields.missing(header)
+    if missing:
+        raise missing_field_error(missing, header, "the header", path=collector.name, line=header_line)
     used = {text_index}
     roles: dict[str, int] = {}
     for role, wanted_column in (
@@ -303,6 +342,13 @@ def _rows_from(lines: list[str], start: int, delimiter: str, sentinel: str) -> G
                     ),
                 )
                 return first
+            if "field larger than field limit" in str(exc) and last == first:
+                # One long line, not an open quote: read it whole, so that its text gets the message
+                # (or the cut) a long headline gets in every other format.
+                long_row = _long_line(lines[first - 1], delimiter)
+                if long_row is not None:
+                    yield first, last, long_row
+                    continue
             # The reader recovers on the next line, so one unparseable row does not end the file.
             yield first, last, RowError(f"cannot parse row: {exc}")
             continue
@@ -327,17 +373,31 @@ def _rows_from(lines: list[str], start: int, delimiter: str, sentinel: str) -> G
         yield first, last, row
 
 
+def _long_line(line: str, delimiter: str) -> list[str] | None:
+    """The fields of one line over csv's field size limit, or None when it does not parse on its own."""
+    limit = csv.field_size_limit()
+    csv.field_size_limit(max(limit, len(line) + 1))
+    try:
+        return next(csv.reader([line], delimiter=delimiter), None)
+    except csv.Error:
+        return None
+    finally:
+        csv.field_size_limit(limit)
+
+
 def _header(rows: Iterator[_CsvRow], fmt: str, collector: RowSink) -> tuple[int, list[str]]:
     for first, last, row in rows:
         # The header decides how every row is read, so a problem with it is a problem with the file.
         try:
             collector.check_decoded(first, last)
         except RowError as error:
-            raise InputError(f"header {error.reason}", path=collector.name, line=first, hint=error.hint) from None
+            raise InputError(
+                f"header {error.reason}", path=collector.name, line=first, hint=error.hint, whole_file=True
+            ) from None
         if isinstance(row, RowError):
-            raise InputError(f"cannot read the header: {row.reason}", path=collector.name, line=first)
+            raise InputError(f"cannot read the header: {row.reason}", path=collector.name, line=first, whole_file=True)
         return first, row
-    raise InputError(f"no headlines in {collector.name}", path=collector.name, hint=EXPECTED[fmt])
+    raise EmptyInput(f"no headlines in {collector.name}", path=collector.name, hint=EXPECTED[fmt])
 
 
 def _field_count_hint(delimiter: str, first: int, last: int) -> str:
@@ -454,98 +514,3 @@ def to_utc(moment: datetime) -> datetime:
     except OverflowError:
         reason = f"{moment.isoformat()} is out of range: in UTC it falls before year 1 or after year 9999"
         raise ValueError(reason) from None
-
-
-# --- telling the format of standard input ----------------------------------------------------------------
-
-_SNIFF_HINT = "pass --input-format txt, csv, tsv or jsonl to choose"
-# A header cell: a name such as id, title, published_at, "Published At", url.canonical (or empty, as in
-# the unnamed index column pandas writes). A headline fragment has digits first, quotes, colons, ... .
-_HEADER_CELL = re.compile(r"(?:[^\W\d][\w .\-]{0,63})?")
-
-
-def sniff(text: str, text_field: str | None = None) -> tuple[str, list[tuple[int, str, str]]]:
-    """The format of input that has no name to tell it by, and (line, reason, hint) notes on doubtful input.
-
-    The rule (a plain list of headlines is always read as txt):
-
-    - jsonl when the first non-blank line is a JSON object and every non-blank line starts with ``{``.
-      Malformed lines among them are then reported by the jsonl reader with their line numbers, instead of
-      turning into headlines of JSON text. A headline list cannot look like this: its first line would have
-      to be a JSON object.
-    - tsv (tab) or csv (comma) when the first non-blank line is a header: at least two cells, one of them
-      the text column (``text_field``, else ``text`` or ``title``, any case), every cell a name (letters,
-      then letters, digits, ``_ . -`` or spaces, at most 64 characters; or empty), and the next row has as
-      many cells. A headline would need, besides a cell that is exactly "Title" or "Text", a next headline
-      with the same number of commas (or tabs).
-    - txt otherwise. A note (a warning for the user) says so when the input half looks like another
-      format: a first line that is a JSON object while a later line is not, a lone ``[`` or ``{`` (a JSON
-      document, not JSON Lines), or a first line that names the text column but fails the header test.
-    """
-    numbered = [(n, line.strip()) for n, line in enumerate(text.split("\n"), start=1) if line.strip()]
-    if not numbered:
-        return "txt", []
-    number, head = numbered[0]
-    if head.startswith("{") and _json_object_line(head):
-        for later, line in numbered:
-            if not line.startswith("{"):
-                reason = f"line {number} is a JSON object but line {later} is not, so the input is read as txt"
-                return "txt", [(later, reason, f"pass --input-format jsonl to read it as JSON Lines; {_SNIFF_HINT}")]
-        return "jsonl", []
-    if head in ("[", "{") or (head.startswith("[") and _json_array_line(head)):
-        reason = "this looks like JSON (an array or a multi-line object), which is read as txt"
-        return "txt", [(number, reason, f"convert it to JSON Lines, one object per line; {_SNIFF_HINT}")]
-    for delimiter, fmt in (("\t", "tsv"), (",", "csv")):
-        if delimiter not in head:
-            continue
-        cells = _first_rows(text, delimiter)
-        if not cells or _resolve_text(cells[0], text_field) is None:
-            continue
-        header = cells[0]
-        if (
-            len(header) >= 2
-            and all(_HEADER_CELL.fullmatch(cell) for cell in header)
-            and (len(cells) == 1 or len(cells[1]) == len(header))
-        ):
-            return fmt, []
-        reason = f"line {number} names a headline column like a {fmt} header, but is read as a headline"
-        return "txt", [(number, reason, f"pass --input-format {fmt} to read a table; {_SNIFF_HINT}")]
-    if _resolve_text([head], text_field) is not None:
-        reason = f"line {number} {head!r} looks like a one-column header, but is read as a headline"
-        return "txt", [(number, reason, f"pass --input-format csv to read a one-column table; {_SNIFF_HINT}")]
-    return "txt", []
-
-
-def _json_object_line(line: str) -> bool:
-    if not line.endswith("}"):
-        return False
-    if json_too_deep(line):
-        return True  # JSON-shaped; the jsonl reader reports the depth with the line number
-    try:
-        return isinstance(json.loads(line), dict)
-    except (ValueError, RecursionError):
-        return False
-
-
-def _json_array_line(line: str) -> bool:
-    if not line.endswith("]") or json_too_deep(line):
-        return False
-    try:
-        return isinstance(json.loads(line), list)
-    except (ValueError, RecursionError):
-        return False
-
-
-def _first_rows(text: str, delimiter: str) -> list[list[str]]:
-    """The first two non-blank rows, cells stripped; [] when they cannot be parsed."""
-    rows: list[list[str]] = []
-    try:
-        for row in csv.reader(text.split("\n", 10_000)[:10_000], delimiter=delimiter):
-            cells = [cell.strip() for cell in row]
-            if any(cells):
-                rows.append(cells)
-                if len(rows) == 2:
-                    break
-    except csv.Error:
-        return []
-    return rows

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -19,18 +19,19 @@ from typing import Any, BinaryIO, TextIO
 
 from cluster.errors import InputError
 from cluster.limits import MAX_HEADLINE_CHARS, MAX_ID_CHARS
-from cluster.normalize import is_blank
+from cluster.normalize import is_blank, is_valid_unicode
 from cluster.readers import (
     EXPECTED,
     RESAVE_HINT,
+    EmptyInput,
     Fields,
     RowError,
     parse_delimited,
     parse_jsonl,
     parse_txt,
-    sniff,
     to_utc,
 )
+from cluster.sniff import sniff
 
 __all__ = [
     "INPUT_FORMATS",
@@ -39,6 +40,7 @@ __all__ = [
     "ReadWarning",
     "Record",
     "content_id",
+    "derived_id",
     "detect_format",
     "is_blank",
     "read_many",
@@ -134,6 +136,16 @@ def content_id(text: str) -> str:
     return "h" + digest[:16]
 
 
+def derived_id(text: str, url: str | None) -> str:
+    """The id of a headline that has none: its URL when it has one (two articles with one title stay two
+    headlines), else ``content_id`` of its text (the same title without a URL is one headline)."""
+    url = (url or "").strip()
+    if not url:
+        return content_id(text)
+    # An id has a length limit; a longer URL is named by its hash, still one id per article.
+    return url if len(url) <= MAX_ID_CHARS else "u" + hashlib.sha256(url.encode("utf-8")).hexdigest()[:16]
+
+
 def detect_format(path: str, explicit: str | None) -> str:
     """The input format: ``explicit`` when given, else from the file extension.
 
@@ -182,6 +194,7 @@ def read_records(
     max_chars: int = MAX_HEADLINE_CHARS,
     reject_long: bool = False,
     name: str | None = None,
+    required_fields: Collection[str] = (),
 ) -> ReadResult:
     """Read headlines from a path, '-' (standard input) or an open stream.
 
@@ -191,19 +204,22 @@ def read_records(
     ``truncated`` and named in ``warnings``; with ``reject_long`` such a row is invalid instead (for callers
     that must store text as given). Input without a path to tell its format by (stdin) and no
     ``input_format`` is sniffed (``sniff_format``); doubtful cases are named in ``warnings``.
+    ``required_fields`` names the roles (``id``, ``time``, ``source``, ``url``) whose field names the user
+    gave: one missing from the header or the first record is an InputError, not an empty field.
     """
     if max_chars < 1:
         raise ValueError("max_chars must be at least 1")
     data, display, detect_path = _load(source, name)
     sniffing = detect_path == "-" and input_format is None
     fmt = "txt" if sniffing else detect_format(detect_path, input_format)
+    fields = Fields(text_field, id_field, time_field, source_field, url_field, frozenset(required_fields))
     if fmt == "parquet":  # binary: no text to decode; rows go through the same collector
         from cluster.parquet_rows import parse_parquet
 
         collector = _Collector(display, skip_invalid, max_chars, set(), reject_long)
-        parse_parquet(data, Fields(text_field, id_field, time_field, source_field, url_field), collector)
+        parse_parquet(data, fields, collector)
         if not collector.records and not collector.invalid:
-            raise InputError(f"no headlines in {display}", path=display, hint="expected rows with a 'text' column")
+            raise EmptyInput(f"no headlines in {display}", path=display, hint="expected rows with a 'text' column")
         return ReadResult(collector.records, collector.invalid, collector.truncated, display, fmt, collector.warnings)
     text, bad_lines = _decode(data, display, skip_invalid)
     collector = _Collector(display, skip_invalid, max_chars, bad_lines, reject_long)
@@ -211,8 +227,8 @@ def read_records(
         fmt, notes = sniff(text, text_field)
         for line, reason, hint in notes:
             collector.warn(line, reason, hint)
-    fields = Fields(text_field, id_field, time_field, source_field, url_field)
     if fmt == "txt":
+        _no_fields_in_txt(fields, text_field, display)
         parse_txt(text, collector)
     elif fmt == "jsonl":
         parse_jsonl(text, fields, collector)
@@ -220,15 +236,30 @@ def read_records(
         parse_delimited(text, "," if fmt == "csv" else "\t", fields, collector)
     # Rows that were there but all invalid are not "empty": the caller gets them in `invalid` to report.
     if not collector.records and not collector.invalid:
-        raise InputError(f"no headlines in {display}", path=display, hint=EXPECTED[fmt])
+        raise EmptyInput(f"no headlines in {display}", path=display, hint=EXPECTED[fmt])
     return ReadResult(collector.records, collector.invalid, collector.truncated, display, fmt, collector.warnings)
+
+
+def _no_fields_in_txt(fields: Fields, text_field: str | None, display: str) -> None:
+    """A field option given for plain lines would be silently ignored: say so instead."""
+    named = [f"--{role}-field" for role in ("id", "time", "source", "url") if role in fields.required]
+    if text_field is not None:
+        named.insert(0, "--text-field")
+    if named:
+        raise InputError(
+            f"{', '.join(named)} given, but this is plain text (one headline per line, no fields)",
+            path=display,
+            hint="give csv, tsv or jsonl input (or --input-format), or leave the field options out",
+            whole_file=True,
+        )
 
 
 def read_many(paths: Sequence[str], **kwargs: Any) -> ReadResult:
     """Read several inputs as one; ids must be unique across all of them.
 
-    Takes the keyword options of ``read_records`` except ``name``. Record lines stay relative to their own
-    file; ``input_format`` of the result is 'mixed' when the files differ.
+    Takes the keyword options of ``read_records`` except ``name``. With ``skip_invalid`` an empty file among
+    others is skipped with a warning. Record lines stay relative to their own file; ``input_format`` of the
+    result is 'mixed' when the files differ.
     """
     if not paths:
         raise InputError("no input files given", hint="name at least one file, or - for standard input")
@@ -242,8 +273,17 @@ def read_many(paths: Sequence[str], **kwargs: Any) -> ReadResult:
     names: list[str] = []
     formats: list[str] = []
     first_seen: dict[str, str] = {}
+    empty: EmptyInput | None = None
     for path in paths:
-        part = read_records(path, **kwargs)
+        try:
+            part = read_records(path, **kwargs)
+        except EmptyInput as exc:
+            # One empty file among several (an empty drop in a feed folder) must not stop the rest.
+            if not skip_invalid or len(paths) == 1:
+                raise
+            empty = empty or exc
+            warnings.append(ReadWarning(None, "no headlines in the file; skipped", exc.path))
+            continue
         names.append(part.name)
         formats.append(part.input_format)
         invalid.extend(part.invalid)
@@ -260,6 +300,8 @@ def read_many(paths: Sequence[str], **kwargs: Any) -> ReadResult:
                     continue
                 first_seen[record.id] = where
             records.append(record)
+    if empty is not None and not records and not invalid:
+        raise empty  # every file was empty: nothing to do is still an error
     fmt = formats[0] if len(set(formats)) == 1 else "mixed"
     return ReadResult(records, invalid, truncated, ", ".join(names), fmt, warnings)
 
@@ -337,6 +379,7 @@ _DUPLICATE_HINT = "ids must be unique; remove the repeated row or give it its ow
 
 
 _EMPTY_HINT = "remove the row or give it a headline"
+_UNICODE_HINT = "it holds half of a character pair, a lone surrogate such as \\ud800: export the row again"
 _LONG_HINT = "this is usually an article body or several lines run together; fix or remove the line"
 
 
@@ -378,6 +421,10 @@ class _Collector:
         url: str | None = None,
         extra: Mapping[str, str] | None = None,
     ) -> None:
+        # Text that cannot be written as UTF-8 could be neither embedded, stored nor printed.
+        for name, value in (("text", text), ("id", id), ("source", source), ("url", url), *(extra or {}).items()):
+            if value is not None and not is_valid_unicode(value):
+                raise RowError(f"{name if is_valid_unicode(name) else 'a field'} is not valid Unicode", _UNICODE_HINT)
         text = text.strip()
         if not text:
             raise RowError("empty headline", _EMPTY_HINT)

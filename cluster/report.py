@@ -3,13 +3,14 @@
 What it shows, in order: the counts of the window; a histogram of story sizes; the similarity of pairs
 inside stories next to pairs that reached the threshold but were kept in different stories (the
 picture to look at when tuning the threshold); the largest stories with their members; and the merges
-and splits this run recorded. The page is a function of its data alone (no clock, no random ids).
+and splits recorded for the window (by this run, or by the run that made them when
+the same window is run again). The page is a function of its data alone (no clock, no random ids).
 """
 
 from __future__ import annotations
 
 import html
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -19,8 +20,8 @@ from .store.types import StoryInfo
 from .wording import plural
 
 _WIDTH = 720
-_HEIGHT = 220
-_MARGIN = (40, 30, 16, 36)  # left, right, top, bottom
+_HEIGHT = 236
+_MARGIN = (56, 30, 16, 50)  # left, right, top, bottom: room for the axis titles
 _BLUE = "#3b6ea8"
 _ORANGE = "#d9822b"
 _SIZE_BINS = ((1, 1), (2, 2), (3, 3), (4, 4), (5, 5), (6, 10), (11, 20), (21, 50), (51, None))
@@ -55,6 +56,11 @@ class ReportData:
     story_threshold: float | None = None
     events: int | None = None
     changed_events: int = 0
+    # Story id -> (text, mean score to the rest) of its least similar member, for the largest stories: where
+    # a wrong merge shows first (as `review` marks it).
+    least_similar: Mapping[str, tuple[str, float]] = field(default_factory=dict)
+    # What the judgement's scores are (cluster.judge.Judgement.scale): a learned level's are probabilities.
+    scale: str = "similarity"
 
 
 def render_report(data: ReportData) -> str:
@@ -69,12 +75,12 @@ def render_report(data: ReportData) -> str:
         ("headlines per story", f"{data.headlines / stories:.2f}" if stories else "-"),
         ("stories of one headline", f"{singletons:,}"),
         ("largest story", f"{max(sizes):,}" if sizes else "-"),
-        ("merges / splits / new ids (this run)", f"{merges:,} / {splits:,} / {data.new_stories:,}"),
-        ("headlines whose story id changed (this run)", f"{data.changed:,}"),
+        ("merges / splits / new ids (recorded for this window)", f"{merges:,} / {splits:,} / {data.new_stories:,}"),
+        ("headlines whose story id changed (recorded for this window)", f"{data.changed:,}"),
     ]
     if data.events is not None:
         counts[2:2] = [("events (nested in the stories)", f"{data.events:,}")]
-        counts.append(("headlines whose event id changed (this run)", f"{data.changed_events:,}"))
+        counts.append(("headlines whose event id changed (recorded for this window)", f"{data.changed_events:,}"))
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
@@ -91,16 +97,22 @@ def render_report(data: ReportData) -> str:
         "outside the window). The height is on a log scale, so a few large stories stay visible next to "
         "many single-headline ones; each bar is labelled with its count.</p>",
         _size_histogram(sizes),
-        "<h2>Similarity of grouped pairs</h2>",
-        f"<p class=muted><span style='color:{_BLUE}'>■</span> pairs of headlines in the same story; "
+        "<h2>Scores of grouped pairs</h2>",
+        f"<p class=muted>Each pair's score is the judgement's {_e(data.scale)}. "
+        f"<span style='color:{_BLUE}'>■</span> pairs of headlines in the same story; "
         f"<span style='color:{_ORANGE}'>■</span> pairs at or above the threshold that average linkage kept in "
         "different stories (they would have chained). The line is the threshold.</p>",
-        _similarity_histogram(data.within_pairs, data.apart_pairs, data.threshold),
+        _similarity_histogram(data.within_pairs, data.apart_pairs, data.threshold, data.scale),
         "<h2>Largest stories</h2>",
-        f"<p class=muted>score: similarity to the story's representative (bold); the bar spans "
+        f"<p class=muted>Each heading names the story's representative, listed first (bold). score: "
+        f"{_e(data.scale)} with the representative; the bar spans "
         f"{_bar_floor(data.largest, data.threshold):.2f} to 1.00, the tick marks the threshold.</p>",
-        *(_story_block(story, _bar_floor(data.largest, data.threshold), data.threshold) for story in data.largest),
-        "<h2>Merges and splits recorded by this run</h2>",
+        *(
+            _story_block(story, floor, data.threshold, data.least_similar.get(story.id))
+            for floor in [_bar_floor(data.largest, data.threshold)]
+            for story in data.largest
+        ),
+        "<h2>Merges and splits recorded for this window</h2>",
         _moves_table(data.moved) if data.moved else _changes_table(data.changes),
         "</body></html>",
         "",
@@ -117,10 +129,11 @@ def _size_histogram(sizes: Sequence[int]) -> str:
     for low, high in _SIZE_BINS:
         labels.append(str(low) if low == high else (f"{low}-{high}" if high else f"{low}+"))
         values.append(sum(1 for s in sizes if s >= low and (high is None or s <= high)))
-    return _bars(labels, [values], [_BLUE], "stories", log=True, chart="sizes")
+    titles = ("headlines in the story", "stories (log scale)")
+    return _bars(labels, [values], [_BLUE], "stories", log=True, chart="sizes", titles=titles)
 
 
-def _similarity_histogram(within: np.ndarray, apart: np.ndarray, threshold: float) -> str:
+def _similarity_histogram(within: np.ndarray, apart: np.ndarray, threshold: float, scale: str = "similarity") -> str:
     both = np.concatenate([within, apart])
     if not len(both):
         return "<p class=muted>No pairs in this window.</p>"
@@ -133,7 +146,8 @@ def _similarity_histogram(within: np.ndarray, apart: np.ndarray, threshold: floa
     labels = [f"{edge:.2f}" for edge in edges[:-1]]
     marker = (threshold - low) / (1.0 - low) if low < 1.0 else None
     series = [inside.tolist(), outside.tolist()]
-    return _bars(labels, series, [_BLUE, _ORANGE], "pairs", marker=marker, chart="similarity")
+    titles = (f"{scale} of the pair", "pairs")
+    return _bars(labels, series, [_BLUE, _ORANGE], "pairs", marker=marker, chart="similarity", titles=titles)
 
 
 def _bars(
@@ -144,8 +158,10 @@ def _bars(
     marker: float | None = None,
     log: bool = False,
     chart: str = "",
+    titles: tuple[str, str] = ("", ""),
 ) -> str:
-    """A bar chart as SVG: series side by side in each slot; ``marker`` draws a line at that fraction.
+    """A bar chart as SVG: series side by side in each slot; ``marker`` draws a line at that fraction;
+    ``titles`` name the x and y axes (a chart whose axes say nothing cannot be read alone).
 
     ``log``: heights on log(1 + count), and every non-empty bar labelled with its count, for data where
     one slot dwarfs the others (hundreds of one-headline stories next to a handful of large ones).
@@ -194,6 +210,17 @@ def _bars(
                 f'<text x="{left + (i + 0.5) * slot:.1f}" y="{_HEIGHT - bottom + 14}" text-anchor="middle" '
                 f"class=axis>{_e(label)}</text>"
             )
+    x_title, y_title = titles
+    if x_title:
+        shapes.append(
+            f'<text x="{left + plot_w / 2:.1f}" y="{_HEIGHT - 6}" text-anchor="middle" class="axis axis-title" '
+            f'data-axis="x">{_e(x_title)}</text>'
+        )
+    if y_title:
+        shapes.append(
+            f'<text transform="translate(12 {top + plot_h / 2:.1f}) rotate(-90)" text-anchor="middle" '
+            f'class="axis axis-title" data-axis="y">{_e(y_title)}</text>'
+        )
     if marker is not None:
         x = left + marker * plot_w
         shapes.append(
@@ -211,18 +238,24 @@ def _bar_floor(stories: Sequence[StoryInfo], threshold: float) -> float:
     return max(-1.0, min(0.95, float(np.floor(low * 20) / 20)))
 
 
-def _story_block(story: StoryInfo, floor: float = 0.0, threshold: float | None = None) -> str:
+def _story_block(
+    story: StoryInfo, floor: float = 0.0, threshold: float | None = None, least: tuple[str, float] | None = None
+) -> str:
     rows = []
     span = 1.0 - floor
     tick = ""
     if threshold is not None and floor <= threshold <= 1.0:
         x = (threshold - floor) / span * _SCORE_BAR
         tick = f'<line x1="{x:.1f}" y1="0" x2="{x:.1f}" y2="10" stroke="#c0392b"/>'
-    # Members grouped by event (events in order of their first headline), each event under a header row.
+    # The representative first: in row order it may fall past the members shown, under "... and N more".
+    reps = [m for m in story.members if m.headline.row == story.representative.row]
+    ordered = reps[:1] + [m for m in story.members if m.headline.row != story.representative.row]
+    # Members grouped by event (the representative's first, then in order of their first headline), each
+    # event under a header row.
     first_of: dict[str, int] = {}
-    for position, member in enumerate(story.members):
+    for position, member in enumerate(ordered):
         first_of.setdefault(member.headline.event_id, position)
-    members = sorted(story.members, key=lambda m: first_of[m.headline.event_id])
+    members = sorted(ordered, key=lambda m: first_of[m.headline.event_id])
     sizes: dict[str, int] = {}
     for member in members:
         sizes[member.headline.event_id] = sizes.get(member.headline.event_id, 0) + 1
@@ -251,8 +284,15 @@ def _story_block(story: StoryInfo, floor: float = 0.0, threshold: float | None =
     events = f" · {plural(len(sizes), 'event')}" if any(sizes) else ""
     return (
         f"<h3>{_e(story.id)} · {plural(story.size, 'headline')}{events} · "
-        f"<span class=time>{_e(story.first_seen)}</span> to <span class=time>{_e(story.last_seen)}</span></h3>"
-        f"<table class='story members'>{_STORY_COLUMNS}<tr><th>score</th><th></th><th>headline</th><th>published</th>"
+        f"<span class=time>{_e(story.first_seen)}</span> to <span class=time>{_e(story.last_seen)}</span>"
+        f"<br><span dir=auto class=rep-title>{_e(story.representative.text)}</span></h3>"
+        + (
+            ""
+            if least is None
+            else f"<p class='muted least'>least similar member (mean score {least[1]:.3f} to the rest): "
+            f"<span dir=auto>{_e(least[0])}</span></p>"
+        )
+        + f"<table class='story members'>{_STORY_COLUMNS}<tr><th>score</th><th></th><th>headline</th><th>published</th>"
         "<th>source</th></tr>"
         f"{''.join(rows)}</table>"
     )

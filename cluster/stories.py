@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .breakdown import Breakdown, breakdown
 from .embed import get_embedder, resolve_model_name
 from .errors import InputError
 from .group import Grouping, group, group_nested, pick_representative
@@ -79,12 +80,39 @@ class NestedStory:
 
 @dataclass(frozen=True)
 class Explanation:
+    """Why two headlines are, or are not, one story. ``breakdown``: the pair's score signal by signal
+    (each one's value and signed contribution; None for a headline with itself)."""
+
     i: int
     j: int
     similarity: float
     threshold: float
     same_story: bool
     reason: str
+    breakdown: Breakdown | None = None
+    texts: tuple[str, str] = ("", "")
+
+    def to_dict(self) -> dict:
+        """The JSON of ``headline-cluster explain --format json``."""
+        return {
+            "i": self.i,
+            "j": self.j,
+            "texts": list(self.texts),
+            "similarity": round(self.similarity, 4),
+            "threshold": self.threshold,
+            "same_story": self.same_story,
+            "reason": self.reason,
+            "breakdown": None if self.breakdown is None else self.breakdown.to_dict(),
+        }
+
+    def lines(self) -> list[str]:
+        """The text form: the two headlines, each signal's contribution, the score against the threshold,
+        the reason."""
+        out = [f"[{self.i}] {self.texts[0]}", f"[{self.j}] {self.texts[1]}"]
+        if self.breakdown is not None:
+            out.extend(self.breakdown.lines(self.threshold))
+        out.append(self.reason)
+        return out
 
 
 @dataclass
@@ -107,6 +135,11 @@ class CollapseResult:
     # stories made of them, grouped at the story judgement's threshold.
     nested: list[NestedStory] | None = None
     story_threshold: float | None = None
+
+    @property
+    def scale(self) -> str:
+        """What the scores are: a probability for the learned levels (cluster.judge.Judgement.scale)."""
+        return self._prepared.judgement.scale
 
     @property
     def selected(self) -> list[str]:
@@ -162,7 +195,8 @@ class CollapseResult:
                 f"are apart as wholes ({self.linkage} linkage similarity {between:.3f} between their "
                 f"{len(a)} and {len(b)} members is below the threshold), which keeps stories from chaining"
             )
-        return Explanation(i, j, sim, t, same, reason)
+        parts = None if i == j else breakdown(self._similarity, self.normalized, self._prepared.times, i, j)
+        return Explanation(i, j, sim, t, same, reason, parts, (self.texts[i], self.texts[j]))
 
     def _mean_to(self, i: int, members: np.ndarray) -> float:
         others = members[members != i]
@@ -171,6 +205,11 @@ class CollapseResult:
     @property
     def _similarity(self) -> PairwiseSimilarity:
         return self._prepared.similarity
+
+    def scores(self, indices: Sequence[int]) -> np.ndarray:
+        """The judgement's scores among the headlines ``indices`` (a square matrix), as grouping saw them."""
+        positions = np.asarray(indices, dtype=np.int64)
+        return self._similarity.block(positions, positions)
 
     def rethreshold(self, threshold: float) -> CollapseResult:
         """The same input grouped at another threshold, without embedding again."""

@@ -3,19 +3,29 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
 import pytest
 
-# Before any product module reads it: never touch the user's own cache or settings.
-os.environ.setdefault("HEADLINE_CLUSTER_CACHE", tempfile.mkdtemp(prefix="headline-cluster-tests-"))
+# Before any product module reads it: never touch the user's own cache or settings. A cache made here is
+# removed when the session ends (the converted model and vectors take hundreds of MB); one given in the
+# environment is the caller's, and stays.
+OWN_CACHE = None if os.environ.get("HEADLINE_CLUSTER_CACHE") else tempfile.mkdtemp(prefix="headline-cluster-tests-")
+if OWN_CACHE is not None:
+    os.environ["HEADLINE_CLUSTER_CACHE"] = OWN_CACHE
 os.environ.pop("HEADLINE_CLUSTER_MODEL", None)
 os.environ.pop("HEADLINE_CLUSTER_CONFIG", None)
 os.environ.pop("HEADLINE_CLUSTER_QUANTIZE", None)
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 REPO = Path(__file__).resolve().parents[1]
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if OWN_CACHE is not None:
+        shutil.rmtree(OWN_CACHE, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -8,6 +8,7 @@ sets it, so CI never skips them).
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
@@ -88,7 +89,7 @@ def error_line(result) -> str:
 
 
 def table(index: Path, sql: str) -> list[tuple]:
-    with sqlite3.connect(index / DB_FILE) as db:
+    with contextlib.closing(sqlite3.connect(index / DB_FILE)) as db, db:
         return db.execute(sql).fetchall()
 
 

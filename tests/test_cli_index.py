@@ -293,7 +293,10 @@ def test_query_text_shows_the_judgement_next_to_the_cosine(runner: CliRunner, in
     same = [v for v in verdicts if "judged the same" in v]
     different = [v for v in verdicts if "judged different" in v]
     assert len(same) == 2 and len(different) == 1  # the two topic1 headlines, then the storm
-    assert re.fullmatch(r"cosine -?\d\.\d{3} · its story: judged different \(-?\d\.\d{3}, below 0\.800\)", different[0])
+    # The judgement's scale is named (an uncalibrated model's judgement is a cosine).
+    assert re.fullmatch(
+        r"cosine -?\d\.\d{3} · its story: judged different \(cosine -?\d\.\d{3}, below 0\.800\)", different[0]
+    )
 
 
 def test_the_verdict_shows_a_probability_once_the_judgement_has_one() -> None:
@@ -393,6 +396,8 @@ def test_nightly_last_is_a_window_ending_at_until(tmp_path: Path, runner: CliRun
         (["--since", "2024-05-01", "--last", "2h"], "give --since or --last, not both"),
         (["--since", "yesterday-ish"], "cannot read 'yesterday-ish'"),
         (["--last", "soon"], "cannot read the duration 'soon'"),
+        (["--last", "99999999h"], "the duration '99999999h' is too long"),
+        (["--last", "9999999999999w"], "the duration '9999999999999w' is too long"),
         (["--since", "2024-05-02", "--until", "2024-05-01"], "until must be after since"),
     ],
 )

@@ -39,7 +39,7 @@ def built(tmp_path: Path) -> Path:
     with open_index(path) as index:
         index.add(headlines(N, topics=40))
     # Everything into the main file: damage to the database must hit the pages a reader reads.
-    with sqlite3.connect(path / DB_FILE) as db:
+    with contextlib.closing(sqlite3.connect(path / DB_FILE)) as db, db:
         db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     return path
 
@@ -106,7 +106,7 @@ def test_a_garbled_vector_is_found_and_embedded_again(built: Path) -> None:
     nan = np.full(FakeEmbedder.dimension, np.nan, dtype=np.float32).tobytes()
     flipped = bytearray(FakeEmbedder().encode([victim.text.lower()])[0].tobytes())
     flipped[3] ^= 0x40  # one bit of one exponent: the vector is no longer of unit length
-    with sqlite3.connect(built / DB_FILE) as db:
+    with contextlib.closing(sqlite3.connect(built / DB_FILE)) as db, db:
         keys = [k for (k,) in db.execute("SELECT text_key FROM headlines WHERE id IN ('h123', 'h124')")]
         db.execute("UPDATE embeddings SET vector = ? WHERE text_key = ?", (nan, keys[0]))
         db.execute("UPDATE embeddings SET vector = ? WHERE text_key = ?", (bytes(flipped), keys[1]))
@@ -120,7 +120,7 @@ def test_a_garbled_vector_is_found_and_embedded_again(built: Path) -> None:
 
 
 def test_a_missing_vector_row_is_embedded_again(built: Path) -> None:
-    with sqlite3.connect(built / DB_FILE) as db:
+    with contextlib.closing(sqlite3.connect(built / DB_FILE)) as db, db:
         db.execute("DELETE FROM embeddings WHERE text_key = (SELECT text_key FROM headlines WHERE id = 'h5')")
     with HeadlineIndex.open(built, embedder=FakeEmbedder()) as index:
         assert index.check().missing_vectors == 1
@@ -129,7 +129,7 @@ def test_a_missing_vector_row_is_embedded_again(built: Path) -> None:
 
 
 def test_a_story_record_that_disagrees_is_recomputed(built: Path) -> None:
-    with sqlite3.connect(built / DB_FILE) as db:
+    with contextlib.closing(sqlite3.connect(built / DB_FILE)) as db, db:
         db.execute("UPDATE stories SET size = size + 5 WHERE id = 's000001'")
     result = run("index", "check", "--index", built)
     assert result.exit_code == 1 and "story record(s) disagree" in result.stdout

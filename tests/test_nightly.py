@@ -251,3 +251,21 @@ def test_nightly_switches_a_large_index_to_an_approximate_one(tmp_path: Path, mo
         nightly.run_nightly(index, T0, T0 + 2 * DAY)
         info = index.stats()["faiss"]
         assert info["kind"] == "ivf" and info["in_step"]
+
+
+def test_the_same_window_again_reports_the_changes_recorded_for_it(tmp_path: Path) -> None:
+    # The merge of test_nightly_merges_what_online_assignment_split, then the same window twice more.
+    embedder = FakeEmbedder(constructed([[1, 0.75, 0.91], [0.75, 1, 0.89], [0.91, 0.89, 1]]))
+    with open_index(tmp_path / "idx", embedder) as index:
+        add_in_order(index, "abc")
+        first = nightly.run_nightly(index, T0, T0 + DAY, tmp_path / "one")
+        second = nightly.run_nightly(index, T0, T0 + DAY, tmp_path / "two")
+        third = nightly.run_nightly(index, T0, T0 + DAY, tmp_path / "three")
+    # With two ids the merge is of b's event into a's (the story stays one).
+    assert (first.event_merges, first.changed_events) == (1, 1) and first.reported_run is None
+    assert second.changes == [] and second.changed_events == 0  # this run changed nothing ...
+    assert second.reported_run == first.run and third.reported_run == first.run  # ... and says whose it shows
+    one, two, three = read(tmp_path / "one"), read(tmp_path / "two"), read(tmp_path / "three")
+    assert one == two == three  # report.html too: it still shows the window's merge, with its headlines
+    html = two["report.html"].decode("utf-8")
+    assert "e000002" in html and "recorded for this window" in html

@@ -437,11 +437,15 @@ def test_huge_line_truncated_and_counted(tmp_path: Path) -> None:
     assert read_records(path, max_chars=10000).truncated == 0
 
 
-def test_csv_field_too_large_for_csv_module_is_a_row_error(tmp_path: Path) -> None:
+def test_csv_field_too_large_for_csv_module_is_read_as_a_long_headline(tmp_path: Path) -> None:
+    # Past csv's field size limit on one line: cut and warned about (invalid with reject_long), as in jsonl.
     path = write(tmp_path, "h.csv", "text\n" + "z" * 200_000 + "\nfine\n")
     result = read_records(path, skip_invalid=True)
-    assert [r.text for r in result.records] == ["fine"]
-    assert result.invalid[0].line == 2
+    assert [r.text for r in result.records] == ["z" * 2000, "fine"]
+    assert result.warnings[0].line == 2 and "cut to the first 2,000" in result.warnings[0].reason
+    rejected = read_records(path, skip_invalid=True, reject_long=True)
+    assert [r.text for r in rejected.records] == ["fine"]
+    assert rejected.invalid[0].line == 2 and "over the limit of 2,000" in rejected.invalid[0].reason
 
 
 @pytest.mark.parametrize(

@@ -150,3 +150,48 @@ def test_a_real_nightly_report_has_both_charts_and_the_arabic_stories(tmp_path: 
     page = write_sample_report(tmp_path).read_text(encoding="utf-8")
     assert 'data-chart="sizes"' in page and 'data-chart="similarity"' in page
     assert "زلزال بقوة 6.2 درجة" in page and "3 headlines" in page
+
+
+def test_largest_story_heading_names_the_representative_and_lists_it_first() -> None:
+    # Twenty members; the representative is the last row, past the twelve shown.
+    members = [StoryMember(headline(n, f"عنوان رقم {n}"), 0.9) for n in range(20)]
+    rep = members[-1].headline
+    story = StoryInfo("s000001", rep, members, "2024-05-01T08:00:00Z", "2024-05-01T09:00:00Z")
+    page = report([20], [story])
+    heading = re.search(r"<h3>.*?</h3>", page)[0]
+    assert "عنوان رقم 19" in heading
+    rows = re.findall(r"<tr( class=rep)?><td class=num>", page)
+    assert rows[0] == " class=rep"  # the representative's row comes first, in bold
+
+
+def test_charts_label_their_axes_and_name_the_score_scale() -> None:
+    data = ReportData(
+        title="t",
+        since="2024-05-01T00:00:00Z",
+        until="2024-05-02T00:00:00Z",
+        model="m",
+        threshold=0.35,
+        linkage="average",
+        headlines=3,
+        sizes=[3],
+        within_pairs=np.array([0.95, 0.97]),
+        apart_pairs=np.array([0.41]),
+        largest=[story_of([1.0, 0.9, 0.8])],
+        changes=[],
+        new_stories=0,
+        changed=0,
+        scale="probability of the same event",
+    )
+    page = render_report(data)
+    for chart in ("sizes", "similarity"):
+        svg = re.search(rf'<svg[^>]*data-chart="{chart}".*?</svg>', page)[0]
+        assert 'data-axis="x"' in svg and 'data-axis="y"' in svg
+    similarity = re.search(r'<svg[^>]*data-chart="similarity".*?</svg>', page)[0]
+    assert "probability of the same event of the pair" in similarity
+    assert "score: probability of the same event with the representative" in page
+
+
+def test_a_real_nightly_report_names_its_scale(tmp_path: Path) -> None:
+    page = write_sample_report(tmp_path).read_text(encoding="utf-8")
+    # The fake model's judgement is a cosine; the page says so rather than a generic "similarity".
+    assert "judgement's cosine" in page

@@ -236,6 +236,34 @@ def test_add_then_read_every_endpoint(server: Server) -> None:
 
 
 @pytest.mark.slow
+def test_a_misspelt_required_field_is_named_not_the_one_it_hides(server: Server) -> None:
+    with server.ensure().client() as client:
+        answer = post(client, "/v1/collapse", {"headline": ["a", "b"]})
+        body = assert_error(answer, 422, "invalid_request", "headline")
+        assert "unknown field; did you mean 'headlines'?" in body["message"]
+
+
+def test_a_url_with_raw_non_ascii_gets_the_json_error_and_is_counted(server: Server) -> None:
+    """What the documented curl with a raw Arabic query sent: refused by the HTTP parser, before the app."""
+    import socket
+
+    host, port = server.ensure().url.removeprefix("http://").rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        sock.sendall("GET /v1/similar?text=زلزال%20تركيا&k=5 HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        raw = b""
+        while chunk := sock.recv(65536):
+            raw += chunk
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400") and b"content-type: application/json" in head.lower()
+    answer = json.loads(body)
+    assert answer["error"] == "bad_request" and "--data-urlencode" in answer["message"]
+    with server.client() as client:
+        metrics = client.get("/metrics").text
+        assert 'route="(invalid request)",status="400"' in metrics
+        # The documented form: curl -G --data-urlencode encodes the text, as httpx's params do.
+        assert client.get("/v1/similar", params={"text": "زلزال تركيا", "k": 5}).status_code == 200
+
+
 def test_limits_and_bad_input(server: Server) -> None:
     with server.ensure().client() as client:
         many = {"headlines": [f"headline number {i}" for i in range(21)]}

@@ -6,6 +6,7 @@ milliseconds; test_cli_index.py has the end-to-end test with the real model.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import sqlite3
 import zlib
@@ -117,7 +118,7 @@ def test_adding_again_is_a_no_op(tmp_path: Path) -> None:
 def test_ids_are_derived_from_text_when_absent(tmp_path: Path) -> None:
     with open_index(tmp_path / "idx") as index:
         first = index.add(["topic1 one headline", "topic1 one headline", "topic2 another"])
-        assert (first.added, first.present) == (2, 1)
+        assert (first.added, first.present, first.repeated) == (2, 0, 1)
         assert index.add(["topic1 one headline"]).present == 1
         assert index.get(content_id("topic1 one headline")) is not None
 
@@ -339,7 +340,7 @@ def test_an_index_keeps_the_embedding_variant_it_was_built_with(tmp_path: Path, 
         assert index.embedder_in_use().model_id == "fake-64/1+int8-onnx"
     assert asked == [None, "int8"]
     index_db = tmp_path / "idx" / "headlines.sqlite"
-    with sqlite3.connect(index_db) as db:  # as if built with float32 vectors
+    with contextlib.closing(sqlite3.connect(index_db)) as db, db:  # as if built with float32 vectors
         db.execute("UPDATE meta SET value = ? WHERE key = 'model_id'", ('"fake-64/1"',))
     with HeadlineIndex.open(tmp_path / "idx", **opened) as index:
         index.add(["topic1 third"])

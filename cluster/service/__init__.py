@@ -10,6 +10,7 @@ Modules, each importing only those above it:
 * ``errors``: the error JSON ``{"error", "message", "field"}`` and pydantic errors turned into it.
 * ``limits``: per-request limits and their checks.
 * ``metrics``: the Prometheus text and the ASGI layer that measures every answer.
+* ``protocol``: uvicorn's HTTP protocol, answering an unparsable request in the error JSON, counted.
 * ``guard``: the ASGI layer for the API key and the body size limit.
 * ``app``: routes, handlers, the writer and the reader pool (``create_app``).
 """

@@ -15,12 +15,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import queue
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
+from fastapi import Path as UrlPath
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi.security import APIKeyHeader, HTTPBearer
@@ -30,9 +34,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
 from ..embed import Embedder
-from ..errors import IndexDamagedError, InputError
+from ..errors import DiskFullError, IndexDamagedError, InputError
+from ..fsutil import LockWaitExpired, lock_deadline
+from ..limits import MAX_ID_CHARS
 from ..normalize import normalize
-from ..store import EmbedderLike, HeadlineIndex
+from ..store import DB_FILE, EmbedderLike, HeadlineIndex
+from ..store.schema import replaced_files
 from ..stories import collapse
 from . import metrics as metrics_text
 from .cache import BoundedEmbeddingCache
@@ -50,6 +57,7 @@ from .models import (
     AddResponse,
     CollapseRequest,
     CollapseResponse,
+    ErrorBody,
     HeadlineOut,
     Health,
     SimilarResponse,
@@ -122,7 +130,12 @@ class _Service:
         """
         self.embedder.encode([normalize(h.text.strip()) for h in body.headlines])
 
-    def add(self, body: AddRequest) -> AddResponse:  # type: ignore[valid-type]
+    def add(self, body: AddRequest, seconds: float) -> AddResponse:  # type: ignore[valid-type]
+        """Store ``body``, waiting at most ``seconds`` for the index's write lock (:class:`LockWaitExpired`)."""
+        with lock_deadline(seconds):
+            return self._add(body)
+
+    def _add(self, body: AddRequest) -> AddResponse:  # type: ignore[valid-type]
         index = self.writer
         seen: set[str] = set()
         present: set[str] = set()
@@ -151,6 +164,8 @@ class _Service:
             status = "present" if headline.id in present or headline.id in reported else "added"
             reported.add(headline.id)
             out.append(AddedHeadline(**values(ADDED_HEADLINE, stored), status=status))
+        # The API's "present" has always counted an id repeated in the request; the library counts it apart.
+        result = replace(result, present=result.present + result.repeated, repeated=0)
         return AddResponse(**values(ADD, result), headlines=out)
 
     def headline(self, headline_id: str) -> dict[str, Any] | None:
@@ -187,6 +202,16 @@ def _bounded_embedder(model: str, quantize: str | None = None) -> EmbedderLike:
 def _quiet() -> dict[str, Callable[[str], None]]:
     # The index reports repairs and lock waits on stderr by default; a service sends them to its log.
     return {"notify": log.warning, "on_wait": log.info}
+
+
+def _busy(seconds: float) -> JSONResponse:
+    return error(
+        503,
+        "busy",
+        f"another writer (such as headline-cluster index add) held the index for over {seconds:g} s: nothing was "
+        "written; send the request again later (ids make a retry safe)",
+        headers={"Retry-After": str(math.ceil(seconds))},
+    )
 
 
 def _client_gone() -> JSONResponse:
@@ -227,6 +252,7 @@ def create_app(
     )
     app.state.service = service
     metrics = Metrics()
+    app.state.metrics = metrics  # for the HTTP protocol's own 400s (cluster.service.protocol)
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError) -> JSONResponse:
@@ -238,7 +264,7 @@ def create_app(
 
     @app.exception_handler(InputError)
     async def invalid_input(request: Request, exc: InputError) -> JSONResponse:
-        if isinstance(exc, IndexDamagedError) or "not writable" in exc.hint:
+        if isinstance(exc, (IndexDamagedError, DiskFullError)) or "not writable" in exc.hint:
             log.error("the index cannot be used: %s", exc)
             return error(503, "unavailable", str(exc))
         return error(422, "invalid_input", str(exc))
@@ -296,20 +322,32 @@ def create_app(
         if await request.is_disconnected():
             return _client_gone()
         await run_in_threadpool(service.embed_ahead, body)
-        async with service.write_lock:  # one writer; waiting writers hold no worker thread
+        # One writer; waiting writers hold no worker thread. The wait is bounded (limits.write_seconds) for
+        # this lock and the index's write.lock together, so the server gives up before a client does.
+        deadline = time.monotonic() + limits.write_seconds
+        try:
+            async with asyncio.timeout(limits.write_seconds):
+                await service.write_lock.acquire()
+        except TimeoutError:
+            return _busy(limits.write_seconds)
+        try:
             if await request.is_disconnected():
                 return _client_gone()
-            return await run_in_threadpool(service.add, body)
+            return await run_in_threadpool(service.add, body, max(0.0, deadline - time.monotonic()))
+        except LockWaitExpired:
+            return _busy(limits.write_seconds)
+        finally:
+            service.write_lock.release()
 
     @v1.get("/headlines/{headline_id}", response_model=HeadlineOut, summary="One stored headline")
-    async def headline_endpoint(headline_id: str) -> dict[str, Any]:
+    async def headline_endpoint(headline_id: str = UrlPath(max_length=MAX_ID_CHARS)) -> dict[str, Any]:
         found = await run_in_threadpool(service.headline, headline_id)
         if found is None:
             raise ApiError(404, "not_found", f"no headline with id {headline_id!r}", "headline_id")
         return found
 
     @v1.get("/stories/{story_id}", response_model=StoryOut, summary="One story: members, representative, history")
-    async def story_endpoint(story_id: str) -> dict[str, Any]:
+    async def story_endpoint(story_id: str = UrlPath(max_length=MAX_ID_CHARS)) -> dict[str, Any]:
         found = await run_in_threadpool(service.story, story_id)
         if found is None:
             raise ApiError(404, "not_found", f"no story with id {story_id!r}", "story_id")
@@ -326,8 +364,18 @@ def create_app(
 
     app.include_router(v1)
 
-    @app.get("/healthz", response_model=Health, summary="Liveness (no API key needed)")
-    async def healthz() -> Health:
+    @app.get(
+        "/healthz",
+        response_model=Health,
+        summary="Liveness (no API key needed)",
+        responses={503: {"model": ErrorBody, "description": "The index files were replaced: restart the service"}},
+    )
+    async def healthz() -> Any:
+        # A -shm or database file removed under the service makes it refuse writes until restarted: a
+        # supervisor that polls this restarts it.
+        replaced = replaced_files(service.path / DB_FILE)
+        if replaced:
+            return error(503, "unavailable", f"{' and '.join(replaced)} of the index was replaced: restart the service")
         return Health(status="ok", model=getattr(service.embedder, "name", "?"), version=__version__)
 
     @app.get("/metrics", response_class=PlainTextResponse, summary="Prometheus metrics (no API key needed)")

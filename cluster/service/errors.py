@@ -6,6 +6,7 @@ Also the translation of pydantic's validation errors into one line naming the of
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -100,7 +101,17 @@ def validation_response(exc: RequestValidationError) -> JSONResponse:
             message = _plain(item["msg"])
         if (field, message) not in described:
             described.append((field, message))
+    # An unknown field goes first: a misspelt "headline" is the cause, "headlines: Field required" the effect.
+    described.sort(key=lambda item: not item[1].startswith("unknown field"))
     field, message = described[0] if described else ("body", "invalid request")
+    if message.startswith("unknown field"):
+        # A required field missing beside it, at the same level and spelt alike, is what the client meant.
+        parent, _, leaf = field.rpartition(".")
+        missing = [field_path(item["loc"])[0] for item in errors if item.get("type") == "missing"]
+        siblings = [m.rpartition(".")[2] for m in missing if m.rpartition(".")[0] == parent]
+        close = difflib.get_close_matches(leaf, siblings, n=1, cutoff=0.6)
+        if close:
+            message = f"unknown field; did you mean {close[0]!r}?"
     others = len({f for f, _ in described} - {field})
     suffix = f" (and {others} other field{'s' if others > 1 else ''})" if others else ""
     return error(422, "invalid_request", f"{field}: {message}{suffix}", field)

@@ -175,6 +175,7 @@ ADD = Shape(
         "embedded": "cost accounting for the CLI's summary line",
         "reused": "cost accounting for the CLI's summary line",
         "elapsed": "server timing; /metrics has the latency",
+        "repeated": "counted in present: an id repeated in one request is already present for the client",
     },
     rename={"headlines": "index_headlines", "stories": "index_stories"},
     extra={"headlines": (list[AddedHeadline], "Each headline sent, in request order.")},  # type: ignore[valid-type]
@@ -294,5 +295,13 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     408: {"model": ErrorBody, "description": "The request body did not arrive in time."},
     413: {"model": ErrorBody, "description": "Body over the size limit."},
     422: {"model": ErrorBody, "description": "Invalid JSON, fields or limits; names the field."},
-    503: {"model": ErrorBody, "description": "The index cannot be used (damaged, or not writable): see the message."},
+    503: {
+        "model": ErrorBody,
+        "description": "The index cannot be used (damaged, not writable, disk full: see the message), or, for a write, "
+        "another writer held it longer than the server's write wait (error 'busy'): retry after the seconds in "
+        "the Retry-After header.",
+        "headers": {
+            "Retry-After": {"description": "Seconds before a retry ('busy' only).", "schema": {"type": "integer"}}
+        },
+    },
 }

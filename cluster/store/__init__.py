@@ -17,7 +17,7 @@ and ``headline_index`` (the facade).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 from ..limits import MAX_HEADLINE_CHARS
 from ..pipeline import EmbedderLike
@@ -25,6 +25,7 @@ from ..records import ReadResult, read_many
 from .ann import ANN_MIN_SIZE, VectorIndex, one_search_thread
 from .headline_index import HeadlineIndex
 from .ids import mint_event_id, mint_story_id, story_order
+from .reading import indexed_span
 from .schema import DB_FILE, FAISS_FILE, LOCK_FILE, iso
 from .types import (
     COMMIT_EVERY,
@@ -59,6 +60,7 @@ __all__ = [
     "StoryMember",
     "VectorIndex",
     "WindowHeadlines",
+    "indexed_span",
     "iso",
     "mint_event_id",
     "mint_story_id",
@@ -80,6 +82,7 @@ def read_input(
     url_field: str = "url",
     skip_invalid: bool = False,
     max_chars: int = MAX_HEADLINE_CHARS,
+    required_fields: Collection[str] = (),
 ) -> ReadResult:
     """Read and validate headline files for indexing; '-' is standard input.
 
@@ -97,4 +100,5 @@ def read_input(
         skip_invalid=skip_invalid,
         max_chars=max_chars,
         reject_long=True,
+        required_fields=required_fields,
     )

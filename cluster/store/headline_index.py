@@ -40,7 +40,7 @@ from .ids import story_order
 from .integrity import CheckReport
 from .maintenance import check_index, index_stats, repair_index
 from .nightly_api import NightlyMixin
-from .pending import Pending, pending, unchanged
+from .pending import Pending, pending, stored_by_text, unchanged
 from .reading import query_index
 from .schema import (
     DB_FILE,
@@ -349,13 +349,12 @@ class HeadlineIndex(NightlyMixin):
         ``items`` are Records (from :func:`cluster.store.read_input`), mappings with ``text`` (or ``title``)
         and optional ``id``, ``published_at`` (an aware datetime), ``source``, ``url``, or plain strings.
         An id already in the index is skipped, or replaced with ``update=True``; without an id, the id is
-        derived from the text. A headline joins the best story that has a member within ``window``
+        the URL, else derived from the text. A headline joins the best story with a member within ``window``
         (default: the index's) of its time and whose members it matches on average at the threshold,
         under the index's judgement (the average-linkage rule of the batch grouping); otherwise it starts
         a new story. Commits every ``commit_every`` headlines: a killed run keeps those, and running it
         again adds the rest. ``progress(done, total)`` is called as headlines are embedded and after each
-        commit.
-        """
+        commit."""
         started = time.monotonic()
         result = AddResult()
         batch: list[Pending] = []
@@ -370,7 +369,7 @@ class HeadlineIndex(NightlyMixin):
                         f"(headlines {first} and {position})",
                         hint="ids must be unique",
                     )
-                result.present += 1
+                result.repeated += 1
                 continue
             seen[entry.id] = (position, entry)
             batch.append(entry)
@@ -378,6 +377,7 @@ class HeadlineIndex(NightlyMixin):
         with self.lock():
             self._vectors.current(announce_lag=True)
             existing = self._existing([p.id for p in batch])
+            existing.update(stored_by_text(batch, self._existing))  # added before ids came from URLs
             fresh: list[tuple[Pending, Headline | None]] = []
             in_place: list[tuple[Pending, Headline]] = []
             for entry in batch:
@@ -459,13 +459,13 @@ class HeadlineIndex(NightlyMixin):
 
     # -- reading ---------------------------------------------------------------------------------------
 
-    def query(self, text: str, k: int = 10, *, explain: bool = False) -> list[QueryHit]:
+    def query(self, text: str, k: int = 10, *, explain: bool = False, when: datetime | None = None) -> list[QueryHit]:
         """The ``k`` stored headlines most similar to ``text`` (by cosine), best first.
 
         With ``explain``, each hit also carries its story's size and the query's mean judgement score to
-        the story's members, which decides whether the query would join that story.
+        the story's members (the query published at ``when``, if given), which decides if it would join.
         """
-        return query_index(self, self._vectors, text, k, explain)
+        return query_index(self, self._vectors, text, k, explain, when)
 
     def get(self, headline_id: str) -> Headline | None:
         """The stored headline with this id."""

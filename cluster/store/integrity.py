@@ -45,8 +45,19 @@ class CheckReport:
     @property
     def ok(self) -> bool:
         return not (self.database or self.damaged_vectors or self.missing_vectors or self.wrong_stories) and bool(
-            self.faiss.get("in_step", True)
+            self.faiss.get("in_step", True) or self.faiss.get("behind")
         )
+
+    @property
+    def notes(self) -> list[str]:
+        """What is not damage but worth saying: vector files behind the database after an interrupted add."""
+        behind = int(self.faiss.get("behind", 0) or 0) if self.faiss else 0
+        if not behind:
+            return []
+        return [
+            f"the vector files lack the newest {behind:,} headline(s), as an interrupted add leaves them: the next "
+            "index add or query writes them from the stored vectors (not damage)"
+        ]
 
     @property
     def problems(self) -> list[str]:
@@ -59,8 +70,9 @@ class CheckReport:
             lines.append(f"{self.missing_vectors:,} headline(s) have no stored vector")
         if self.wrong_stories:
             lines.append(f"{self.wrong_stories:,} story record(s) disagree with their headlines")
-        if self.faiss and not self.faiss.get("in_step", True):
+        if self.faiss and not self.faiss.get("in_step", True) and not self.faiss.get("behind"):
             lines.append("the vector files are not in step with the database")
+        lines.extend(self.faiss.get("lost", []) if self.faiss else [])
         return lines
 
     def to_dict(self) -> dict[str, Any]:

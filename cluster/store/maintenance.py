@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..embed import variant_of_model_id
 from ..errors import InputError
 from .integrity import CheckReport, damaged_vector_rows, database_findings, is_unit, salvage, wrong_story_ids
 from .schema import Database, as_vectors, chunks, iso, marks, utc_now
@@ -36,6 +37,8 @@ def index_stats(index: HeadlineIndex, vectors: VectorFile) -> dict[str, Any]:
         info: dict[str, Any] = {
             "path": str(index.path),
             "model": index.model,
+            # The embedding variant its vectors came from (q4, int8 or none = float32): an index keeps it.
+            "variant": None if index.model_id is None else variant_of_model_id(index.model_id),
             "dimension": index.dimension,
             "level": index.level,
             "threshold": index.threshold,
@@ -62,7 +65,8 @@ def index_stats(index: HeadlineIndex, vectors: VectorFile) -> dict[str, Any]:
             "until": iso(until),
             "state": state,
             "finished_at": finished,
-            **(json.loads(summary) if summary else {}),
+            # Its figures; the changes' headlines (kept for the report) stay out of the stats.
+            **{k: v for k, v in (json.loads(summary) if summary else {}).items() if k not in ("moved", "reported")},
         }
     return info
 
@@ -204,14 +208,20 @@ def start_run(db: Database, low: float, high: float) -> Run:
             "AND state != 'done' ORDER BY id DESC LIMIT 1",
             (low, high),
         ).fetchone()
+        done = db.execute(
+            "SELECT id, summary FROM runs WHERE kind = 'nightly' AND since = ? AND until = ? AND state = 'done' "
+            "ORDER BY id DESC LIMIT 1",
+            (low, high),
+        ).fetchone()
+        previous = None if done is None else (int(done[0]), json.loads(done[1]) if done[1] else {})
         if unfinished is not None:
             run, state, summary = unfinished
-            return Run(int(run), True, state, json.loads(summary) if summary else {})
+            return Run(int(run), True, state, json.loads(summary) if summary else {}, previous)
         cursor = db.execute(
             "INSERT INTO runs (kind, since, until, started_at, state) VALUES ('nightly', ?, ?, ?, 'running')",
             (low, high, utc_now()),
         )
-        return Run(int(cursor.lastrowid), False, "running")
+        return Run(int(cursor.lastrowid), False, "running", previous=previous)
 
 
 def run_changes(db: Database, run: int) -> list[tuple[str, str, str, str]]:

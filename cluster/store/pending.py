@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
 from ..embed import text_key
 from ..errors import InputError
 from ..limits import MAX_HEADLINE_CHARS, MAX_ID_CHARS
-from ..normalize import is_blank, normalize
-from ..records import Record, content_id, to_utc
+from ..normalize import is_blank, is_valid_unicode, normalize
+from ..records import Record, content_id, derived_id, to_utc
 from .schema import UTC, iso_moment
 from .types import Headline
 
@@ -48,6 +48,9 @@ def pending(item: Record | Mapping | str, position: int) -> Pending:
         )
     else:
         raise InputError(f"headline {position} is a {type(item).__name__}: pass Records, mappings or strings")
+    for name, value in (("text", record.text), ("id", record.id), ("source", record.source), ("url", record.url)):
+        if value is not None and not is_valid_unicode(value):
+            raise InputError(f"headline {position}: {name} is not valid Unicode (it holds a lone surrogate)")
     if is_blank(record.text):
         raise InputError(f"headline {position} is empty (it has no visible characters)")
     if record.id is not None and len(record.id) > MAX_ID_CHARS:
@@ -62,13 +65,27 @@ def pending(item: Record | Mapping | str, position: int) -> Pending:
         except ValueError as exc:
             raise InputError(f"headline {position}: published_at {exc}") from None
     return Pending(
-        record.id or content_id(record.text),
+        record.id or derived_id(record.text, record.url),
         record,
         normalized,
         text_key(normalized),
         None if when is None else iso_moment(when),
         None if when is None else when.timestamp(),
     )
+
+
+def stored_by_text(
+    batch: Sequence[Pending], lookup: Callable[[list[str]], Mapping[str, Headline]]
+) -> dict[str, Headline]:
+    """Headlines stored before ids came from URLs, under their text's ``content_id``, that a URL-derived id
+    now names (same text, same URL): already present, so re-adding an old file adds no second copy.
+    ``lookup`` is ``HeadlineIndex._existing``; the result is keyed by the new ids."""
+    wanted: dict[str, list[Pending]] = {}
+    for p in batch:
+        if p.record.id is None and p.id != content_id(p.record.text):  # an id taken from the URL
+            wanted.setdefault(content_id(p.record.text), []).append(p)
+    found = lookup(list(wanted)) if wanted else {}
+    return {p.id: old for key, old in found.items() for p in wanted[key] if old.url == p.record.url}
 
 
 def unchanged(old: Headline, new: Pending) -> bool:

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..embed import text_key
 from ..errors import InputError
-from ..normalize import normalize
+from ..normalize import is_blank, is_valid_unicode, normalize
+from ..records import to_utc
 from .ann import one_search_thread
 from .assign import story_means
-from .schema import HEADLINE_COLUMNS, Database, chunks, marks
+from .schema import HEADLINE_COLUMNS, Database, chunks, iso, marks
 from .types import Headline, QueryHit
 from .vectors import VectorFile
 from .writing import stored_vectors
@@ -23,10 +25,20 @@ if TYPE_CHECKING:
     from .headline_index import HeadlineIndex
 
 
-def query_index(index: HeadlineIndex, vectors: VectorFile, text: str, k: int, explain: bool) -> list[QueryHit]:
+def query_index(
+    index: HeadlineIndex, vectors: VectorFile, text: str, k: int, explain: bool, when: datetime | None = None
+) -> list[QueryHit]:
     """See :meth:`HeadlineIndex.query`."""
+    # Unix seconds as stored headlines have them; NaN (no time) is what the judgement takes for unknown.
+    if when is not None and when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    moment = np.nan if when is None else to_utc(when).timestamp()
     if not text.strip():
         raise InputError("the query is empty")
+    if not is_valid_unicode(text):
+        raise InputError("the query text is not valid Unicode (it holds a lone surrogate)")
+    if is_blank(text):  # only invisible characters: it would match whatever normalizes to nothing
+        raise InputError("the query has no visible characters", hint="give the text of a headline")
     normalized = normalize(text)
     vector = _vector_of(index, normalized)
     vi = vectors.current(write=False)
@@ -40,7 +52,7 @@ def query_index(index: HeadlineIndex, vectors: VectorFile, text: str, k: int, ex
         with one_search_thread():
             neighbors = vi.search(vector, wanted)[0]
         with index.db.snapshot():
-            hits = _hits(index, neighbors, vector, normalized, explain)
+            hits = _hits(index, neighbors, vector, normalized, explain, moment)
         if len(hits) >= k or len(neighbors) < wanted:
             return hits[:k]
         wanted *= 2  # some neighbours were removed (tombstones in their segments): look further
@@ -55,7 +67,7 @@ def _vector_of(index: HeadlineIndex, normalized: str) -> np.ndarray:
 
 
 def _hits(
-    index: HeadlineIndex, neighbors: Sequence, vector: np.ndarray, normalized: str, explain: bool
+    index: HeadlineIndex, neighbors: Sequence, vector: np.ndarray, normalized: str, explain: bool, moment: float
 ) -> list[QueryHit]:
     headlines, exact = _headlines_scored(index.db, [n.id for n in neighbors], vector)
     for n in neighbors:
@@ -65,8 +77,8 @@ def _hits(
     stories: dict[str, tuple[int, float]] = {}
     if explain:
         wanted = {h.event_id for h in headlines.values()}  # a new headline joins an event (and its story)
-        # A query has no publication time: the judgement compares it without one.
-        stories = story_means(index.db, index.judgement, vector, normalized, np.nan, wanted, index.dimension or 0)
+        # A query without a publication time (NaN) is compared without one.
+        stories = story_means(index.db, index.judgement, vector, normalized, moment, wanted, index.dimension or 0)
     hits = []
     for neighbor in neighbors:
         headline = headlines.get(neighbor.id)
@@ -109,3 +121,10 @@ def exact_scores(db: Database, rows: Sequence[int], vector: np.ndarray) -> dict[
         ):
             found[int(row)] = float(np.dot(np.frombuffer(blob, dtype=np.float32), query))
     return found
+
+
+def indexed_span(index: HeadlineIndex) -> tuple[int, str | None, str | None]:
+    """How many headlines the index holds and their earliest and latest times: what an empty nightly
+    window's message names, so that a window given in the wrong place can be moved."""
+    count, earliest, latest = index.db.execute("SELECT count(*), min(t), max(t) FROM headlines").fetchone()
+    return int(count), None if earliest is None else iso(earliest), None if latest is None else iso(latest)

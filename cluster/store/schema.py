@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import IndexDamagedError, InputError
+from ..errors import DiskFullError, IndexDamagedError, InputError, free_bytes, is_disk_full
 
 SCHEMA_VERSION = 2  # 2: headlines.event_id (events nested in stories); 1 is migrated on open
 DB_FILE = "headlines.sqlite"
@@ -83,6 +83,7 @@ HEADLINE_COLUMNS = "h.row, h.id, h.text, h.published_at, h.source, h.url, h.stor
 
 
 _DAMAGED = ("malformed", "corrupt")
+_NEARLY_FULL = 1 << 20  # bytes: with less free, SQLite's I/O errors are taken for a full disk
 _NO_ACCESS = ("readonly", "read-only", "unable to open", "permission denied", "disk i/o error")
 
 
@@ -91,6 +92,11 @@ def sqlite_problem(exc: sqlite3.Error, path: Path) -> InputError | None:
     text = str(exc)
     lowered = text.lower()
     folder = path.parent
+    # SQLite says "disk I/O error" when the write-ahead log or its index cannot grow: a full disk too.
+    if is_disk_full(exc) or ("disk i/o error" in lowered and free_bytes(folder) < _NEARLY_FULL):
+        return DiskFullError(folder)
+    if "disk i/o error" in lowered and replaced_files(path):  # a -shm removed under this process
+        return FilesReplacedError(path, replaced_files(path))
     if any(word in lowered for word in _DAMAGED):
         return IndexDamagedError(
             f"the index database is damaged ({text})",
@@ -107,6 +113,66 @@ def sqlite_problem(exc: sqlite3.Error, path: Path) -> InputError | None:
             "database even to read it): make them writable, or copy the index folder somewhere writable",
         )
     return None
+
+
+_FDS = Path("/proc/self/fd")
+
+
+def replaced_files(path: Path) -> list[str]:
+    """The files of the database ``path`` (itself, ``-wal``, ``-shm``) that this process has open but that
+    are no longer the files on disk under their names: removed, or replaced by another file.
+
+    SQLite finds the write-ahead log through the shared memory of ``-shm``; a process that keeps the one
+    it opened after the file was removed (a clean-up script) no longer sees what other processes commit,
+    and its next commit overwrites theirs, silently. Each open descriptor is compared (device and inode)
+    with the path it was opened by. Linux only (``/proc/self/fd``); elsewhere nothing can be told: [].
+    """
+    real = os.path.realpath(path)
+    names = {real: DB_FILE, f"{real}-wal": f"{DB_FILE}-wal", f"{real}-shm": f"{DB_FILE}-shm"}
+    found: list[str] = []
+    try:
+        entries = list(os.scandir(_FDS))
+    except OSError:
+        return []
+    for entry in entries:
+        try:
+            target = os.readlink(entry.path).removesuffix(" (deleted)")
+            if target not in names:
+                continue
+            opened = os.fstat(int(entry.name))
+        except (OSError, ValueError):  # closed since the listing
+            continue
+        try:
+            on_disk = os.stat(target)
+        except FileNotFoundError:
+            found.append(names[target])
+            continue
+        if (opened.st_dev, opened.st_ino) != (on_disk.st_dev, on_disk.st_ino):
+            found.append(names[target])
+    return sorted(set(found))
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        found = os.stat(path)
+    except OSError:
+        return None
+    return found.st_dev, found.st_ino
+
+
+class FilesReplacedError(IndexDamagedError):
+    """The database files this process has open were removed or replaced on disk: writing on could
+    overwrite what other processes committed, so this process refuses to write."""
+
+    def __init__(self, path: Path, names: Sequence[str]):
+        super().__init__(
+            f"{' and '.join(names)} of the index was removed or replaced while this process had it open: "
+            "to keep what other processes wrote since, this process refuses to write (nothing was written)",
+            path=str(path.parent),
+            hint="stop this process and start it again (a running headline-cluster serve too), then run "
+            f"headline-cluster index check --index {path.parent}; never remove the -shm or -wal files of an "
+            "index in use",
+        )
 
 
 class Cursor:
@@ -166,6 +232,7 @@ class Database:
                     f"cannot open the index database: {exc}", path=str(path), hint="restore it from a backup"
                 ) from None
         self.connection = db
+        self._opened = _identity(path)  # the file this connection is on, whatever its name becomes later
 
     def _read_only(self) -> sqlite3.Connection | None:
         """A read-only connection to an index on a folder this process cannot write (a mounted backup),
@@ -214,14 +281,25 @@ class Database:
         if self.connection.in_transaction:  # nested: part of the enclosing transaction
             yield
             return
+        self.check_files()
         self.execute("BEGIN IMMEDIATE")
         try:
             yield
+            self.check_files()  # again at the end: a removal while the transaction ran rolls it back
         except BaseException:
             if self.connection.in_transaction:
                 self.connection.execute("ROLLBACK")
             raise
         self.execute("COMMIT")
+
+    def check_files(self) -> None:
+        """Refuse to write when the files SQLite has open are no longer those on disk (:func:`replaced_files`)."""
+        if not self.read_only:
+            names = replaced_files(self.path)
+            if self._opened is not None and _identity(self.path) != self._opened and DB_FILE not in names:
+                names.append(DB_FILE)  # renamed away (mv), so no descriptor still names the path
+            if names:
+                raise FilesReplacedError(self.path, names)
 
     @contextlib.contextmanager
     def snapshot(self) -> Iterator[None]:

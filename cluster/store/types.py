@@ -17,22 +17,27 @@ COMMIT_EVERY = 1000
 
 _DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_DURATION_HINT = "write it like 90m, 72h, 3d or 1w; a bare number is hours"
 
 
 def parse_duration(text: str) -> timedelta:
     """'90m', '72h', '3d', '1w' (a bare number is hours) as a timedelta."""
     match = _DURATION.fullmatch(text.lower())
     if not match or float(match[1]) <= 0:
-        raise InputError(
-            f"cannot read the duration {text!r}", hint="write it like 90m, 72h, 3d or 1w; a bare number is hours"
-        )
-    return timedelta(seconds=float(match[1]) * _UNITS[match[2] or "h"])
+        raise InputError(f"cannot read the duration {text!r}", hint=_DURATION_HINT)
+    try:
+        return timedelta(seconds=float(match[1]) * _UNITS[match[2] or "h"])
+    except OverflowError:  # past timedelta's ~2.7 million years: a typo, not a window
+        raise InputError(f"the duration {text!r} is too long", hint=_DURATION_HINT) from None
 
 
 @dataclass
 class AddResult:
     added: int = 0
-    present: int = 0  # ids already in the index (or repeated in this batch with the same text)
+    present: int = 0  # ids already in the index
+    # Rows repeating an earlier row of this batch (same id and text; without an id or URL, the same text):
+    # stored once, and said so, since on a new index "already present" would not explain them.
+    repeated: int = 0
     updated: int = 0
     embedded: int = 0  # distinct texts sent to the embedding model
     reused: int = 0  # new headlines whose normalized text already had a vector
@@ -45,7 +50,7 @@ class AddResult:
 
     @property
     def processed(self) -> int:
-        return self.added + self.present + self.updated
+        return self.added + self.present + self.updated + self.repeated
 
     @property
     def rate(self) -> float:
@@ -176,9 +181,12 @@ class WindowHeadlines:
 @dataclass
 class Run:
     """A nightly run's record. ``resumed``: an unfinished run of the same window taken up again;
-    ``summary``: what its committed step recorded, so a resumed run reports the same figures."""
+    ``summary``: what its committed step recorded, so a resumed run reports the same figures;
+    ``previous``: (id, summary) of the last finished run of the same window, whose recorded changes a
+    run that changes nothing reports again."""
 
     id: int
     resumed: bool
     state: str
     summary: dict[str, Any] = field(default_factory=dict)
+    previous: tuple[int, dict[str, Any]] | None = None

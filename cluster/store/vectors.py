@@ -31,10 +31,11 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import IndexDamagedError
 from ..fsutil import fsync_dir
 from . import ann
 from .ann import VectorIndex
-from .schema import DB_FILE, FAISS_FILE, Database
+from .schema import DB_FILE, FAISS_FILE, Database, iso
 from .segments import (
     LEGACY,
     MAX_FLAT_SEGMENTS,
@@ -270,13 +271,44 @@ class VectorFile:
         return self._for_reader() if convert else None
 
     def rewrite(self) -> None:
-        """``index repair``: check every segment, rebuild damaged and stale ones, catch up, compact."""
+        """``index repair``: check every segment, rebuild damaged and stale ones, catch up, compact; files
+        holding rows the database lost are set aside (renamed ``lost-*``) with a notice."""
         if self._dimension() is not None:
-            self._sync(announce_lag=False, verify=True, compact=True)
+            self._sync(announce_lag=False, verify=True, compact=True, set_aside_lost=True)
 
-    def _sync(self, *, announce_lag: bool, verify: bool, compact: bool) -> None:
+    def lost_writes(self, segments: Sequence[Segment]) -> list[tuple[Path, int, int]]:
+        """(file, lowest row, highest row) of each file the manifest does not name that holds rows the
+        database never handed out (``next_row`` and above): written by commits the database has lost, as
+        when its ``-shm`` was removed under a running process. A killed run's leftover file holds rows the
+        database has, and a half-written one cannot be read: neither is counted."""
+        next_row = int(self.db.meta("next_row") or 1)
+        found: list[tuple[Path, int, int]] = []
+        for path in orphans(self.dir, segments):
+            if path.suffix != ".faiss":
+                continue
+            try:
+                ids = VectorIndex.load(path).ids()
+            except Exception:  # half-written by a killed run: no evidence of anything
+                continue
+            if len(ids) and int(ids.max()) >= next_row:
+                found.append((path, int(ids.min()), int(ids.max())))
+        return found
+
+    def _sync(self, *, announce_lag: bool, verify: bool, compact: bool, set_aside_lost: bool = False) -> None:
         """The writer's side of :meth:`current` (the caller holds the writer lock)."""
+        # Before anything is written or deleted: a process whose database files were replaced under it
+        # would take the other processes' segment files for leftovers and delete them.
+        self.db.check_files()
         segments, legacy = self._manifest()
+        for path, low, high in self.lost_writes(segments):
+            if not set_aside_lost:
+                raise LostWritesError(self.folder, path, low, high)
+            aside = self.folder / f"lost-{path.name}"
+            os.replace(path, aside)
+            self._notify(
+                f"{path.name} held the vectors of rows {low:,}..{high:,}, which {DB_FILE} had lost: set aside as "
+                f"{aside.name}; add again the input of the runs since {_mtime(aside)} (present ids are skipped)"
+            )
         changed = False
         if legacy:
             segments = self._migrate(segments[0])
@@ -477,11 +509,43 @@ class VectorFile:
         info["missing"] = int(len(np.setdiff1d(rows, held)))
         info["tombstones"] = int(len(held) - info["vectors"])  # removed headlines, dropped at compaction
         info["extra"] = int(outside + duplicates)  # vectors where no segment should hold them
-        info["in_step"] = bool(
+        info["lost"] = [
+            f"{path.name} holds rows {low:,}..{high:,} that {DB_FILE} never had: it lost committed headlines"
+            for path, low, high in self.lost_writes(segments)
+        ]
+        # Rows only past the last segment, with every file sound: what an interrupted add leaves. The next
+        # write or query writes them from the stored vectors, so this is a lag, not damage.
+        lacking = np.setdiff1d(rows, held)
+        sound = info["exists"] and info["checksum_ok"] and readable and info["extra"] == 0 and not info["lost"]
+        tail = len(lacking) > 0 and int(lacking.min()) > covered_high(segments)
+        info["behind"] = int(len(lacking)) if sound and tail else 0
+        info["in_step"] = not info["lost"] and bool(
             (headlines == 0 and not segments)
             or (info["exists"] and info["checksum_ok"] and readable and info["missing"] == 0 and info["extra"] == 0)
         )
         return info
+
+
+class LostWritesError(IndexDamagedError):
+    """Segment files hold rows the database never had: it lost committed headlines. Writing on would hide
+    the evidence (the next writer deletes files the manifest does not name), so writers refuse."""
+
+    def __init__(self, folder: Path, path: Path, low: int, high: int):
+        super().__init__(
+            f"{DB_FILE} lost headlines it had committed: {path.name} holds the vectors of rows {low:,}..{high:,}, "
+            f"written {_mtime(path)}, which the database never had (was its -shm or -wal file removed while a "
+            "process had the index open?); nothing was changed",
+            path=str(folder),
+            hint=f"run headline-cluster index repair --index {folder} (it sets the file aside), then add again the "
+            "input of the runs since that time: ids already present are skipped",
+        )
+
+
+def _mtime(path: Path) -> str:
+    try:
+        return iso(path.stat().st_mtime)
+    except OSError:
+        return "at an unknown time"
 
 
 def describe_problem(info: Mapping[str, Any]) -> str:
