@@ -117,6 +117,17 @@ def test_collapse_explain_carries_the_breakdown_for_a_cosine_judgement() -> None
     assert data["breakdown"]["kind"] == "cosine" and data["same_story"] is False
 
 
+def test_the_breakdown_works_on_a_nested_collapse() -> None:
+    # collapse's default output nests events in stories; explain takes the event level apart as before.
+    texts = ["topic1 rates rise", "topic1 rates go up", "topic2 storm"]
+    nested = collapse(texts, embedder=FakeEmbedder(), nested=True)
+    flat = collapse(texts, embedder=FakeEmbedder())
+    assert nested.nested is not None
+    for i, j in [(0, 1), (0, 2)]:
+        assert nested.explain(i, j).to_dict() == flat.explain(i, j).to_dict()
+        assert nested.explain(i, j).breakdown is not None
+
+
 def fake_run(*args: object, embedder: object = "fake"):
     obj = {"embedder": FakeEmbedder() if embedder == "fake" else embedder}
     return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False, obj=obj)
