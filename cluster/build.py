@@ -4,33 +4,25 @@ Two engines run the same steps: ``local`` in this process (:func:`build_local`) 
 cluster (:mod:`cluster.ray_engine`). Everything that decides the result lives here, so both give the
 same stories and the same ids; the engines only decide where each step runs.
 
-**Windows.** Time is cut into *blocks* of D whole UTC days, D being the index's story window rounded up
-to days (3 for the default 72h): block b holds the days [b·D, (b+1)·D) counted from 1970-01-01. Window b
-is blocks b and b+1 (2·D days), for every b from the first block holding headlines to the one before
-the last (a single window when they all fall in one block); windows without headlines are left out.
-So every headline is grouped in one or two windows, and any two headlines less than D days apart share
-a window. Each window is grouped on its own, exactly as ``nightly`` groups a window: the index's
-judgement over the window's headlines in row order, average linkage (:func:`group_window`).
-
-**Story ids.** Windows are then reconciled in time order with the ids that the earlier windows gave,
-by nightly's rules (:func:`cluster.nightly.reconcile`; a headline that no earlier window held has no
-id yet): a story reaching across a block boundary is seen whole by the window holding both blocks and
-persists, merges or splits there as it would in a nightly run. A build is thus the stories that nightly
-runs over every window in turn would leave. Last, the surviving stories are numbered in the order of
-their first headline (:func:`cluster.store.mint_story_id`), so ids depend on the stories and the row
-order only. Rows follow time, then input order (file by file, line by line); a headline without a
-time takes the build's start as its time (as ``index add`` takes the moment of adding) and is
-scored without one.
+**Story and event ids: the cron path, replayed.** A build gives the ids that the README's cron path
+would give the same headlines: ``index add`` of each UTC day's headlines in row order, then ``nightly``
+over the 48 hours up to that day's end (:func:`replay_ids`). It runs those very functions (online
+assignment, :func:`cluster.regroup.regroup_window`) in a scratch index beside the target, fed the
+build's vectors, and stores what they leave: so ``index build`` and add + nightly day by day give the
+same partition at both levels and the same ids, by construction. Rows follow time, then input order
+(file by file, line by line); a headline without a time takes the build's start as its time (as
+``index add`` takes the moment of adding) and is scored without one.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import math
+import shutil
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -38,13 +30,11 @@ import numpy as np
 
 from .embed import Embedder, EmbeddingCache, variant_of_model_id
 from .errors import HeadlineClusterError, InputError
-from .group import group
-from .judge import Judgement
 from .limits import MAX_HEADLINE_CHARS
-from .nightly import reconcile
-from .pipeline import EmbedderLike, score
+from .nightly import run_nightly
+from .pipeline import EmbedderLike
 from .records import InvalidRow, ReadWarning, Record, content_id, derived_id, read_records
-from .store import HeadlineIndex, iso, mint_story_id
+from .store import HeadlineIndex, iso
 from .store.bulk import BuiltHeadlines
 from .store.pending import pending
 
@@ -317,81 +307,90 @@ def embed_records(
     )
 
 
-# -- windows, grouping, story ids ------------------------------------------------------------------------
+# -- story and event ids: the cron path, replayed ----------------------------------------------------------
 
 
-def block_days(window_seconds: float) -> int:
-    """D: the index's story window in whole days (at least one)."""
-    return max(1, math.ceil(window_seconds / DAY - 1e-9))
+NIGHTLY_LAST = 48 * 3600  # the window of the nightly run after each day (the README's cron line: --last 48h)
 
 
-@dataclass(frozen=True)
-class Window:
-    first_day: int
-    end_day: int  # excluded
+class _Vectors:
+    """An embedder that only hands back the build's vectors (by normalized text): the replay embeds nothing."""
 
-    def describe(self) -> str:
-        return f"days {self.first_day}..{self.end_day - 1}"
+    def __init__(self, name: str, model_id: str, table: Embedded):
+        self.name = name
+        self.model_id = model_id
+        self.dimension = int(table.vectors.shape[1])
+        self._by_text = dict(zip(table.normalized, table.vectors, strict=True))
 
-
-def plan_windows(days: Iterable[int], block: int) -> list[Window]:
-    """The build's windows over the UTC day numbers that hold headlines (module docstring)."""
-    present = sorted(set(int(d) for d in days))
-    if not present:
-        return []
-    blocks = sorted({d // block for d in present})
-    first, last = blocks[0], blocks[-1]
-    wanted = set(blocks) | {b - 1 for b in blocks}
-    return [Window(b * block, (b + 2) * block) for b in range(first, max(first, last - 1) + 1) if b in wanted]
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        return np.stack([self._by_text[t] for t in texts]).astype(np.float32)
 
 
 @dataclass
-class WindowGroups:
-    """A window grouped: its headlines' seqs and times in row order, and the groups as positions."""
+class Ids:
+    """The replay's outcome: story and event id by seq, and the counters after them."""
 
-    seq: np.ndarray
-    t: np.ndarray
-    groups: list[np.ndarray]
-
-
-def group_window(part: Embedded, judgement: Judgement) -> WindowGroups:
-    """Group a window's headlines as ``nightly`` does: the judgement's score in row order, then
-    :func:`cluster.group.group` at its threshold and linkage."""
-    part = part.in_row_order()
-    similarity = score(part.normalized, part.vectors, judgement, part.when)
-    grouping = group(similarity, judgement.threshold, linkage=judgement.linkage)
-    return WindowGroups(part.seq, part.t, grouping.groups())
+    stories: dict[int, str]
+    events: dict[int, str]
+    next_story: int
+    next_event: int
+    days: int
 
 
-def assign_story_ids(windows: Iterable[WindowGroups], first_story: int) -> tuple[dict[int, str], int]:
-    """The story id of every headline (by seq) and the next story number, from the windows in time order."""
-    label: dict[int, str] = {}
-    first_key: dict[int, tuple[float, int]] = {}
-    alias: dict[str, str] = {}
+def replay_ids(index: HeadlineIndex, table: Embedded, model_id: str) -> Ids:
+    """The ids ``index add`` of each UTC day's headlines (in row order) followed by ``nightly`` over the
+    48 hours up to that day's end would give, the README's cron path, run in a scratch index beside
+    ``index`` with its settings: the same functions (:class:`cluster.store.NestedAssigner`,
+    :func:`cluster.nightly.run_nightly`) in the same order over the same windows, so a build and a feed
+    indexed day by day hold the same events, stories and ids. ``table`` is in row order."""
+    scratch = index.path / "build" / "replay"
+    shutil.rmtree(scratch, ignore_errors=True)  # a killed build's leftovers
+    scratch.parent.mkdir(parents=True, exist_ok=True)
+    embedder = _Vectors(index.model, model_id, table)
+    days = table.days()
+    try:
+        with HeadlineIndex.open(
+            scratch,
+            create=True,
+            embedder=embedder,
+            threshold=index.threshold,
+            level=index.level,
+            window=index.window,
+            notify=lambda _: None,
+        ) as replay:
+            present = np.unique(days)
+            for day in present.tolist():
+                part = np.flatnonzero(days == day)
+                replay.add([_as_mapping(table, int(p)) for p in part], commit_every=max(1, len(part)))
+                end = (day + 1) * DAY
+                run_nightly(
+                    replay,
+                    datetime.fromtimestamp(end - NIGHTLY_LAST, tz=timezone.utc),
+                    datetime.fromtimestamp(end, tz=timezone.utc),
+                )
+            stored = {h.id: (h.story_id, h.event_id) for h in replay.headlines()}
+            next_story, next_event = replay.next_story_number(), replay.next_event_number()
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    seqs = table.seq.tolist()
+    return Ids(
+        {s: stored[i][0] for s, i in zip(seqs, table.ids, strict=True)},
+        {s: stored[i][1] for s, i in zip(seqs, table.ids, strict=True)},
+        next_story,
+        next_event,
+        len(np.unique(days)),
+    )
 
-    def resolve(story: str) -> str:
-        while story in alias:
-            story = alias[story]
-        return story
 
-    counter = 0  # provisional ids only tell stories apart; the final ones are minted below
-    for window in windows:
-        seqs = window.seq.tolist()
-        old = [resolve(label[s]) if s in label else None for s in seqs]
-        plan = reconcile(old, window.groups, counter)
-        counter = plan.next_story
-        alias.update(plan.merged)
-        for s, story, t in zip(seqs, plan.labels, window.t.tolist(), strict=True):
-            label[s] = story
-            first_key.setdefault(s, (t, s))
-    final = {s: resolve(story) for s, story in label.items()}
-    first_of: dict[str, tuple[float, int]] = {}
-    for s, story in final.items():
-        key = first_key[s]
-        if story not in first_of or key < first_of[story]:
-            first_of[story] = key
-    number = {story: first_story + k for k, story in enumerate(sorted(first_of, key=first_of.__getitem__))}
-    return {s: mint_story_id(number[story]) for s, story in final.items()}, first_story + len(number)
+def _as_mapping(table: Embedded, p: int) -> dict[str, Any]:
+    published = table.published_at[p]
+    return {
+        "id": table.ids[p],
+        "text": table.texts[p],
+        "published_at": None if published is None else datetime.fromisoformat(published.replace("Z", "+00:00")),
+        "source": table.sources[p],
+        "url": table.urls[p],
+    }
 
 
 # -- the build -------------------------------------------------------------------------------------------
@@ -423,7 +422,8 @@ class BuildResult:
     invalid: list[InvalidRow] = field(default_factory=list)
     warnings: list[ReadWarning] = field(default_factory=list)
     stories: int = 0
-    windows: int = 0
+    events: int = 0
+    windows: int = 0  # days replayed (each: add, then nightly)
     already_built: bool = False
     resumed: bool = False  # the embedded vectors of an interrupted run were reused
     seconds: dict[str, float] = field(default_factory=dict)  # per stage
@@ -454,14 +454,13 @@ def check_target(index: HeadlineIndex, key: str) -> BuildResult | None:
 def store_build(
     index: HeadlineIndex,
     batches: Iterable[Embedded],
-    labels: dict[int, str],
-    next_story: int,
+    ids: Ids,
     *,
     model_id: str,
     dimension: int,
     summary: dict[str, Any],
 ) -> int:
-    """Insert the batches (already in row order) with their story ids: one transaction."""
+    """Insert the batches (already in row order) with their story and event ids: one transaction."""
 
     def built() -> Iterator[BuiltHeadlines]:
         for batch in batches:
@@ -475,10 +474,18 @@ def store_build(
                 batch.sources,
                 batch.urls,
                 batch.vectors,
-                [labels[int(s)] for s in batch.seq],
+                [ids.stories[int(s)] for s in batch.seq],
+                [ids.events[int(s)] for s in batch.seq],
             )
 
-    return index.bulk_insert(built(), model_id=model_id, dimension=dimension, next_story=next_story, summary=summary)
+    return index.bulk_insert(
+        built(),
+        model_id=model_id,
+        dimension=dimension,
+        next_story=ids.next_story,
+        next_event=ids.next_event,
+        summary=summary,
+    )
 
 
 def build_local(
@@ -521,20 +528,15 @@ def build_local(
     table = Embedded.concat(chunks, embedder.dimension).in_row_order()
     result.seconds["embed"] = time.monotonic() - clock
     clock = time.monotonic()
-    days = table.days()
-    windows = plan_windows(days.tolist(), block_days(index.window.total_seconds()))
-    grouped = (
-        group_window(table.take(np.flatnonzero((days >= w.first_day) & (days < w.end_day))), index.judgement)
-        for w in windows
-    )
-    labels, next_story = assign_story_ids(grouped, index.next_story_number())
+    ids = replay_ids(index, table, embedder.model_id)
     result.seconds["group"] = time.monotonic() - clock
     clock = time.monotonic()
-    result.windows = len(windows)
-    result.stories = next_story - index.next_story_number()
+    result.windows = ids.days
+    result.stories = len(set(ids.stories.values()))
+    result.events = len(set(ids.events.values()))
     summary = build_summary(result, key, started_at, total)
     result.headlines = store_build(
-        index, [table], labels, next_story, model_id=embedder.model_id, dimension=embedder.dimension, summary=summary
+        index, [table], ids, model_id=embedder.model_id, dimension=embedder.dimension, summary=summary
     )
     result.seconds["store"] = time.monotonic() - clock
     return result
@@ -547,6 +549,7 @@ def build_summary(result: BuildResult, key: str, started_at: str, total: int) ->
         "started_at": started_at,
         "headlines": total,
         "stories": result.stories,
+        "events": result.events,
         "windows": result.windows,
         "present": result.present,
         "invalid": len(result.invalid),

@@ -33,7 +33,7 @@ from .errors import InputError
 from .group import LINKAGES
 from .records import read_records
 from .settings import DEFAULT_LEVEL, LEVELS
-from .stories import REPRESENTATIVES, Member, collapse
+from .stories import REPRESENTATIVES, Member, NestedStory, collapse
 from .wording import plural
 
 
@@ -64,10 +64,8 @@ def main() -> None:
 @click.option(
     "--level",
     type=click.Choice(LEVELS),
-    default=DEFAULT_LEVEL,
-    show_default=True,
-    help="event: one news event (learned); story: an aggregator's coarser topic; duplicate: the same headline "
-    "reworded.",
+    help="Group at one level only, flat: event: one news event (learned); story: an aggregator's coarser "
+    "topic; duplicate: the same headline reworded. Default: events nested in stories.",
 )
 @click.option(
     "--linkage",
@@ -98,7 +96,7 @@ def collapse_command(
     id_field: str,
     time_field: str,
     threshold: float | None,
-    level: str,
+    level: str | None,
     linkage: str | None,
     representative: str,
     model: str | None,
@@ -123,26 +121,32 @@ def collapse_command(
         result = collapse(
             headlines,
             threshold=threshold,
-            level=level,
+            level=level or DEFAULT_LEVEL,
             linkage=linkage,
             representative=representative,
             embedder=embedder,
+            nested=level is None,
         )
     if output_format == "json":
         click.echo(json.dumps(result.to_dict(explain=explain), ensure_ascii=False, indent=2))
     else:
-        for story in result.stories:
-            rep = story.representative
-            click.echo(shown(f"{_label(rep)} {rep.text}"))
-            for member in story.duplicates:
-                link = ""
-                if explain and member.linked_to is not None:
-                    link = f"  (closest: [{member.linked_to}] {member.link_score:.3f})"
-                click.echo(shown(f"    {member.score:.3f}  {_label(member)} {member.text}{link}"))
+        for story in result.nested or [NestedStory(s.id, [s]) for s in result.stories]:
+            # A story of one event reads as before; each further event is shown under its representative.
+            for number, event in enumerate(story.events):
+                rep = event.representative
+                head, indent = ("", "") if number == 0 else ("  + event ", "    ")
+                click.echo(shown(f"{head}{_label(rep)} {rep.text}"))
+                for member in event.duplicates:
+                    link = ""
+                    if explain and member.linked_to is not None:
+                        link = f"  (closest: [{member.linked_to}] {member.link_score:.3f})"
+                    click.echo(shown(f"{indent}    {member.score:.3f}  {_label(member)} {member.text}{link}"))
     if not quiet:
         # The scale is named: a learned level's scores are probabilities, which read wrongly as cosines.
+        events = "" if result.nested is None else f" in {plural(len(result.nested), 'story')}"
+        grouped = plural(len(result.stories), "event" if result.nested is not None else "story")
         click.echo(
-            f"{plural(len(result.texts), 'headline')} -> {plural(len(result.stories), 'story')} (duplicate ratio "
+            f"{plural(len(result.texts), 'headline')} -> {grouped}{events} (duplicate ratio "
             f"{result.duplicate_ratio:.2f}; scores: {result.scale} to the representative, threshold "
             f"{result.threshold:.3f}; {result.model})",
             err=True,

@@ -60,7 +60,7 @@ from .wording import plural, rate
 @click.option(
     "--window",
     metavar="DURATION",
-    help="The new index's story window (default 72h); the build groups windows of twice it, in whole days.",
+    help="The new index's story window (default 72h), as index add's --window.",
 )
 @model_option
 @threshold_option
@@ -89,10 +89,11 @@ def build_command(
 ) -> None:
     """Build a new (or empty) index from FILEs (txt, csv, tsv, jsonl or parquet) in one go.
 
-    Headlines are embedded, grouped window by window as the nightly job groups them, and stored with
-    their story ids in one transaction; the same files give the same stories and ids with either
-    engine. A killed build leaves the index untouched: run it again (with --engine ray it reuses the
-    vectors it finished). Building the same files again into the built index changes nothing.
+    Headlines are embedded, then given the event and story ids that index add of each day followed by
+    nightly over its last 48h would give them (the cron path, replayed), and stored in one transaction;
+    the same files give the same events, stories and ids with either engine. A killed build leaves the
+    index untouched: run it again (with --engine ray it reuses the vectors it finished). Building the
+    same files again into the built index changes nothing.
     """
     if engine != "ray" and (ray_address or workers or work_dir):
         raise click.UsageError("--ray-address, --workers and --work-dir go with --engine ray")
@@ -186,6 +187,7 @@ def _summary(result: BuildResult, index_path: Path, elapsed: float) -> str:
     where = f"; vectors in {result.work_dir}" if result.work_dir is not None else ""
     return (
         f"built {plural(result.headlines, 'headline')} in {plural(result.stories, 'story')} "
-        f"({plural(result.windows, 'window')}; already present {result.present:,}, invalid {len(result.invalid):,}) "
+        f"and {plural(result.events, 'event')} ({plural(result.windows, 'day')} replayed; "
+        f"already present {result.present:,}, invalid {len(result.invalid):,}) "
         f"in {elapsed:.1f} s{f' ({speed})' if speed else ''} with --engine {result.engine}{resumed}{where}"
     )

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -32,6 +30,7 @@ from .cli_common import (
     text_field_option,
     time_field_option,
 )
+from .cli_index_output import export_lines, print_story
 from .embed import get_embedder
 from .errors import InputError
 from .fsutil import atomic_write_text
@@ -41,10 +40,8 @@ from .settings import LEVELS
 from .store import (
     COMMIT_EVERY,
     DB_FILE,
-    Headline,
     HeadlineIndex,
     QueryHit,
-    StoryInfo,
     indexed_span,
     parse_duration,
     read_input,
@@ -290,6 +287,7 @@ def stats_command(index_path: Path, output_format: str) -> None:
             "stories",
             f"{info['stories']:,} ({plural(info['merges'], 'merge')} and {plural(info['splits'], 'split')} recorded)",
         ),
+        ("events", f"{info['events']:,} (nested in the stories)"),
         ("vectors", f"{plural(files, 'file')} ({kind}), {plural(vectors, 'vector')}, {size:.1f} MB: {state}"),
     ]
     nightly = info.get("last_nightly")
@@ -314,7 +312,9 @@ def stats_command(index_path: Path, output_format: str) -> None:
 @click.argument("text")
 @index_option
 @click.option("-k", "k", type=click.IntRange(min=1), default=10, show_default=True, help="How many hits.")
-@click.option("--explain", is_flag=True, help="For each hit's story, whether the query would join it, and why.")
+@click.option(
+    "--explain", is_flag=True, help="For each hit, whether the query would join its event (so its story), and why."
+)
 @click.option(
     "--time",
     "when",
@@ -352,13 +352,14 @@ def query_command(index_path: Path, text: str, k: int, explain: bool, when: str 
         where = " · ".join(x for x in (headline.id, headline.published_at, headline.source) if x)
         click.echo(shown(f"{rank:>3}. {headline.story_id}  {headline.text}  [{where}]"))
         click.echo(f"     {judged(hit, judgement)}")
-        if explain and hit.story_similarity is not None and headline.story_id not in explained:
-            # Once per story: every hit of one story has the same verdict.
-            explained.add(headline.story_id)
+        if explain and hit.story_similarity is not None and headline.event_id not in explained:
+            # Once per event (the group a new headline joins): every hit of one event has the same verdict.
+            explained.add(headline.event_id)
             verdict = "would join it" if hit.would_join else "would not join it"
             relation = ">=" if hit.would_join else "<"
             click.echo(
-                f"     story {headline.story_id}: {plural(hit.story_size or 0, 'headline')}; the query's mean "
+                f"     event {headline.event_id} of story {headline.story_id}: "
+                f"{plural(hit.story_size or 0, 'headline')}; the query's mean "
                 f"{_scale(judgement) or 'similarity'} to them is {hit.story_similarity:.3f} {relation} threshold "
                 f"{judgement.threshold:.3f}, so it {verdict}"
             )
@@ -418,16 +419,7 @@ def story_command(index_path: Path, story_id: str, output_format: str) -> None:
     if output_format == "json":
         click.echo(json.dumps(story.to_dict(), ensure_ascii=False, indent=2))
         return
-    _print_story(story, story_id)
-
-
-def _print_story(story: StoryInfo, asked: str) -> None:
-    if story.id != asked:
-        click.echo(shown(f"{asked} was merged into {story.id}"))
-    click.echo(f"{story.id}: {plural(story.size, 'headline')}, {story.first_seen} .. {story.last_seen}")
-    for member in story.members:
-        mark = "*" if member.headline.row == story.representative.row else " "
-        click.echo(shown(f" {mark} {member.score:.3f}  {member.headline.text}  [{member.headline.id}]"))
+    print_story(story, story_id)
 
 
 @index_group.command(name="remove")
@@ -444,7 +436,7 @@ def remove_command(index_path: Path, ids: tuple[str, ...], quiet: bool) -> None:
         click.echo(f"removed {len(result.removed):,}{missing}", err=True)
 
 
-@index_group.command(name="export", short_help="Every headline with its story id (jsonl or csv).")
+@index_group.command(name="export", short_help="Every headline with its story and event id (jsonl or csv).")
 @index_option
 @click.option("--format", "output_format", type=click.Choice(["jsonl", "csv"]), default="jsonl", show_default=True)
 @click.option(
@@ -455,7 +447,7 @@ def export_command(index_path: Path, output_format: str, output: Path | None) ->
     """Every headline with its story id, in the order added; the jsonl output can be added to a new index."""
     with _open(index_path) as index:
         headlines = index.headlines()
-        lines = _export_lines(headlines, output_format)
+        lines = export_lines(headlines, output_format)
         try:
             if output is None:
                 for line in lines:
@@ -467,25 +459,6 @@ def export_command(index_path: Path, output_format: str, output: Path | None) ->
             # cursor to be finalized after the database closed, which prints a traceback.
             lines.close()
             getattr(headlines, "close", lambda: None)()
-
-
-_EXPORT_FIELDS = ("id", "text", "published_at", "source", "url", "story_id", "added_at")
-
-
-def _export_lines(headlines: Iterator[Headline], output_format: str) -> Iterator[str]:
-    if output_format == "jsonl":
-        for headline in headlines:
-            yield json.dumps(headline.to_dict(), ensure_ascii=False) + "\n"
-        return
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(_EXPORT_FIELDS)
-    for headline in headlines:
-        item = headline.to_dict()
-        writer.writerow(["" if item[f] is None else item[f] for f in _EXPORT_FIELDS])
-        yield buffer.getvalue()
-        buffer.seek(0)
-        buffer.truncate()
 
 
 @index_group.command(name="repair", short_help="Repair what index check finds; says what it repaired.")
@@ -571,9 +544,11 @@ def nightly_command(
         resumed = " (resumed an interrupted run)" if result.resumed else ""
         click.echo(
             f"nightly {result.since} .. {result.until}{resumed}: {plural(result.headlines, 'headline')} in "
-            f"{plural(result.stories, 'story')}; this run: {plural(result.merges, 'merge')}, "
-            f"{plural(result.splits, 'split')}, {plural(result.new_stories, 'new id')}, "
-            f"{plural(result.changed, 'headline')} changed story; wrote "
+            f"{plural(result.stories, 'story')} ({plural(result.events, 'event')}); this run: "
+            f"{plural(result.merges, 'merge')}, {plural(result.splits, 'split')}, "
+            f"{plural(result.new_stories, 'new id')}, {plural(result.changed, 'headline')} changed story; events: "
+            f"{plural(result.event_merges, 'merge')}, {plural(result.event_splits, 'split')}, "
+            f"{plural(result.changed_events, 'headline')} changed event; wrote "
             + ", ".join(str(p) for p in result.outputs.values())
             + (
                 f" (the report shows the changes recorded for this window by run {result.reported_run})"

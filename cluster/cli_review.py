@@ -40,7 +40,7 @@ from .wording import plural
     "index_path",
     metavar="DIR",
     type=click.Path(file_okay=False, path_type=Path),
-    help="Review the stored stories of an index window instead of a file.",
+    help="Review the stored events of an index window instead of a file.",
 )
 @click.option("--n", "n", type=click.IntRange(min=1), default=DEFAULT_GROUPS, show_default=True, help="Groups to draw.")
 @click.option("--seed", type=int, default=0, show_default=True, help="The same seed draws the same groups.")
@@ -73,8 +73,8 @@ def review_command(
 ) -> None:
     """Print N random groups of two or more headlines, to judge quickly whether each is right.
 
-    Of FILE grouped as `collapse` groups it, or with --index of the stories that have a headline in the
-    window. Each member shows its score to the representative (marked *); the least similar member of
+    Of FILE grouped as `collapse --level` groups it, or with --index the events of the stories that have
+    a headline in the window. Each member shows its score to the representative (marked *); the least similar member of
     each group (the lowest mean score to the rest) is marked <. The same input and --seed draw the same
     groups.
     """

@@ -1,24 +1,16 @@
-"""The nightly job: re-group a time window with the batch algorithm, then reconcile story ids.
+"""The nightly job: settle a time window's events and stories with the batch judgement, keeping ids stable.
 
-Online assignment (``HeadlineIndex.add``) sees headlines one at a time; the batch grouping
-(:func:`cluster.group.group`, average linkage) sees the whole window at once and so groups better. The
-nightly job runs the batch grouping over the window and maps its clusters back onto the stored story
-ids so that ids stay stable (:func:`reconcile`):
+Online assignment (``HeadlineIndex.add``) sees headlines one at a time; the nightly job sees the whole
+window at once. It does not regroup from scratch: it starts from the stored events and stories and
+changes a headline's ids only where the judgement of its own pairs says so, touching only the window's
+headlines (:func:`cluster.regroup.regroup_window`, which ``index build`` runs too, and whose docstring
+gives the rules). Every merge and split, at either level, goes into the ``story_history`` table (event
+ids start with ``e``, story ids with ``s``): old id, new id, when, and why.
 
-* An old story *persists into* the cluster that holds the most of its headlines in the window, when that
-  is at least half of them (ties: the cluster whose first headline is oldest).
-* A cluster that old stories persist into keeps the id of the one contributing the most headlines (ties:
-  the older story); the others are **merged** into it: all their headlines, in the window or not, take
-  the surviving id.
-* A cluster no old story persists into gets a new id. Headlines that leave their old story for a
-  cluster with another id are recorded as a **split** of the old story.
-* Every merge and split goes into the ``story_history`` table: old id, new id, when, and why.
-
-So an unchanged story keeps its id and its headlines keep theirs; an id changes only when the grouping
-evidence changed. Running the same window again changes nothing, and the outputs (``stories.jsonl``,
-``headlines.csv``, ``report.html``) are written from the database in a fixed order, so they come out
-byte-identical. The database changes are one transaction and the outputs are written to temporary
-files renamed into place, so a killed run, run again, finishes the job.
+Running the same window again changes nothing, and the outputs (``stories.jsonl``, ``headlines.csv``,
+``report.html``) are written from the database in a fixed order, so they come out byte-identical. The
+database changes are one transaction and the outputs are written to temporary files renamed into place,
+so a killed run, run again, finishes the job.
 """
 
 from __future__ import annotations
@@ -26,7 +18,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
@@ -36,102 +28,19 @@ import numpy as np
 
 from .errors import InputError
 from .fsutil import atomic_write_text
-from .group import Grouping, group
 from .judge import PairwiseSimilarity
 from .pipeline import score
+from .regroup import Change, Reconciliation, WindowChange, describe_changes, reconcile, regroup_window
 from .report import ReportData, render_report
 from .review import least_similar
-from .store import Headline, HeadlineIndex, Run, StoryInfo, iso, mint_story_id, story_order
+from .store import Headline, HeadlineIndex, Run, StoryInfo, iso, story_order
+
+__all__ = ["Change", "NightlyResult", "Reconciliation", "reconcile", "run_nightly"]
 
 OUTPUT_FILES = ("stories.jsonl", "headlines.csv", "report.html")
 DEFAULT_LAST = timedelta(hours=48)
 """The window of a nightly run given neither --since nor --last."""
 _PAIRS_PER_STORY = 300  # members of a story whose pairs go into the report's similarity histogram
-
-
-@dataclass(frozen=True)
-class Change:
-    old_id: str
-    new_id: str
-    kind: str  # merge | split
-    reason: str
-
-
-@dataclass
-class Reconciliation:
-    labels: list[str]  # the story id of each headline of the window, in input order
-    merged: dict[str, str]  # old id -> the id it was merged into
-    changes: list[Change]
-    new_ids: list[str]
-    next_story: int
-
-
-def reconcile(old: Sequence[str | None], clusters: Sequence[Sequence[int]], next_story: int) -> Reconciliation:
-    """Story ids for the batch ``clusters`` (positions into ``old``, ordered by first position).
-
-    ``old[p]`` is the stored story id of position p, or None for a headline that has no story yet (a
-    bulk build's headlines the first time a window holds them: :mod:`cluster.build`); such a headline
-    takes its cluster's id and weighs in no old story's rules. New ids are numbered from ``next_story``.
-    The rules are in the module docstring; every tie is broken by position or id, so the result is a
-    function of the inputs alone.
-    """
-    cluster_of = np.empty(len(old), dtype=np.int64)
-    for k, members in enumerate(clusters):
-        cluster_of[list(members)] = k
-    in_window = Counter(story for story in old if story is not None)
-    counts: dict[str, Counter] = defaultdict(Counter)
-    for position, story in enumerate(old):
-        if story is not None:
-            counts[story][int(cluster_of[position])] += 1
-    persisting: dict[int, list[str]] = defaultdict(list)
-    for story, per_cluster in counts.items():
-        home, held = min(per_cluster.items(), key=lambda item: (-item[1], item[0]))
-        if 2 * held >= in_window[story]:
-            persisting[home].append(story)
-    cluster_id: list[str] = []
-    merged: dict[str, str] = {}
-    changes: list[Change] = []
-    new_ids: list[str] = []
-    for k in range(len(clusters)):
-        claimants = persisting.get(k)
-        if not claimants:
-            new_id = mint_story_id(next_story)
-            next_story += 1
-            new_ids.append(new_id)
-            cluster_id.append(new_id)
-            continue
-        winner = min(claimants, key=lambda s: (-counts[s][k], story_order(s)))
-        cluster_id.append(winner)
-        for story in sorted(claimants, key=story_order):
-            if story != winner:
-                merged[story] = winner
-                changes.append(
-                    Change(
-                        story,
-                        winner,
-                        "merge",
-                        f"{counts[story][k]} of its {in_window[story]} headline(s) in the window were grouped "
-                        f"with {counts[winner][k]} of {winner}",
-                    )
-                )
-    for story in sorted(counts, key=story_order):
-        final = merged.get(story, story if story in cluster_id else None)
-        moved: Counter = Counter()
-        for k, held in counts[story].items():
-            if cluster_id[k] != final:
-                moved[cluster_id[k]] += held
-        for target in sorted(moved, key=story_order):
-            changes.append(
-                Change(
-                    story,
-                    target,
-                    "split",
-                    f"{moved[target]} of its {in_window[story]} headline(s) in the window were grouped apart, "
-                    f"into {target}",
-                )
-            )
-    labels = [cluster_id[int(k)] for k in cluster_of]
-    return Reconciliation(labels, merged, changes, new_ids, next_story)
 
 
 @dataclass
@@ -144,17 +53,30 @@ class NightlyResult:
     stories: int  # with headlines in the window
     changes: list[Change]
     new_stories: int
-    changed: int  # headlines whose story id changed (in the window, or merged from outside it)
+    changed: int  # headlines of the window whose story id changed
     outputs: dict[str, Path] = field(default_factory=dict)
+    events: int = 0  # with headlines in the window
+    new_events: int = 0
+    changed_events: int = 0  # headlines of the window whose event id changed
+    moved: list[WindowChange] = field(default_factory=list)  # the changes with their headlines, for the report
     reported_run: int | None = None  # the earlier run whose recorded changes the report shows, if not this one
 
     @property
     def merges(self) -> int:
-        return sum(c.kind == "merge" for c in self.changes)
+        """Story merges (event merges: :attr:`event_merges`)."""
+        return sum(c.kind == "merge" and _is_story(c) for c in self.changes)
 
     @property
     def splits(self) -> int:
-        return sum(c.kind == "split" for c in self.changes)
+        return sum(c.kind == "split" and _is_story(c) for c in self.changes)
+
+    @property
+    def event_merges(self) -> int:
+        return sum(c.kind == "merge" and not _is_story(c) for c in self.changes)
+
+    @property
+    def event_splits(self) -> int:
+        return sum(c.kind == "split" and not _is_story(c) for c in self.changes)
 
     def summary(self) -> dict:
         return {
@@ -164,7 +86,16 @@ class NightlyResult:
             "splits": self.splits,
             "new_stories": self.new_stories,
             "changed": self.changed,
+            "events": self.events,
+            "event_merges": self.event_merges,
+            "event_splits": self.event_splits,
+            "new_events": self.new_events,
+            "changed_events": self.changed_events,
         }
+
+
+def _is_story(change: Change) -> bool:
+    return not change.old_id.startswith("e")
 
 
 def run_nightly(
@@ -176,13 +107,14 @@ def run_nightly(
     last: timedelta | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> NightlyResult:
-    """Re-group headlines with time in [since, until), reconcile ids, and write the outputs to ``out``.
+    """Settle headlines with time in [since, until), and write the outputs to ``out``.
 
-    ``until`` defaults to now and ``since`` to ``until - last`` (``last``: 48 hours). The window is
-    grouped with the index's judgement (:attr:`HeadlineIndex.judgement`), exactly as ``collapse`` groups
-    the same headlines with their times. A run killed after its commit, run again, writes the outputs
-    of the committed regrouping and reports its figures. ``progress(step)`` is told each step as it
-    starts (the CLI shows them on a terminal: a large window takes tens of seconds).
+    ``until`` defaults to now and ``since`` to ``until - last`` (``last``: 48 hours). Events are judged
+    with the index's judgement (:attr:`HeadlineIndex.judgement`) and stories with its story judgement
+    (:attr:`HeadlineIndex.story_judgement`), starting from the stored ids (:mod:`cluster.regroup`). A
+    run killed after its commit, run again, writes the outputs of the committed regrouping and reports
+    its figures. ``progress(step)`` is told each step as it starts (the CLI shows them on a terminal: a
+    large window takes tens of seconds).
     """
     say = progress or (lambda step: None)
     until = until or datetime.now(tz=timezone.utc)
@@ -199,29 +131,45 @@ def run_nightly(
         window = index.window_headlines(since, until)
         say(f"judging and grouping {len(window.rows):,} headlines")
         similarity = score(window.normalized, window.vectors, judgement, window.times)
-        grouping = group(similarity, judgement.threshold, linkage=judgement.linkage)
         if run.state == "committed":
             # Killed after the regrouping was stored: the window already carries its ids; report them.
-            labels = window.story_ids
+            events, labels = window.event_ids, window.story_ids
             changes = _run_changes(index, run.id, span)
             figures = run.summary
+            # As the run described them before it was killed (the window no longer tells moved from joined).
+            moved = _moves_of(figures) if "moved" in figures else describe_changes(changes, window, None)
         else:
-            plan = reconcile(window.story_ids, grouping.groups(), index.next_story_number())
-            labels = plan.labels
-            changes = plan.changes
+            story_similarity = score(window.normalized, window.vectors, index.story_judgement, window.times)
+            plan = regroup_window(
+                window.event_ids,
+                window.story_ids,
+                similarity,
+                story_similarity,
+                judgement,
+                index.story_judgement,
+                (index.next_event_number(), index.next_story_number()),
+                index.outside_stories(set(window.event_ids), since, until),
+                _fresh(index, run.id, window, since, until),
+            )
+            events, labels, changes = plan.events, plan.stories, plan.changes
+            moved = describe_changes(changes, window, (plan.events, plan.stories))
             figures = {
                 "headlines": len(window.rows),
                 "stories": len(set(labels)),
-                "new_stories": len(plan.new_ids),
+                "new_stories": len(plan.new_stories),
+                "events": len(set(events)),
+                "new_events": len(plan.new_events),
             }
-            figures["changed"] = index.apply_regrouping(
-                window,
-                labels,
-                plan.merged,
-                [(c.kind, c.old_id, c.new_id, f"nightly {span}: {c.reason}") for c in changes],
-                plan.next_story,
-                run.id,
-                {**figures, "merges": _count(changes, "merge"), "splits": _count(changes, "split")},
+            figures.update(
+                index.apply_regrouping(
+                    window,
+                    events,
+                    labels,
+                    [(c.kind, c.old_id, c.new_id, f"nightly {span}: {c.reason}") for c in changes],
+                    (plan.next_event, plan.next_story),
+                    run.id,
+                    {**figures, **_change_counts(changes), "moved": _moves_json(moved)},
+                )
             )
         result = NightlyResult(
             iso(since.timestamp()),
@@ -233,6 +181,10 @@ def run_nightly(
             changes,
             int(figures.get("new_stories", 0)),
             int(figures.get("changed", 0)),
+            events=int(figures.get("events", len(set(events)))),
+            new_events=int(figures.get("new_events", 0)),
+            changed_events=int(figures.get("changed_events", 0)),
+            moved=list(moved),
         )
         reported, carried = _recorded_changes(index, run, result, span)
         result.reported_run = carried.get("reported_run")
@@ -243,10 +195,26 @@ def run_nightly(
             say(f"writing the outputs to {out}")
             stories = index.stories(since, until)
             headlines = list(index.headlines(since, until))
-            report = _report_data(index, reported, stories, grouping, similarity, labels, window.rows)
+            report = _report_data(index, reported, stories, similarity, (events, labels), window.rows)
             result.outputs = write_outputs(Path(out), stories, headlines, render_report(report))
-        index.set_run(run.id, "done", {**result.summary(), **carried})
+        index.set_run(run.id, "done", {**result.summary(), "moved": _moves_json(result.moved), **carried})
     return result
+
+
+def _fresh(index: HeadlineIndex, run: int, window, since: datetime, until: datetime) -> list[bool]:
+    judged = index.judged_rows(run, since, until)
+    return [row not in judged for row in window.rows]
+
+
+def _change_counts(changes: Sequence[Change]) -> dict[str, int]:
+    stories = [c for c in changes if _is_story(c)]
+    events = [c for c in changes if not _is_story(c)]
+    return {
+        "merges": _count(stories, "merge"),
+        "splits": _count(stories, "split"),
+        "event_merges": _count(events, "merge"),
+        "event_splits": _count(events, "split"),
+    }
 
 
 def _run_changes(index: HeadlineIndex, run: int, span: str) -> list[Change]:
@@ -262,7 +230,8 @@ def _recorded_changes(
     regrouped, the changes recorded for the window by that run. So the same window run again writes the
     same report.html, which still says what changed, rather than "0 / 0 / 0" and no changes table. Also
     what to add to this run's summary so that a third run finds the same (the run the report is of)."""
-    if run.previous is None or result.changes or result.new_stories or result.changed:
+    changed = (result.changes, result.new_stories, result.changed, result.new_events, result.changed_events)
+    if run.previous is None or any(changed):
         return result, {}
     previous_id, previous = run.previous
     source = int(previous.get("reported_run", previous_id))
@@ -273,11 +242,33 @@ def _recorded_changes(
         changes=changes,
         new_stories=int(figures.get("new_stories", 0)),
         changed=int(figures.get("changed", 0)),
+        new_events=int(figures.get("new_events", 0)),
+        changed_events=int(figures.get("changed_events", 0)),
+        moved=_moves_of(figures),
     )
     return reported, {
         "reported_run": source,
-        "reported": {"new_stories": reported.new_stories, "changed": reported.changed},
+        "reported": {
+            "new_stories": reported.new_stories,
+            "changed": reported.changed,
+            "new_events": reported.new_events,
+            "changed_events": reported.changed_events,
+            "moved": _moves_json(reported.moved),
+        },
     }
+
+
+def _moves_json(moved: Sequence[WindowChange]) -> list:
+    """The report's changes with their headlines, kept in the run's summary: a later run of the window
+    (or a resumed one) shows them as this run saw them."""
+    return [[m.kind, m.old_id, m.new_id, m.reason, m.moved, m.joined] for m in moved]
+
+
+def _moves_of(summary: dict) -> list[WindowChange]:
+    return [
+        WindowChange(kind, old, new, reason, [tuple(x) for x in moved], [tuple(x) for x in joined])
+        for kind, old, new, reason, moved, joined in summary.get("moved", [])
+    ]
 
 
 def _count(changes: Sequence[Change], kind: str) -> int:
@@ -291,9 +282,9 @@ def stories_jsonl(stories: Sequence[StoryInfo]) -> str:
 def headlines_csv(headlines: Sequence[Headline]) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["id", "story_id", "published_at"])
+    writer.writerow(["id", "story_id", "event_id", "published_at"])
     for headline in headlines:
-        writer.writerow([headline.id, headline.story_id, headline.published_at or ""])
+        writer.writerow([headline.id, headline.story_id, headline.event_id, headline.published_at or ""])
     return buffer.getvalue()
 
 
@@ -320,13 +311,15 @@ def _report_data(
     index: HeadlineIndex,
     result: NightlyResult,
     stories: Sequence[StoryInfo],
-    grouping: Grouping,
     similarity: PairwiseSimilarity,
-    labels: Sequence[str],
+    ids: tuple[Sequence[str], Sequence[str]],
     rows: Sequence[int],
 ) -> ReportData:
+    """The report's figures; pair similarities are those of the index's judgement, grouped by event."""
+    threshold = index.judgement.threshold
+    events, labels = ids
     by_label: dict[str, list[int]] = defaultdict(list)
-    for position, label in enumerate(labels):
+    for position, label in enumerate(events):
         by_label[label].append(position)
     within: list[np.ndarray] = []
     for members in by_label.values():
@@ -334,15 +327,18 @@ def _report_data(
             kept = np.array(members[:_PAIRS_PER_STORY])
             block = similarity.block(kept, kept)
             within.append(block[np.triu_indices(len(kept), k=1)])
-    edges = grouping.edges.tocoo()
+    edges = similarity.candidates(threshold).tocoo()
     upper = edges.row < edges.col
-    label_array = np.array(labels, dtype=object)
-    apart = upper & (label_array[edges.row] != label_array[edges.col]) if len(labels) else upper
+    label_array = np.array(events, dtype=object)
+    apart = upper & (label_array[edges.row] != label_array[edges.col]) if len(events) else upper
     largest = sorted(stories, key=lambda s: (-s.size, story_order(s.id)))[:10]
+    in_story: dict[str, list[int]] = defaultdict(list)
+    for position, label in enumerate(labels):
+        in_story[label].append(position)
     least: dict[str, tuple[str, float]] = {}
     for story in largest:
         # Its members in the window (the window's scores cover them), capped as the histogram's pairs are.
-        members = by_label.get(story.id, [])[:_PAIRS_PER_STORY]
+        members = in_story.get(story.id, [])[:_PAIRS_PER_STORY]
         if len(members) > 1:
             member_rows = [rows[k] for k in members]
             rep = member_rows.index(story.representative.row) if story.representative.row in member_rows else -1
@@ -355,7 +351,7 @@ def _report_data(
         since=result.since,
         until=result.until,
         model=index.model,
-        threshold=index.judgement.threshold,
+        threshold=threshold,
         linkage=index.judgement.linkage,
         headlines=result.headlines,
         sizes=[s.size for s in stories],
@@ -365,6 +361,10 @@ def _report_data(
         changes=[(c.kind, c.old_id, c.new_id, c.reason) for c in result.changes],
         new_stories=result.new_stories,
         changed=result.changed,
+        moved=list(result.moved),
+        story_threshold=index.story_judgement.threshold,
+        events=result.events,
+        changed_events=result.changed_events,
         least_similar=least,
         scale=index.judgement.scale,
     )

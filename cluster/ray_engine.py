@@ -4,12 +4,12 @@ What runs where:
 
 * **tasks, one per input file**: read and validate it with the product's reader (the same messages as
   ``index add``); the records go to the object store, only ids and line numbers to the driver;
-* **the driver**: finds repeats across files (:func:`cluster.build.accept`), plans the windows, reconciles
-  story ids window by window and stores the result in the index (one SQLite transaction);
+* **the driver**: finds repeats across files (:func:`cluster.build.accept`), replays the days for the
+  story and event ids (:func:`cluster.build.replay_ids`, as the local engine) and stores the result in
+  the index (one SQLite transaction);
 * **actors, one model each** (Ray Data ``map_batches``): normalize and embed batches of records and write
   them as Parquet, one folder per UTC day (``day=N/part-<first seq>.parquet``; a retried batch rewrites
-  its own file), under ``WORK/vectors``;
-* **tasks, one per window**: read the window's days from Parquet and group them (:func:`group_window`).
+  its own file), under ``WORK/vectors``.
 
 The Parquet folder is written under a temporary name and renamed into place with a manifest once every
 batch is in, so a killed build either finds it whole (and reuses it: the embedding is the expensive
@@ -43,23 +43,18 @@ from .build import (
     EngineUnavailable,
     Progress,
     ReadOptions,
-    WindowGroups,
     accept,
-    assign_story_ids,
-    block_days,
     build_summary,
     check_target,
     embed_records,
     file_meta,
     fingerprint,
-    group_window,
-    plan_windows,
     read_part,
+    replay_ids,
     store_build,
 )
 from .errors import InputError
 from .fsutil import atomic_write_text, fsync_dir
-from .judge import Judgement
 from .records import InvalidRow, ReadWarning, Record
 from .store import HeadlineIndex, iso
 
@@ -234,11 +229,6 @@ class EmbedWriter:
         return pa.table({"worker": [self.name], "headlines": [len(rows)], "seconds": [seconds], "peak_mb": [peak]})
 
 
-def group_days(root: str, first_day: int, end_day: int, dimension: int, judgement: Judgement) -> WindowGroups:
-    """A window task: read its days and group them."""
-    return group_window(read_days(Path(root), first_day, end_day, dimension), judgement)
-
-
 # -- the build -------------------------------------------------------------------------------------------
 
 
@@ -348,19 +338,16 @@ def build_ray(
         if not result.resumed:
             result.seconds.update(manifest["seconds"])
         clock = time.monotonic()
-        windows = plan_windows(stored_days(vectors), block_days(index.window.total_seconds()))
-        grouped = _group_windows(vectors, windows, dimension, index.judgement)
-        labels, next_story = assign_story_ids(grouped, index.next_story_number())
-        result.seconds["group"] = time.monotonic() - clock
-    clock = time.monotonic()
-    result.windows = len(windows)
-    result.stories = next_story - index.next_story_number()
-    summary = build_summary(result, key, manifest["started_at"], int(manifest["kept"]))
     days = stored_days(vectors)
-    batches = (read_days(vectors, day, day + 1, dimension) for day in days)
-    result.headlines = store_build(
-        index, batches, labels, next_story, model_id=model_id, dimension=dimension, summary=summary
-    )
+    table = Embedded.concat([read_days(vectors, day, day + 1, dimension) for day in days], dimension)
+    ids = replay_ids(index, table, model_id)
+    result.seconds["group"] = time.monotonic() - clock
+    clock = time.monotonic()
+    result.windows = ids.days
+    result.stories = len(set(ids.stories.values()))
+    result.events = len(set(ids.events.values()))
+    summary = build_summary(result, key, manifest["started_at"], int(manifest["kept"]))
+    result.headlines = store_build(index, [table], ids, model_id=model_id, dimension=dimension, summary=summary)
     result.seconds["store"] = time.monotonic() - clock
     return result
 
@@ -469,13 +456,3 @@ def _finish(
     os.replace(staging, vectors)
     fsync_dir(work)
     return manifest
-
-
-def _group_windows(vectors: Path, windows, dimension: int, judgement: Judgement) -> Iterator[WindowGroups]:
-    """Every window grouped by a task of its own; yielded in time order as the reconcile needs them."""
-    import ray
-
-    grouper = ray.remote(num_cpus=1)(group_days)
-    refs = [grouper.remote(str(vectors), w.first_day, w.end_day, dimension, judgement) for w in windows]
-    for ref in refs:
-        yield ray.get(ref)

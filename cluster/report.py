@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .regroup import WindowChange
 from .store.types import StoryInfo
 from .wording import plural
 
@@ -49,6 +50,12 @@ class ReportData:
     changes: Sequence[tuple[str, str, str, str]]  # (kind, old id, new id, reason)
     new_stories: int
     changed: int
+    # Each change with the window headlines it moved and those it joined ((id, text) pairs): a reader
+    # judges a merge or split by the headlines, not by bare ids.
+    moved: Sequence[WindowChange] = field(default_factory=list)
+    story_threshold: float | None = None
+    events: int | None = None
+    changed_events: int = 0
     # Story id -> (text, mean score to the rest) of its least similar member, for the largest stories: where
     # a wrong merge shows first (as `review` marks it).
     least_similar: Mapping[str, tuple[str, float]] = field(default_factory=dict)
@@ -71,6 +78,9 @@ def render_report(data: ReportData) -> str:
         ("merges / splits / new ids (recorded for this window)", f"{merges:,} / {splits:,} / {data.new_stories:,}"),
         ("headlines whose story id changed (recorded for this window)", f"{data.changed:,}"),
     ]
+    if data.events is not None:
+        counts[2:2] = [("events (nested in the stories)", f"{data.events:,}")]
+        counts.append(("headlines whose event id changed (recorded for this window)", f"{data.changed_events:,}"))
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
@@ -103,7 +113,7 @@ def render_report(data: ReportData) -> str:
             for story in data.largest
         ),
         "<h2>Merges and splits recorded for this window</h2>",
-        _changes_table(data.changes),
+        _moves_table(data.moved) if data.moved else _changes_table(data.changes),
         "</body></html>",
         "",
     ]
@@ -240,8 +250,23 @@ def _story_block(
     # The representative first: in row order it may fall past the members shown, under "... and N more".
     reps = [m for m in story.members if m.headline.row == story.representative.row]
     ordered = reps[:1] + [m for m in story.members if m.headline.row != story.representative.row]
-    for member in ordered[:_MEMBERS_SHOWN]:
+    # Members grouped by event (the representative's first, then in order of their first headline), each
+    # event under a header row.
+    first_of: dict[str, int] = {}
+    for position, member in enumerate(ordered):
+        first_of.setdefault(member.headline.event_id, position)
+    members = sorted(ordered, key=lambda m: first_of[m.headline.event_id])
+    sizes: dict[str, int] = {}
+    for member in members:
+        sizes[member.headline.event_id] = sizes.get(member.headline.event_id, 0) + 1
+    current = None
+    for member in members[:_MEMBERS_SHOWN]:
         headline = member.headline
+        if headline.event_id and headline.event_id != current:
+            current = headline.event_id
+            rows.append(
+                f"<tr class=event><td colspan=5>event {_e(current)} · {plural(sizes[current], 'headline')}</td></tr>"
+            )
         rep = " class=rep" if headline.row == story.representative.row else ""
         width = max(0.0, min(1.0, (member.score - floor) / span)) * _SCORE_BAR
         rows.append(
@@ -256,8 +281,9 @@ def _story_block(
     more = story.size - min(story.size, _MEMBERS_SHOWN)
     if more:
         rows.append(f"<tr><td></td><td></td><td class=muted>... and {more:,} more</td><td></td><td></td></tr>")
+    events = f" · {plural(len(sizes), 'event')}" if any(sizes) else ""
     return (
-        f"<h3>{_e(story.id)} · {plural(story.size, 'headline')} · "
+        f"<h3>{_e(story.id)} · {plural(story.size, 'headline')}{events} · "
         f"<span class=time>{_e(story.first_seen)}</span> to <span class=time>{_e(story.last_seen)}</span>"
         f"<br><span dir=auto class=rep-title>{_e(story.representative.text)}</span></h3>"
         + (
@@ -283,6 +309,26 @@ def _changes_table(changes: Sequence[tuple[str, str, str, str]]) -> str:
     return f"<table class=story><tr><th>kind</th><th>old id</th><th>new id</th><th>why</th></tr>{rows}</table>{more}"
 
 
+def _moves_table(moves: Sequence[WindowChange]) -> str:
+    def listed(items: Sequence[tuple[str, str]]) -> str:
+        return "".join(f"<li dir=auto>{_e(text)} <span class=muted>[{_e(i)}]</span></li>" for i, text in items)
+
+    rows = []
+    for move in moves[:200]:
+        joined = f"<p class=muted>joining:</p><ul>{listed(move.joined)}</ul>" if move.joined else ""
+        rows.append(
+            f"<tr><td>{_e(move.kind)}</td><td>{_e(move.old_id)}</td><td>{_e(move.new_id)}</td>"
+            f"<td><ul>{listed(move.moved)}</ul>{joined}<p class=muted>{_e(move.reason)}</p></td></tr>"
+        )
+    more = f"<p class=muted>... and {len(moves) - 200:,} more.</p>" if len(moves) > 200 else ""
+    return (
+        "<p class=muted>Event ids start with e, story ids with s. Each row lists the window's headlines that "
+        "moved (up to five) and, for a merge, those they joined.</p>"
+        f"<table class=story><tr><th>kind</th><th>old id</th><th>new id</th><th>headlines</th></tr>{''.join(rows)}"
+        f"</table>{more}"
+    )
+
+
 _STYLE = (
     "body{font-family:system-ui,sans-serif;margin:2em auto;max-width:60em;color:#222}"
     "h1{font-size:1.4em}h2{font-size:1.15em;margin-top:1.6em}h3{font-size:1em;margin:1.2em 0 .3em}"
@@ -294,5 +340,6 @@ _STYLE = (
     "table.story td,table.story th{padding:2px 6px;"
     "border-bottom:1px solid #eee;text-align:start;vertical-align:top}"
     ".time{white-space:nowrap}"
+    "tr.event td{color:#555;font-size:.9em;padding-top:6px}"
     "tr.rep td{font-weight:600}.num{font-variant-numeric:tabular-nums}.axis{font-size:10px;fill:#555}"
 )

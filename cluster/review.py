@@ -6,7 +6,7 @@ representative, and the least similar member marked: the one with the lowest mea
 its group, where a wrong merge shows first. The same input and seed always draw the same groups.
 
 Pure functions over a :class:`cluster.stories.CollapseResult` (a file) or over an index's stored
-stories of a time window (through :class:`cluster.store.HeadlineIndex`'s public reading API).
+events of a time window (through :class:`cluster.store.HeadlineIndex`'s public reading API).
 """
 
 from __future__ import annotations
@@ -168,13 +168,23 @@ def review_index(
     n: int = DEFAULT_GROUPS,
     seed: int = 0,
 ) -> Review:
-    """``n`` random stories of two or more headlines with a headline in [since, until), scored with the
-    index's own judgement over their stored vectors, texts and times."""
-    multi = [s for s in index.stories(since, until) if s.size > 1]
+    """``n`` random events of two or more headlines (each nested in a story with a headline in
+    [since, until)), scored with the index's own judgement over their stored vectors, texts and times.
+
+    The groups are events: the index's judgement and threshold group headlines into events, and events
+    into stories by the coarser story judgement, so an event is the group the scores are judged at. An
+    event's representative is its story's when the story's is among its members, else its most central
+    member (the highest mean score to the rest)."""
+    multi = [
+        (story, members)
+        for story in index.stories(since, until)
+        for members in story.events.values()
+        if len(members) > 1
+    ]
     groups = []
     for position in draw(len(multi), n, seed):
-        story = multi[position]
-        headlines = [m.headline for m in story.members]
+        story, members = multi[position]
+        headlines = [m.headline for m in members]
         # The members' stored vectors and normalized texts: the stored headlines of their time span.
         low = min(h.t for h in headlines)
         high = max(h.t for h in headlines)
@@ -184,11 +194,15 @@ def review_index(
         times = np.array([math.nan if window.times[k] is None else window.times[k] for k in picked], dtype=np.float64)
         similarity = score([window.normalized[k] for k in picked], window.vectors[picked], index.judgement, times)
         positions = np.arange(len(picked))
+        scores = similarity.block(positions, positions)
+        rep = next((k for k, h in enumerate(headlines) if h.row == story.representative.row), None)
+        if rep is None:
+            rep = int(np.argmax(np.where(~np.eye(len(picked), dtype=bool), scores, 0.0).sum(axis=1)))
         groups.append(
             review_group(
-                story.id,
-                similarity.block(positions, positions),
-                next(k for k, h in enumerate(headlines) if h.row == story.representative.row),
+                headlines[0].event_id or story.id,
+                scores,
+                rep,
                 [h.text for h in headlines],
                 [h.id for h in headlines],
                 [None] * len(headlines),
@@ -219,7 +233,10 @@ def review_lines(review: Review) -> list[str]:
     out = []
     for group in review.groups:
         least = group.least_similar
-        out.append(f"story {group.id} ({len(group.members)} headlines; least similar: {least.to_rest:.3f} to the rest)")
+        # An index's groups are events (ids e...), a file's the stories (events) of its collapse.
+        kind = "event" if str(group.id).startswith("e") else "story"
+        size = len(group.members)
+        out.append(f"{kind} {group.id} ({size} headlines; least similar: {least.to_rest:.3f} to the rest)")
         for m in group.members:
             mark = "*" if m.representative else ("<" if m.least_similar else " ")
             where = "" if m.index is None else f"[{m.index}] "

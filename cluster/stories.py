@@ -16,9 +16,9 @@ import numpy as np
 from .breakdown import Breakdown, breakdown
 from .embed import get_embedder, resolve_model_name
 from .errors import InputError
-from .group import Grouping, group, pick_representative
+from .group import Grouping, group, group_nested, pick_representative
 from .judge import PairwiseSimilarity
-from .pipeline import EmbedderLike, Prepared, headline_items, judgement_of, prepare
+from .pipeline import EmbedderLike, Prepared, headline_items, judgement_of, prepare, score
 from .settings import DEFAULT_LEVEL
 
 REPRESENTATIVES = ("central", "first", "earliest")
@@ -55,6 +55,27 @@ class Story:
     def duplicates(self) -> list[Member]:
         """The members other than the representative."""
         return [m for m in self.members if m.index != self.representative.index]
+
+
+@dataclass(frozen=True)
+class NestedStory:
+    """A story of whole events (each a :class:`Story` of the event level), in input order of their
+    representatives; the story's representative is that of its largest event (ties: the first)."""
+
+    id: int
+    events: list[Story]
+
+    @property
+    def representative(self) -> Member:
+        return max(self.events, key=lambda e: (e.size, -e.representative.index)).representative
+
+    @property
+    def members(self) -> list[Member]:
+        return sorted((m for e in self.events for m in e.members), key=lambda m: m.index)
+
+    @property
+    def size(self) -> int:
+        return sum(e.size for e in self.events)
 
 
 @dataclass(frozen=True)
@@ -110,6 +131,10 @@ class CollapseResult:
     _representative: str = field(repr=False, default="central")
     _times: list | None = field(repr=False, default=None)
     _ids: list | None = field(repr=False, default=None)
+    # Events nested in stories (collapse(nested=True)): ``stories`` are then the events, and these the
+    # stories made of them, grouped at the story judgement's threshold.
+    nested: list[NestedStory] | None = None
+    story_threshold: float | None = None
 
     @property
     def scale(self) -> str:
@@ -191,7 +216,9 @@ class CollapseResult:
         return _assemble(self._prepared, self.linkage, self._representative, threshold, self._times, self._ids)
 
     def to_dict(self, *, explain: bool = False) -> dict:
-        """The stable JSON shape of ``headline-cluster collapse --format json``."""
+        """The stable JSON shape of ``headline-cluster collapse --format json``. Nested (events in
+        stories), each story also lists its ``events``, each with its ``id``, representative and members;
+        a member's ``score`` is then its similarity to its event's representative."""
 
         def member(m: Member) -> dict:
             item = {"index": m.index, "id": m.id, "text": m.text, "score": round(m.score, 4)}
@@ -200,6 +227,31 @@ class CollapseResult:
                 item["link_score"] = None if m.link_score is None else round(m.link_score, 4)
             return item
 
+        def rep(m: Member) -> dict:
+            return {"index": m.index, "id": m.id, "text": m.text}
+
+        if self.nested is not None:
+            return {
+                "model": self.model,
+                "threshold": self.threshold,
+                "story_threshold": self.story_threshold,
+                "stories": [
+                    {
+                        "id": s.id,
+                        "representative": rep(s.representative),
+                        "members": [member(m) for m in s.members],
+                        "events": [
+                            {
+                                "id": e.id,
+                                "representative": rep(e.representative),
+                                "members": [member(m) for m in e.members],
+                            }
+                            for e in s.events
+                        ],
+                    }
+                    for s in self.nested
+                ],
+            }
         return {
             "model": self.model,
             "threshold": self.threshold,
@@ -229,6 +281,7 @@ def collapse(
     text_field: str | None = None,
     embedder: EmbedderLike | None = None,
     prefixes: Sequence[str] | None = None,
+    nested: bool = False,
 ) -> CollapseResult:
     """Group ``headlines`` into stories and pick one representative each.
 
@@ -238,7 +291,8 @@ def collapse(
     ``earliest`` (by ``published_at`` in mapping input, a datetime or ISO 8601 text; ties and missing
     times by input order). Mapping input with ``published_at`` is scored with its times, as the index
     scores the same headlines. A mapping's ``id`` (text or a number) comes back with its member and
-    representative.
+    representative. ``nested``: group ``level`` (the events) and then whole events into stories at the
+    story judgement (:func:`cluster.group.group_nested`, as the index does): ``result.nested``.
     """
     if representative not in REPRESENTATIVES:
         raise ValueError(f"unknown representative rule {representative!r}: use one of {REPRESENTATIVES}")
@@ -249,7 +303,19 @@ def collapse(
         embedder = get_embedder(resolve_model_name(model))
     judgement = judgement_of(embedder, level, threshold)
     prepared = prepare(texts, embedder=embedder, judgement=judgement, times=times, prefixes=prefixes)
-    return _assemble(prepared, linkage or judgement.linkage, representative, judgement.threshold, times, ids)
+    result = _assemble(prepared, linkage or judgement.linkage, representative, judgement.threshold, times, ids)
+    if nested:
+        story = judgement if level == "story" else judgement_of(embedder, "story")
+        story_similarity = score(prepared.normalized, prepared.vectors, story, prepared.times)
+        labels = group_nested(
+            prepared.similarity, story_similarity, result.threshold, story.threshold, linkage=result.linkage
+        ).stories
+        by_label: dict[int, list[Story]] = {}
+        for event in result.stories:  # in order of their representatives: stories come out in that order
+            by_label.setdefault(int(labels[event.representative.index]), []).append(event)
+        result.nested = [NestedStory(n, events) for n, events in enumerate(by_label.values())]
+        result.story_threshold = story.threshold
+    return result
 
 
 def _assemble(

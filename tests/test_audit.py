@@ -117,6 +117,17 @@ def test_collapse_explain_carries_the_breakdown_for_a_cosine_judgement() -> None
     assert data["breakdown"]["kind"] == "cosine" and data["same_story"] is False
 
 
+def test_the_breakdown_works_on_a_nested_collapse() -> None:
+    # collapse's default output nests events in stories; explain takes the event level apart as before.
+    texts = ["topic1 rates rise", "topic1 rates go up", "topic2 storm"]
+    nested = collapse(texts, embedder=FakeEmbedder(), nested=True)
+    flat = collapse(texts, embedder=FakeEmbedder())
+    assert nested.nested is not None
+    for i, j in [(0, 1), (0, 2)]:
+        assert nested.explain(i, j).to_dict() == flat.explain(i, j).to_dict()
+        assert nested.explain(i, j).breakdown is not None
+
+
 def fake_run(*args: object, embedder: object = "fake"):
     obj = {"embedder": FakeEmbedder() if embedder == "fake" else embedder}
     return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False, obj=obj)
@@ -238,12 +249,18 @@ def test_review_of_an_index_window(tmp_path: Path) -> None:
     path = indexed(tmp_path)
     with HeadlineIndex.open(path, embedder=FakeEmbedder()) as index:
         stories = {s.id: s for s in index.stories() if s.size > 1}
+        # The groups are events (the level the index's judgement groups), under their event ids.
+        events = {e: (s, members) for s in stories.values() for e, members in s.events.items() if len(members) > 1}
         review = review_index(index, n=50)
-        assert {g.id for g in review.groups} == set(stories) and len(stories) == 8
+        assert {g.id for g in review.groups} == set(events) and len(events) == 8
         for group in review.groups:
-            stored = {m.headline.id: m.score for m in stories[group.id].members}
-            assert {m.id: round(m.score, 5) for m in group.members} == {k: round(v, 5) for k, v in stored.items()}
+            story, members = events[group.id]
+            assert group.id.startswith("e") and {m.id for m in group.members} == {m.headline.id for m in members}
+            if any(m.headline.row == story.representative.row for m in members):
+                stored = {m.headline.id: m.score for m in members}
+                assert {m.id: round(m.score, 5) for m in group.members} == {k: round(v, 5) for k, v in stored.items()}
             assert sum(m.least_similar for m in group.members) == 1
+            assert sum(m.representative for m in group.members) == 1
         # A window that holds only the first topics' headlines draws only their stories.
         early = review_index(index, T0, T0 + timedelta(hours=4), n=50)
         assert 0 < len(early.groups) < len(review.groups)
@@ -259,7 +276,7 @@ def test_review_cli_of_an_index(tmp_path: Path) -> None:
     assert data["groups_total"] == 8 and all(g["size"] > 1 for g in data["groups"])
     assert all(m["index"] is None and m["id"].startswith("h") for g in data["groups"] for m in g["members"])
     text = fake_run("review", "--index", path, *window, "--n", "2")
-    assert text.exit_code == 0 and text.stdout.count("  < ") == 2
+    assert text.exit_code == 0 and text.stdout.count("  < ") == 2 and text.stdout.startswith("event e")
     empty = fake_run("review", "--index", path, "--since", "2030-01-01", "--until", "2030-01-02")
     assert empty.exit_code == 0 and "0 groups of 0 multi-headline groups" in empty.stderr
 

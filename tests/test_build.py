@@ -24,7 +24,7 @@ from click.testing import CliRunner
 from test_store import FakeEmbedder
 
 from cluster import ray_engine
-from cluster.build import DAY, WindowGroups, assign_story_ids, block_days, plan_windows
+from cluster.build import DAY
 from cluster.cli import main
 from cluster.nightly import run_nightly
 from cluster.store import DB_FILE, HeadlineIndex
@@ -98,14 +98,17 @@ def snapshot(index: Path) -> dict[str, list[tuple]]:
     return {
         "headlines": table(
             index,
-            "SELECT row, id, text, normalized, published_at, t, source, url, story_id FROM headlines ORDER BY row",
+            "SELECT row, id, text, normalized, published_at, t, source, url, story_id, event_id FROM headlines "
+            "ORDER BY row",
         ),
         "vectors": table(index, "SELECT text_key, vector FROM embeddings ORDER BY text_key"),
         "stories": table(
             index, "SELECT id, representative, first_seen, last_seen, size, active FROM stories ORDER BY id"
         ),
         "meta": table(
-            index, "SELECT key, value FROM meta WHERE key IN ('next_row', 'next_story', 'model_id', 'dimension')"
+            index,
+            "SELECT key, value FROM meta "
+            "WHERE key IN ('next_row', 'next_story', 'next_event', 'model_id', 'dimension')",
         ),
     }
 
@@ -113,28 +116,48 @@ def snapshot(index: Path) -> dict[str, list[tuple]]:
 # -- the plan -----------------------------------------------------------------------------------------
 
 
-def test_windows_are_two_blocks_of_whole_days_stepping_one_block() -> None:
-    assert block_days(72 * 3600) == 3 and block_days(3600) == 1 and block_days(49 * 3600) == 3
-    assert [(w.first_day, w.end_day) for w in plan_windows([10, 11], 3)] == [(9, 15)]  # one block: one window
-    windows = plan_windows(range(9, 21), 3)  # blocks 3..6
-    assert [(w.first_day, w.end_day) for w in windows] == [(9, 15), (12, 18), (15, 21)]
-    # A gap of empty blocks: no window without headlines.
-    assert [(w.first_day, w.end_day) for w in plan_windows([0, 30], 3)] == [(0, 6), (27, 33)]
-    assert plan_windows([], 3) == []
+def cron_path(index: Path, source: Path, embedder: FakeEmbedder) -> dict[str, tuple[str, str]]:
+    """The README's cron path through the CLI: index add of each UTC day's headlines (in time order), then
+    nightly over the 48 hours up to that day's end."""
+    rows = [json.loads(line) for line in source.read_text(encoding="utf-8").splitlines()]
+    rows.sort(key=lambda r: datetime.fromisoformat(r["published_at"]))
+    days = sorted({datetime.fromisoformat(r["published_at"]).astimezone(timezone.utc).date() for r in rows})
+    for day in days:
+        part = source.parent / f"day-{day}.jsonl"
+        part.write_text(
+            "".join(
+                json.dumps(r) + "\n"
+                for r in rows
+                if datetime.fromisoformat(r["published_at"]).astimezone(timezone.utc).date() == day
+            ),
+            encoding="utf-8",
+        )
+        assert cli("index", "add", part, "--index", index, "--quiet", embedder=embedder).exit_code == 0
+        until = (day + timedelta(days=1)).isoformat()
+        out = index.parent / f"out-{day}"
+        ran = cli(
+            "nightly", "--index", index, "--until", until, "--last", "48h", "--out", out, "--quiet", embedder=embedder
+        )
+        assert ran.exit_code == 0, ran.output
+    with HeadlineIndex.open(index, embedder_factory=lambda model, **_: embedder) as opened:
+        return {h.id: (h.story_id, h.event_id) for h in opened.headlines()}
 
 
-def test_a_story_across_a_block_boundary_is_one_story_and_ids_follow_first_headlines() -> None:
-    seq = np.arange(5)
-    # Window 1 holds seqs 0-3 and puts 2 and 3 apart; window 2 holds 2-4 and puts 2, 3 and 4 together.
-    first = WindowGroups(seq[:4], seq[:4].astype(float), [np.array([0, 1]), np.array([2]), np.array([3])])
-    second = WindowGroups(seq[2:], seq[2:].astype(float), [np.array([0, 1, 2])])
-    labels, next_story = assign_story_ids([first, second], 7)
-    assert labels == {0: "s000007", 1: "s000007", 2: "s000008", 3: "s000008", 4: "s000008"}
-    assert next_story == 9
-    # The later window splits a story: the part that left it gets the next id, numbered by first headline.
-    split = WindowGroups(seq[:2], seq[:2].astype(float), [np.array([0]), np.array([1])])
-    together = WindowGroups(seq[:2], seq[:2].astype(float), [np.array([0, 1])])
-    assert assign_story_ids([together, split], 1)[0] == {0: "s000001", 1: "s000002"}
+def test_a_build_gives_the_ids_of_adding_each_day_then_nightly(tmp_path: Path) -> None:
+    # Five days, topics that run across days, and a story level (cosine 0.75 for this uncalibrated model)
+    # coarser than the event level (0.80): the build must give every headline the very ids of the cron path.
+    source = write_jsonl(tmp_path / "in.jsonl", count=500, topics=70, minutes=13)
+    assert build(tmp_path / "built", source).exit_code == 0
+    with HeadlineIndex.open(tmp_path / "built", embedder_factory=lambda model, **_: FakeEmbedder()) as opened:
+        built = {h.id: (h.story_id, h.event_id) for h in opened.headlines()}
+    expected = cron_path(tmp_path / "cron", source, FakeEmbedder())
+    assert built == expected
+    assert len({e for _, e in built.values()}) > 20
+    story_of_event: dict[str, set[str]] = {}
+    for story, event in built.values():
+        story_of_event.setdefault(event, set()).add(story)
+    assert all(len(stories) == 1 for stories in story_of_event.values())  # every event inside one story
+    assert not (tmp_path / "built" / "build" / "replay").exists()  # the scratch index is gone
 
 
 def test_a_build_is_what_nightly_leaves_on_its_last_window(tmp_path: Path) -> None:
@@ -144,13 +167,12 @@ def test_a_build_is_what_nightly_leaves_on_its_last_window(tmp_path: Path) -> No
     assert result.exit_code == 0, result.output
     assert "built 900 headlines in " in result.stderr and "with --engine local" in result.stderr
     with HeadlineIndex.open(index, embedder_factory=lambda model, **_: FakeEmbedder()) as opened:
-        days = sorted({int(h.t // DAY) for h in opened.headlines()})
-        last = plan_windows(days, block_days(opened.window.total_seconds()))[-1]
+        last_day = max(int(h.t // DAY) for h in opened.headlines())
         before = snapshot(index)["headlines"]
-        since = datetime.fromtimestamp(last.first_day * DAY, tz=timezone.utc)
-        until = datetime.fromtimestamp(last.end_day * DAY, tz=timezone.utc)
-        run = run_nightly(opened, since, until)
+        until = datetime.fromtimestamp((last_day + 1) * DAY, tz=timezone.utc)
+        run = run_nightly(opened, until - timedelta(hours=48), until)
     assert run.headlines > 0 and (run.changed, run.merges, run.splits, run.new_stories) == (0, 0, 0, 0)
+    assert (run.changed_events, run.event_merges, run.event_splits) == (0, 0, 0)
     assert snapshot(index)["headlines"] == before
 
 

@@ -33,7 +33,11 @@ def test_seed_json_puts_the_a_rows_together(runner, shared_data, seed_rows) -> N
     result = run(runner, "collapse", str(shared_data / "seed_related.tsv"), "--format", "json", "--quiet")
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
-    assert set(data) == {"model", "threshold", "stories"}
+    assert set(data) == {"model", "threshold", "story_threshold", "stories"}  # events nested in stories
+    assert all(
+        sorted(m["index"] for e in s["events"] for m in e["members"]) == [m["index"] for m in s["members"]]
+        for s in data["stories"]
+    )
     a_rows = {i for i, r in enumerate(seed_rows) if r["story"] == "A" and not r["also_ok"]}
     story_of = {m["index"]: s["id"] for s in data["stories"] for m in s["members"]}
     assert len({story_of[i] for i in a_rows}) == 1
@@ -49,10 +53,14 @@ def test_text_output_lists_representatives_and_members(runner) -> None:
     assert result.exit_code == 0
     lines = result.stdout.splitlines()
     representatives = [line for line in lines if line.startswith("[")]
+    events = [line for line in lines if line.startswith("  + event [")]  # a story's further events
     members = [line for line in lines if line.startswith("    ")]
-    assert len(representatives) + len(members) == 6
+    assert len(representatives) + len(events) + len(members) == 6
     assert "Storm Ada" in "".join(representatives)
-    assert "headlines ->" in result.stderr
+    assert "headlines ->" in result.stderr and " events in " in result.stderr
+    flat = run(runner, "collapse", str(REPO / "examples" / "related_en.csv"), "--level", "event").stdout.splitlines()
+    assert not any(line.startswith("  + event") for line in flat)  # one level asked for: flat
+    assert len([line for line in flat if line.startswith("[")]) == len(representatives) + len(events)
 
 
 def test_stdin_and_quiet(runner) -> None:
@@ -67,7 +75,9 @@ def test_threshold_option_changes_grouping(runner) -> None:
     path = str(REPO / "examples" / "related_en.csv")
     # The story level's score is a corrected cosine: every headline of the file is above 0.5 of each other.
     loose = json.loads(run(runner, "collapse", path, "--level", "story", "--format", "json", "-q", "-t", "0.5").stdout)
-    strict = json.loads(run(runner, "collapse", path, "--format", "json", "-q", "-t", "0.999").stdout)
+    strict = json.loads(
+        run(runner, "collapse", path, "--level", "event", "--format", "json", "-q", "-t", "0.999").stdout
+    )
     assert loose["threshold"] == 0.5 and len(loose["stories"]) == 1
     assert strict["threshold"] == 0.999 and len(strict["stories"]) == 6
 
@@ -84,9 +94,7 @@ def test_python_dash_m_entry_point() -> None:
     import subprocess
     import sys
 
-    result = subprocess.run(
-        [sys.executable, "-m", "cluster", "--help"], capture_output=True, text=True, check=False
-    )
+    result = subprocess.run([sys.executable, "-m", "cluster", "--help"], capture_output=True, text=True, check=False)
     assert result.returncode == 0 and "collapse" in result.stdout
 
 
@@ -202,7 +210,9 @@ def test_the_progress_embedder_gives_the_same_vectors_in_slices() -> None:
 
 def test_one_headline_is_one_story_in_words(runner) -> None:
     result = run_fake(runner, "collapse", "-", input="topic1 A single headline\n")
-    assert result.stderr.startswith("1 headline -> 1 story (duplicate ratio 0.00"), result.stderr
+    assert result.stderr.startswith("1 headline -> 1 event in 1 story (duplicate ratio 0.00"), result.stderr
+    flat = run_fake(runner, "collapse", "-", "--level", "event", input="topic1 A single headline\n")
+    assert flat.stderr.startswith("1 headline -> 1 story (duplicate ratio 0.00"), flat.stderr
 
 
 @pytest.mark.parametrize("group", [[], ["index"]])

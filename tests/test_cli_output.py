@@ -112,10 +112,12 @@ def index(tmp_path: Path) -> Path:
     return tmp_path / "idx"
 
 
-def test_query_explain_names_each_story_once(index: Path) -> None:
+def test_query_explain_names_each_event_once(index: Path) -> None:
     out = run("index", "query", "topic1 bank lifts rates", "--index", index, "-k", "3", "--explain").stdout
-    story_lines = [line for line in out.splitlines() if line.strip().startswith("story ")]
-    # Two hits share the topic1 story: its verdict is printed once.
+    # The verdict is on the hit's event (the group a new headline joins), named with its story.
+    story_lines = [line for line in out.splitlines() if line.strip().startswith("event ")]
+    assert all(" of story s" in line for line in story_lines)
+    # Two hits share the topic1 event: its verdict is printed once.
     assert len(story_lines) == 2
     assert len({line.split(":")[0] for line in story_lines}) == 2
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_store import T0, FakeEmbedder, headlines, open_index, story_ids
+from test_store import T0, FakeEmbedder, event_ids, headlines, open_index, story_ids
 
 import cluster.nightly as nightly
 from cluster.nightly import reconcile
@@ -113,7 +113,13 @@ def test_outputs_describe_the_window(tmp_path: Path) -> None:
     stories = [json.loads(line) for line in (tmp_path / "out" / "stories.jsonl").read_text().splitlines()]
     assert [s["id"] for s in stories] == sorted({r["story_id"] for r in rows})
     first = stories[0]
-    assert set(first) == {"id", "representative", "members", "first_seen", "last_seen", "size"}
+    assert set(first) == {"id", "representative", "members", "first_seen", "last_seen", "size", "events"}
+    # The story's events partition its members, and each member names its event.
+    assert sorted(m for e in first["events"] for m in e["members"]) == sorted(m["id"] for m in first["members"])
+    assert {m["id"]: m["event_id"] for m in first["members"]} == {
+        m: e["id"] for e in first["events"] for m in e["members"]
+    }
+    assert all(r["event_id"].startswith("e") for r in rows)
     assert first["size"] == len(first["members"]) == 8  # all members, also those after the window
     assert [m["published_at"] for m in first["members"]] == sorted(m["published_at"] for m in first["members"])
     assert first["representative"]["id"] in {m["id"] for m in first["members"]}
@@ -137,34 +143,44 @@ def add_in_order(index, names: str) -> None:
 
 
 def test_nightly_merges_what_online_assignment_split(tmp_path: Path) -> None:
-    # a.b = 0.75 < 0.8: online, b starts a story of its own; c (0.91 to a, 0.89 to b) joins a's story.
-    # Batch average linkage merges {a, c} with b (mean 0.82), so b's story merges into a's.
+    # a.b = 0.75 < 0.8: online, b starts an event of its own (in a's story: the story level of this
+    # uncalibrated model is cosine 0.75); c (0.91 to a, 0.89 to b) joins a's event. Average linkage
+    # merges {a, c} with b (mean 0.82), so b's event merges into a's.
     embedder = FakeEmbedder(constructed([[1, 0.75, 0.91], [0.75, 1, 0.89], [0.91, 0.89, 1]]))
     with open_index(tmp_path / "idx", embedder) as index:
         add_in_order(index, "abc")
-        before = story_ids(index)
-        assert before == {"a": "s000001", "b": "s000002", "c": "s000001"}
+        assert event_ids(index) == {"a": "e000001", "b": "e000002", "c": "e000001"}
+        assert set(story_ids(index).values()) == {"s000001"}
         result = nightly.run_nightly(index, T0, T0 + DAY)
-        assert story_ids(index) == {"a": "s000001", "b": "s000001", "c": "s000001"}
-        assert (result.merges, result.splits, result.changed) == (1, 0, 1)
+        assert event_ids(index) == {"a": "e000001", "b": "e000001", "c": "e000001"}
+        assert set(story_ids(index).values()) == {"s000001"}
+        assert (result.event_merges, result.event_splits, result.changed_events) == (1, 0, 1)
+        assert (result.merges, result.splits, result.changed) == (0, 0, 0)
         [entry] = index.history()
-        assert (entry["old_id"], entry["new_id"], entry["kind"]) == ("s000002", "s000001", "merge")
+        assert (entry["old_id"], entry["new_id"], entry["kind"]) == ("e000002", "e000001", "merge")
         assert entry["reason"].startswith("nightly 2024-05-01T00:00:00Z/2024-05-02T00:00:00Z:")
-        assert index.story("s000002").id == "s000001"  # a merged id leads to where it went
         assert index.stats()["stories"] == 1
 
 
 def test_nightly_splits_what_online_assignment_chained(tmp_path: Path) -> None:
-    # Online: b joins a (0.85); c joins {a, b} (mean 0.825); d, 0.95 to b, averages 0.733: new story.
-    # Batch: {a, c} and {b, d} (0.95 pairs), whose mean link is 0.70, so b leaves a's story for d's.
+    # Online: b joins a (0.85); c joins {a, b} (mean 0.825); d, 0.95 to b, averages 0.733: a new event,
+    # and a new story (0.733 < 0.75). Nightly: b's mean to the rest of its event is 0.775 < 0.8, so b
+    # leaves it and joins d (0.95); {a, c} and {b, d} link at 0.70 at the story level too, so b's
+    # story follows its event.
     gram = [[1, 0.85, 0.95, 0.70], [0.85, 1, 0.70, 0.95], [0.95, 0.70, 1, 0.55], [0.70, 0.95, 0.55, 1]]
     with open_index(tmp_path / "idx", FakeEmbedder(constructed(gram))) as index:
         add_in_order(index, "abcd")
         assert story_ids(index) == {"a": "s000001", "b": "s000001", "c": "s000001", "d": "s000002"}
+        assert event_ids(index) == {"a": "e000001", "b": "e000001", "c": "e000001", "d": "e000002"}
         result = nightly.run_nightly(index, T0, T0 + DAY)
         assert story_ids(index) == {"a": "s000001", "b": "s000002", "c": "s000001", "d": "s000002"}
+        assert event_ids(index) == {"a": "e000001", "b": "e000002", "c": "e000001", "d": "e000002"}
         assert (result.merges, result.splits, result.new_stories, result.changed) == (0, 1, 0, 1)
-        assert [(h["old_id"], h["new_id"], h["kind"]) for h in index.history()] == [("s000001", "s000002", "split")]
+        assert (result.event_splits, result.changed_events) == (1, 1)
+        assert [(h["old_id"], h["new_id"], h["kind"]) for h in index.history()] == [
+            ("e000001", "e000002", "split"),
+            ("s000001", "s000002", "split"),
+        ]
 
 
 def test_a_new_day_keeps_the_ids_of_unchanged_stories(tmp_path: Path) -> None:
@@ -225,7 +241,7 @@ def test_an_empty_window_writes_empty_outputs(tmp_path: Path) -> None:
         result = nightly.run_nightly(index, T0 + 30 * DAY, T0 + 31 * DAY, tmp_path / "out")
     assert (result.headlines, result.stories) == (0, 0)
     assert (tmp_path / "out" / "stories.jsonl").read_text() == ""
-    assert (tmp_path / "out" / "headlines.csv").read_text() == "id,story_id,published_at\n"
+    assert (tmp_path / "out" / "headlines.csv").read_text() == "id,story_id,event_id,published_at\n"
 
 
 def test_nightly_switches_a_large_index_to_an_approximate_one(tmp_path: Path, monkeypatch) -> None:
@@ -245,9 +261,11 @@ def test_the_same_window_again_reports_the_changes_recorded_for_it(tmp_path: Pat
         first = nightly.run_nightly(index, T0, T0 + DAY, tmp_path / "one")
         second = nightly.run_nightly(index, T0, T0 + DAY, tmp_path / "two")
         third = nightly.run_nightly(index, T0, T0 + DAY, tmp_path / "three")
-    assert (first.merges, first.changed) == (1, 1) and first.reported_run is None
-    assert second.changes == [] and second.changed == 0  # this run changed nothing ...
+    # With two ids the merge is of b's event into a's (the story stays one).
+    assert (first.event_merges, first.changed_events) == (1, 1) and first.reported_run is None
+    assert second.changes == [] and second.changed_events == 0  # this run changed nothing ...
     assert second.reported_run == first.run and third.reported_run == first.run  # ... and says whose it shows
     one, two, three = read(tmp_path / "one"), read(tmp_path / "two"), read(tmp_path / "three")
-    assert one == two == three  # report.html too: it still shows the window's merge
-    assert "s000002" in two["report.html"].decode("utf-8")
+    assert one == two == three  # report.html too: it still shows the window's merge, with its headlines
+    html = two["report.html"].decode("utf-8")
+    assert "e000002" in html and "recorded for this window" in html

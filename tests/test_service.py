@@ -201,15 +201,19 @@ def test_add_then_read_every_endpoint(server: Server) -> None:
         body = added.json()
         assert [h["status"] for h in body["headlines"]] == ["added"] * 3
         story = {h["id"]: h["story_id"] for h in body["headlines"]}
+        event = {h["id"]: h["event_id"] for h in body["headlines"]}
         assert story["r1"] == story["r2"] != story["q1"]  # paraphrases join one story; the quake is apart
+        assert event["r1"] == event["r2"] != event["q1"]
 
         again = post(client, "/v1/headlines", {"headlines": RATES[:1]}).json()
-        assert again["headlines"] == [{"id": "r1", "story_id": story["r1"], "status": "present"}]
+        assert again["headlines"] == [
+            {"id": "r1", "story_id": story["r1"], "event_id": event["r1"], "status": "present"}
+        ]
         assert again["added"] == 0
 
         headline = client.get("/v1/headlines/r2").json()
         assert headline["text"] == RATES[1]["text"]
-        assert headline["story_id"] == story["r2"]
+        assert headline["story_id"] == story["r2"] and headline["event_id"] == event["r2"]
         assert headline["published_at"] == "2024-05-01T09:00:00Z"
 
         info = client.get(f"/v1/stories/{story['r1']}").json()
@@ -217,6 +221,8 @@ def test_add_then_read_every_endpoint(server: Server) -> None:
         assert {m["id"] for m in info["members"]} == {"r1", "r2"}
         assert info["representative"]["id"] in {"r1", "r2"}
         assert info["history"] == []
+        assert info["events"] == [{"id": event["r1"], "size": 2, "members": [m["id"] for m in info["members"]]}]
+        assert {m["event_id"] for m in info["members"]} == {event["r1"]}
 
         hits = client.get("/v1/similar", params={"text": "Interest rates raised by the central bank", "k": 2}).json()
         assert [h["id"] for h in hits["hits"]][:2] and {h["id"] for h in hits["hits"]} == {"r1", "r2"}

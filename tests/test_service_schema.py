@@ -133,6 +133,7 @@ def sample_headline(n: int = 1, published_at: str | None = "2024-05-01T08:00:00Z
         story_id="s000001",
         added_at="2024-05-01T08:00:05Z",
         t=1714550400.0 + n,
+        event_id="e000001",
     )
 
 
@@ -178,8 +179,10 @@ def test_collapse_json() -> None:
 
 
 def test_add_json_is_built_from_add_result() -> None:
-    result = AddResult(added=2, present=1, embedded=2, new_stories=1, joined=1, elapsed=0.2, headlines=9, stories=4)
-    sent = [{"id": "a", "story_id": "s000001", "status": "added"}]
+    result = AddResult(
+        added=2, present=1, embedded=2, new_stories=1, joined=1, new_events=2, elapsed=0.2, headlines=9, stories=4
+    )
+    sent = [{"id": "a", "story_id": "s000001", "event_id": "e000001", "status": "added"}]
     body = through(AddResponse, {**values(ADD, result), "headlines": sent})
     assert body == {
         "headlines": sent,
@@ -187,6 +190,7 @@ def test_add_json_is_built_from_add_result() -> None:
         "present": 1,
         "new_stories": 1,
         "joined": 1,
+        "new_events": 2,
         "index_headlines": 9,
         "index_stories": 4,
     }

@@ -87,6 +87,10 @@ def story_ids(index: HeadlineIndex) -> dict[str, str]:
     return {h.id: h.story_id for h in index.headlines()}
 
 
+def event_ids(index: HeadlineIndex) -> dict[str, str]:
+    return {h.id: h.event_id for h in index.headlines()}
+
+
 # --- adding and online assignment ---------------------------------------------------------------------
 
 
@@ -155,12 +159,13 @@ def test_online_assignment_uses_the_average_not_the_best_member(tmp_path: Path) 
     y = unit(0.93, z2, np.sqrt(1 - 0.93**2 - z2**2))
     assert abs(float(x @ a) - 0.93) < 1e-9 and abs(float(x @ b) - 0.60) < 1e-9
     embedder = FakeEmbedder({"a": a, "b": b, "x": x, "y": y})
+    # Events: the index's own level (the story level of this uncalibrated model is cosine 0.75).
     for newcomer, joins in (("x", False), ("y", True)):  # apart: x and y are close to each other
         with open_index(tmp_path / newcomer, embedder) as index:
             index.add([{"id": t, "text": t, "published_at": T0} for t in ("a", "b")])
-            assert index.get("a").story_id == index.get("b").story_id
+            assert index.get("a").event_id == index.get("b").event_id
             index.add([{"id": newcomer, "text": newcomer, "published_at": T0}])
-            assert (index.get(newcomer).story_id == index.get("a").story_id) is joins
+            assert (index.get(newcomer).event_id == index.get("a").event_id) is joins
 
 
 def test_story_ids_do_not_depend_on_commit_size(tmp_path: Path) -> None:

@@ -86,6 +86,7 @@ _HEADLINE_TEXT = {
     "source": "The source sent with the headline, or null.",
     "url": "The URL sent with the headline, or null.",
     "story_id": "The story the headline belongs to now.",
+    "event_id": "The event the headline belongs to now; every headline of an event has the same story_id.",
     "added_at": "ISO 8601 UTC time the index stored it.",
 }
 
@@ -141,6 +142,8 @@ COLLAPSE = Shape(
         "linkage": "an engine setting, the same for every answer",
         "texts": "the request's own headlines, in members",
         "normalized": "matching input, not for display",
+        "nested": "the service answers at the request's level, flat (the CLI nests events in stories)",
+        "story_threshold": "only with nested stories, which the service does not ask collapse for",
     },
     nested={"stories": COLLAPSE_STORY},
     describe={
@@ -154,7 +157,7 @@ COLLAPSE = Shape(
 ADDED_HEADLINE = Shape(
     Headline,
     "AddedHeadline",
-    only=("id", "story_id"),
+    only=("id", "story_id", "event_id"),
     extra={
         "status": (
             Literal["added", "present"],
@@ -181,6 +184,7 @@ ADD = Shape(
         "added": "Headlines stored by this request.",
         "present": "Headlines whose id was already stored (or repeated in this request).",
         "new_stories": "Stories this request started.",
+        "new_events": "Events this request started (each inside a story).",
         "joined": "New headlines that joined an existing story.",
         "index_headlines": "Headlines in the index afterwards.",
         "index_stories": "Active stories in the index afterwards.",
@@ -194,17 +198,27 @@ STORY_MEMBER = Shape(
     "StoryMemberOut",
     inline={
         "headline": Shape(
-            Headline, "StoryMemberHeadline", only=("id", "text", "published_at", "source"), describe=_HEADLINE_TEXT
+            Headline,
+            "StoryMemberHeadline",
+            only=("id", "text", "published_at", "source", "event_id"),
+            describe=_HEADLINE_TEXT,
         )
     },
     describe={"score": "Similarity to the story's representative."},
 )
 
 
+class StoryEvent(BaseModel):
+    # Declared here: StoryInfo.to_dict groups its members by event_id; no library type holds that list.
+    id: str = Field(description="The event's id (events lie inside one story).")
+    size: int = Field(description="Headlines of the event.")
+    members: list[str] = Field(description="Ids of the event's headlines, in time order.")
+
+
 class HistoryEntry(BaseModel):
     # Declared here: HeadlineIndex.history() returns plain dicts, there is no library type to derive from.
-    old_id: str = Field(description="The story id before the change.")
-    new_id: str = Field(description="The story id after it.")
+    old_id: str = Field(description="The story (s...) or event (e...) id before the change.")
+    new_id: str = Field(description="The id after it.")
     at: str = Field(description="ISO 8601 UTC time of the change.")
     kind: str = Field(description="merge or split, recorded by nightly runs.")
     reason: str = Field(description="Why the nightly run changed it.")
@@ -216,7 +230,10 @@ STORY = Shape(
     "StoryOut",
     properties=("size",),
     nested={"representative": STORY_REPRESENTATIVE, "members": STORY_MEMBER},
-    extra={"history": (list[HistoryEntry], "Merges and splits involving this story, oldest first.")},
+    extra={
+        "events": (list[StoryEvent], "The story's events, in order of their first headline."),
+        "history": (list[HistoryEntry], "Merges and splits involving this story, oldest first."),
+    },
     first=("id", "representative", "size", "first_seen", "last_seen", "members"),
     describe={
         "id": "The story's current id: an id merged away leads to the story it went into.",
@@ -237,9 +254,9 @@ SIMILAR_HIT = Shape(
     optional=("story_size", "story_similarity", "would_join"),
     describe={
         "score": "Similarity of the text to this headline.",
-        "story_size": "With explain: headlines in the hit's story.",
-        "story_similarity": "With explain: mean similarity to the story.",
-        "would_join": "With explain: whether the text would join the story.",
+        "story_size": "With explain: headlines in the hit's event (the group a new headline joins).",
+        "story_similarity": "With explain: mean similarity to the hit's event.",
+        "would_join": "With explain: whether the text would join the hit's event (and so its story).",
     },
 )
 

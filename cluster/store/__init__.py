@@ -24,7 +24,7 @@ from ..pipeline import EmbedderLike
 from ..records import ReadResult, read_many
 from .ann import ANN_MIN_SIZE, VectorIndex, one_search_thread
 from .headline_index import HeadlineIndex
-from .ids import mint_story_id, story_order
+from .ids import mint_event_id, mint_story_id, story_order
 from .reading import indexed_span
 from .schema import DB_FILE, FAISS_FILE, LOCK_FILE, iso
 from .types import (
@@ -62,6 +62,7 @@ __all__ = [
     "WindowHeadlines",
     "indexed_span",
     "iso",
+    "mint_event_id",
     "mint_story_id",
     "one_search_thread",
     "parse_duration",

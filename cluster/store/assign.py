@@ -10,14 +10,14 @@ whose pair score reaches the threshold; they are found by cosine from the judgem
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from ..judge import Judgement
 from ..pipeline import score
-from .ids import mint_story_id, story_order
+from .ids import mint_event_id, mint_story_id, story_order
 from .schema import Database, as_vectors, chunks, marks, utc_now
 from .story_table import load_members
 from .types import AddResult, Headline
@@ -58,11 +58,26 @@ class Assigner:
     """Online story assignment for one ``add`` call.
 
     Keeps in memory the headlines whose time lies near the batch (loaded as the batch's time range needs
-    them), every member of the stories those belong to, and the headlines this call adds.
+    them), every member of the stories those belong to, and the headlines this call adds. The same
+    class assigns events (``column="event_id"``, no table of records) and stories (:class:`NestedAssigner`).
     """
 
-    def __init__(self, db: Database, judgement: Judgement, window_s: float, next_story: int, dimension: int):
+    def __init__(
+        self,
+        db: Database,
+        judgement: Judgement,
+        window_s: float,
+        next_story: int,
+        dimension: int,
+        *,
+        column: str = "story_id",
+        mint: Callable[[int], str] = mint_story_id,
+        table: bool = True,
+    ):
         self.db = db
+        self.column = column  # the headlines column holding the group id (a name from this module only)
+        self.mint = mint
+        self.table = table  # whether the groups have records in the stories table
         self.judgement = judgement
         self.threshold = judgement.threshold
         self.window = window_s
@@ -107,7 +122,7 @@ class Assigner:
         """Load the stored headlines that match ``where`` and are not in memory; (position, story) of all."""
         found = []
         for row, t, published, text, story, blob in self.db.execute(
-            "SELECT h.row, h.t, h.published_at IS NOT NULL, h.normalized, h.story_id, e.vector FROM headlines h "
+            f"SELECT h.row, h.t, h.published_at IS NOT NULL, h.normalized, h.{self.column}, e.vector FROM headlines h "
             f"JOIN embeddings e ON e.text_key = h.text_key WHERE {where} ORDER BY h.row",
             parameters,
         ):
@@ -137,14 +152,18 @@ class Assigner:
         """Load the records of stories ``ids`` and every one of their members."""
         missing = sorted({s for s in ids if s not in self.stories}, key=story_order)
         for chunk in chunks(missing):
-            records = {
-                story_id: (rep, created)
-                for story_id, rep, created in self.db.execute(
-                    f"SELECT id, representative, created_at FROM stories WHERE id IN ({marks(len(chunk))})", chunk
-                )
-            }
+            records = (
+                {
+                    story_id: (rep, created)
+                    for story_id, rep, created in self.db.execute(
+                        f"SELECT id, representative, created_at FROM stories WHERE id IN ({marks(len(chunk))})", chunk
+                    )
+                }
+                if self.table
+                else {}
+            )
             members: dict[str, list[int]] = {s: [] for s in chunk}
-            for position, story in self._load_rows(f"h.story_id IN ({marks(len(chunk))})", chunk):
+            for position, story in self._load_rows(f"h.{self.column} IN ({marks(len(chunk))})", chunk):
                 members[story].append(position)
             for story_id in chunk:
                 positions = members[story_id]
@@ -157,8 +176,9 @@ class Assigner:
 
     def retire(self, old: Headline) -> None:
         """``old`` is being replaced by an update with other text: it leaves its story."""
-        self._load_stories([old.story_id])
-        story = self.stories[old.story_id]
+        group_id = getattr(old, self.column)
+        self._load_stories([group_id])
+        story = self.stories[group_id]
         position = self.position[old.row]
         story.members.remove(position)
         self.alive[position] = False
@@ -174,8 +194,15 @@ class Assigner:
         vectors: np.ndarray,
         texts: Sequence[str],
         result: AddResult,
+        *,
+        forced: Callable[[int], str | None] | None = None,
+        decided: Callable[[int, str], None] | None = None,
     ) -> list[str]:
-        """Story ids for a batch of new headlines, in order; each one sees those before it."""
+        """Story ids for a batch of new headlines, in order; each one sees those before it.
+
+        ``forced(i)``, when it gives an id, is the group headline i must join (the story of the event it
+        joined: events nest in stories); ``decided(i, id)`` is told each headline's group as it is decided.
+        """
         floor = self.judgement.cosine_floor() - 1e-6
         self._cover(float(times.min()) - self.window, float(times.max()) + self.window)
         assigned: list[str] = []
@@ -199,19 +226,32 @@ class Assigner:
                 earlier = np.array([placed[j] for j in own if j < offset], dtype=np.int64)
                 candidates = np.concatenate([hits, earlier])
                 candidates = candidates[np.abs(self.times[candidates] - times[i]) <= self.window]
-                story_id = self._place(candidates, vectors[i], texts[i], float(whens[i]), result)
+                story_id = forced(i) if forced is not None else None
+                if story_id is None:
+                    story_id = self._place(candidates, vectors[i], texts[i], float(whens[i]), float(times[i]), result)
+                else:
+                    self._load_stories([story_id])
+                    result.joined += 1
+                    self.dirty.add(story_id)
+                if decided is not None:
+                    decided(i, story_id)
                 position = self._append(int(rows[i]), float(times[i]), float(whens[i]), vectors[i], texts[i], story_id)
                 self.stories[story_id].members.append(position)
                 placed.append(position)
                 assigned.append(story_id)
         return assigned
 
-    def _place(self, hits: np.ndarray, vector: np.ndarray, text: str, when: float, result: AddResult) -> str:
-        """The story the headline joins (an existing one, or a new one that it starts)."""
+    def _place(self, hits: np.ndarray, vector: np.ndarray, text: str, when: float, t: float, result: AddResult) -> str:
+        """The story the headline joins (an existing one, or a new one that it starts).
+
+        A story is judged by its members within the window of the headline's time, as ``nightly`` judges
+        a window's headlines: members days older than the window do not hold a continuing story back.
+        """
         best: str | None = None
         if len(hits):
             stories = sorted({self.story_of[p] for p in hits}, key=story_order)
-            members = np.array([p for s in stories for p in self.stories[s].members], dtype=np.int64)
+            near = {s: [p for p in self.stories[s].members if abs(self.times[p] - t) <= self.window] for s in stories}
+            members = np.array([p for s in stories for p in near[s]], dtype=np.int64)
             scores = scores_to(
                 self.judgement,
                 vector,
@@ -227,14 +267,14 @@ class Assigner:
             best_score = self.threshold
             # Oldest first with a strict '>' below: on a tie the older story wins, so the choice is repeatable.
             for story_id in (s for s in stories if s in reached):
-                mean = float(np.mean([by_position[p] for p in self.stories[story_id].members]))
+                mean = float(np.mean([by_position[p] for p in near[story_id]]))
                 if mean > best_score or (best is None and mean >= best_score):
                     best, best_score = story_id, mean
         if best is not None:
             result.joined += 1
             self.dirty.add(best)
             return best
-        story_id = mint_story_id(self.next_story)
+        story_id = self.mint(self.next_story)
         self.next_story += 1
         self.stories[story_id] = _Story(story_id, [], -1, utc_now())
         result.new_stories += 1
@@ -243,6 +283,9 @@ class Assigner:
 
     def write_stories(self) -> None:
         """Write the stories this call changed (inside the caller's transaction)."""
+        if not self.table:
+            self.dirty.clear()
+            return
         records = []
         for story in (self.stories[i] for i in sorted(self.dirty, key=story_order)):
             members = story.members
@@ -268,6 +311,81 @@ class Assigner:
         self.dirty.clear()
 
 
+class NestedAssigner:
+    """Online assignment at both levels, events nested in stories.
+
+    The event comes first (the index's own judgement, :class:`Assigner` over ``event_id``). A headline
+    that joins an event joins that event's story, whatever the story judgement would say of it alone:
+    a story is a union of whole events by construction. A headline that starts an event is placed at
+    the story level as an event of one: the story whose members it matches best on average under the
+    story judgement, at its threshold, else a new story.
+    """
+
+    def __init__(
+        self,
+        db: Database,
+        event_judgement: Judgement,
+        story_judgement: Judgement,
+        window_s: float,
+        next_event: int,
+        next_story: int,
+        dimension: int,
+    ):
+        self.db = db
+        self.events = Assigner(
+            db, event_judgement, window_s, next_event, dimension, column="event_id", mint=mint_event_id, table=False
+        )
+        self.stories = Assigner(db, story_judgement, window_s, next_story, dimension)
+        self.story_of_event: dict[str, str] = {}
+
+    @property
+    def next_event(self) -> int:
+        return self.events.next_story
+
+    @property
+    def next_story(self) -> int:
+        return self.stories.next_story
+
+    def retire(self, old: Headline) -> None:
+        self.events.retire(old)
+        self.stories.retire(old)
+
+    def _stored_story(self, event_id: str) -> str | None:
+        found = self.db.execute("SELECT story_id FROM headlines WHERE event_id = ? LIMIT 1", (event_id,)).fetchone()
+        return None if found is None else str(found[0])
+
+    def assign(
+        self,
+        rows: np.ndarray,
+        times: np.ndarray,
+        whens: np.ndarray,
+        vectors: np.ndarray,
+        texts: Sequence[str],
+        result: AddResult,
+    ) -> tuple[list[str], list[str]]:
+        """(event ids, story ids) of a batch of new headlines, in order."""
+        counts = AddResult()
+        events = self.events.assign(rows, times, whens, vectors, texts, counts)
+        result.new_events += counts.new_stories
+
+        def forced(i: int) -> str | None:
+            event = events[i]
+            if event not in self.story_of_event:
+                stored = self._stored_story(event)  # None for an event this headline starts
+                if stored is not None:
+                    self.story_of_event[event] = stored
+            return self.story_of_event.get(event)
+
+        def decided(i: int, story: str) -> None:
+            self.story_of_event.setdefault(events[i], story)
+
+        stories = self.stories.assign(rows, times, whens, vectors, texts, result, forced=forced, decided=decided)
+        return events, stories
+
+    def write_stories(self) -> None:
+        self.stories.write_stories()
+
+
 def story_means(
     db: Database,
     judgement: Judgement,
@@ -277,9 +395,10 @@ def story_means(
     story_ids: Iterable[str],
     dimension: int,
 ) -> dict[str, tuple[int, float]]:
-    """(size, mean judgement score of the headline to its members) of each stored story ``story_ids``."""
+    """(size, mean judgement score of the headline to its members) of each stored event ``story_ids``: the
+    group online assignment would join (at the index's own level)."""
     means = {}
-    for story, members in load_members(db, story_ids, dimension).items():
+    for story, members in load_members(db, story_ids, dimension, events=True).items():
         scores = scores_to(judgement, vector, text, when, members.vectors, members.normalized, members.whens)
         means[story] = (len(members.headlines), float(scores.mean()))
     return means

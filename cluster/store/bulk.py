@@ -38,6 +38,7 @@ class BuiltHeadlines:
     urls: list[str | None]
     vectors: np.ndarray
     story_ids: list[str]
+    event_ids: list[str]
 
 
 def last_build(db: Database) -> dict[str, Any] | None:
@@ -56,6 +57,7 @@ def insert_built(
     model_id: str,
     dimension: int,
     next_story: int,
+    next_event: int,
     summary: Mapping[str, Any],
 ) -> int:
     """Store every batch, the story records and the build's run record in one transaction; how many
@@ -91,10 +93,10 @@ def insert_built(
             )
             db.executemany(
                 "INSERT INTO headlines (row, id, text, normalized, text_key, source, url, published_at, t, "
-                "added_at, story_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "added_at, story_id, event_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
-                    (row + k, *values, at, story)
-                    for k, (*values, story) in enumerate(
+                    (row + k, *values, at, story, event)
+                    for k, (*values, story, event) in enumerate(
                         zip(
                             batch.ids,
                             batch.texts,
@@ -105,6 +107,7 @@ def insert_built(
                             batch.published_at,
                             batch.t.tolist(),
                             batch.story_ids,
+                            batch.event_ids,
                             strict=True,
                         )
                     )
@@ -113,7 +116,15 @@ def insert_built(
             row += len(batch.ids)
             added += len(batch.ids)
             stories.update(batch.story_ids)
-        db.set_meta({"model_id": model_id, "dimension": dimension, "next_row": row, "next_story": next_story})
+        db.set_meta(
+            {
+                "model_id": model_id,
+                "dimension": dimension,
+                "next_row": row,
+                "next_story": next_story,
+                "next_event": next_event,
+            }
+        )
         refresh_stories(db, judgement, dimension, stories, created_at=at)
         recorded = {**summary, "store_seconds": round(time.monotonic() - clock, 2)}  # up to the commit
         db.execute(

@@ -17,7 +17,7 @@ import numpy as np
 
 from ..embed import text_key
 from ..normalize import normalize
-from .ids import mint_story_id
+from .ids import mint_event_id, mint_story_id
 from .schema import Database, iso, utc_now
 
 CHUNK = 50_000  # headlines per transaction
@@ -53,7 +53,7 @@ def insert_grouped(
             )
             db.executemany(
                 "INSERT INTO headlines (row, id, text, normalized, text_key, source, url, published_at, t, "
-                "added_at, story_id) VALUES (?, ?, ?, ?, ?, NULL, NULL, ?, ?, ?, ?)",
+                "added_at, story_id, event_id) VALUES (?, ?, ?, ?, ?, NULL, NULL, ?, ?, ?, ?, ?)",
                 [
                     (
                         row,
@@ -65,6 +65,7 @@ def insert_grouped(
                         float(times[row - 1]),
                         added_at,
                         mint_story_id(first_story + int(groups[row - 1])),
+                        mint_event_id(first_story + int(groups[row - 1])),  # each story one event
                     )
                     for row in rows
                 ],
@@ -78,5 +79,7 @@ def insert_grouped(
             "SELECT story_id, ?, min(row), min(t), max(t), count(*), NULL, 1 FROM headlines GROUP BY story_id",
             (added_at,),
         )
-        db.set_meta({"next_row": len(texts) + 1, "next_story": first_story + stories})
+        db.set_meta(
+            {"next_row": len(texts) + 1, "next_story": first_story + stories, "next_event": first_story + stories}
+        )
     return len(texts)

@@ -17,7 +17,6 @@ All of them score with one judgement: the index's level, threshold and model (:a
 from __future__ import annotations
 
 import contextlib
-import json
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -35,19 +34,12 @@ from ..judge import Judgement
 from ..pipeline import EmbedderLike
 from ..records import Record
 from ..settings import LEVELS, judgement_for
-from .assign import Assigner
+from .assign import NestedAssigner
 from .bulk import BuiltHeadlines, insert_built, last_build
 from .ids import story_order
 from .integrity import CheckReport
-from .maintenance import (
-    apply_regrouping,
-    check_index,
-    index_stats,
-    repair_index,
-    run_changes,
-    start_run,
-    window_headlines,
-)
+from .maintenance import check_index, index_stats, repair_index
+from .nightly_api import NightlyMixin
 from .pending import Pending, pending, stored_by_text, unchanged
 from .reading import query_index
 from .schema import (
@@ -57,7 +49,6 @@ from .schema import (
     Database,
     chunks,
     marks,
-    utc_now,
 )
 from .segments import SegmentedIndex
 from .settings_meta import create_settings, settings_changes
@@ -68,9 +59,7 @@ from .types import (
     Headline,
     QueryHit,
     RemoveResult,
-    Run,
     StoryInfo,
-    WindowHeadlines,
 )
 from .vectors import VectorFile, describe_problem
 from .writing import commit_chunk, stored_vectors, update_in_place
@@ -83,7 +72,7 @@ def _to_stderr(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-class HeadlineIndex:
+class HeadlineIndex(NightlyMixin):
     """A folder of headlines with vectors and story ids. Open it with :meth:`open`.
 
     One object may be used for many operations; each write operation takes the writer lock for its
@@ -239,6 +228,12 @@ class HeadlineIndex:
             base = judgement_for(self.model, self.level, self.threshold, str(self._setting("threshold_source") or ""))
             self._judgement = replace(base, linkage=self.linkage)
         return self._judgement
+
+    @property
+    def story_judgement(self) -> Judgement:
+        """How this index groups events into stories: the model's story judgement, or the index's own when
+        the index groups at the story level (then every story is one event)."""
+        return self.judgement if self.level == "story" else judgement_for(self.model, "story")
 
     def count(self) -> int:
         return self.db.execute("SELECT count(*) FROM headlines").fetchone()[0]
@@ -398,7 +393,7 @@ class HeadlineIndex:
             if in_place:
                 update_in_place(self.db, in_place)
                 result.updated += len(in_place)
-            assigner: Assigner | None = None
+            assigner: NestedAssigner | None = None
             done = 0
             for chunk in chunks(fresh, max(1, commit_every)):
                 step = None if progress is None else (lambda n, base=done: progress(base + n, len(fresh)))
@@ -406,8 +401,15 @@ class HeadlineIndex:
                 result.embedded += len(new_vectors)
                 result.reused += reused
                 if assigner is None:
-                    next_story = self.db.meta("next_story")
-                    assigner = Assigner(self.db, self.judgement, window_s, next_story, vectors.shape[1])
+                    assigner = NestedAssigner(
+                        self.db,
+                        self.judgement,
+                        self.story_judgement,
+                        window_s,
+                        self.db.meta("next_event"),
+                        self.db.meta("next_story"),
+                        vectors.shape[1],
+                    )
                 rows = self._commit_chunk(chunk, vectors, new_vectors, assigner, result)
                 self._vectors.keep_up(rows, vectors)
                 done += len(chunk)
@@ -434,7 +436,7 @@ class HeadlineIndex:
         chunk: Sequence[tuple[Pending, Headline | None]],
         vectors: np.ndarray,
         new_vectors: Mapping[bytes, np.ndarray],
-        assigner: Assigner,
+        assigner: NestedAssigner,
         result: AddResult,
     ) -> np.ndarray:
         return commit_chunk(self.db, chunk, vectors, new_vectors, assigner, result)
@@ -558,43 +560,3 @@ class HeadlineIndex:
         """Check every segment file, bring them in step and compact them (the nightly maintenance)."""
         with self.lock():
             return self._vectors.current(announce_lag=True, convert=True)
-
-    # -- what nightly needs (cluster.nightly) -------------------------------------------------------------
-
-    def window_headlines(self, since: datetime, until: datetime) -> WindowHeadlines:
-        """The stored headlines with time in [since, until), with what the judgement needs of them."""
-        return window_headlines(self, since.timestamp(), until.timestamp())
-
-    def next_story_number(self) -> int:
-        return int(self.db.meta("next_story"))
-
-    def start_run(self, since: datetime, until: datetime) -> Run:
-        """The nightly run record of this window: an unfinished one is resumed, else a new one starts."""
-        return start_run(self.db, since.timestamp(), until.timestamp())
-
-    def run_changes(self, run: int) -> list[tuple[str, str, str, str]]:
-        """(kind, old id, new id, reason) of every merge and split the run recorded."""
-        return run_changes(self.db, run)
-
-    def apply_regrouping(
-        self,
-        window: WindowHeadlines,
-        labels: Sequence[str],
-        merged: Mapping[str, str],
-        changes: Sequence[tuple[str, str, str, str]],
-        next_story: int,
-        run: int,
-        summary: Mapping[str, Any],
-    ) -> int:
-        """Store a regrouping of ``window`` and mark the run committed, in one transaction (see
-        :func:`cluster.store.maintenance.apply_regrouping`); how many headlines changed story."""
-        return apply_regrouping(self, window, labels, merged, changes, next_story, run, summary)
-
-    def set_run(self, run: int, state: str, summary: Mapping[str, Any]) -> None:
-        """Record a nightly run's state and summary (in the current transaction, if one is open)."""
-        finished = utc_now() if state == "done" else None
-        with self.db.transaction():
-            self.db.execute(
-                "UPDATE runs SET state = ?, summary = ?, finished_at = ? WHERE id = ?",
-                (state, json.dumps(dict(summary)), finished, run),
-            )

@@ -7,7 +7,7 @@ own); the nightly job reaches them through the index's public methods, never thr
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -15,7 +15,7 @@ import numpy as np
 from ..embed import variant_of_model_id
 from ..errors import InputError
 from .integrity import CheckReport, damaged_vector_rows, database_findings, is_unit, salvage, wrong_story_ids
-from .schema import Database, as_vectors, iso, utc_now
+from .schema import Database, as_vectors, chunks, iso, marks, utc_now
 from .types import Run, WindowHeadlines
 from .vectors import VectorFile
 
@@ -47,6 +47,7 @@ def index_stats(index: HeadlineIndex, vectors: VectorFile) -> dict[str, Any]:
             "window_hours": index.window.total_seconds() / 3600,
             "headlines": headlines,
             "stories": db.execute("SELECT count(*) FROM stories WHERE active = 1").fetchone()[0],
+            "events": db.execute("SELECT count(DISTINCT event_id) FROM headlines").fetchone()[0],
             "embeddings": db.execute("SELECT count(*) FROM embeddings").fetchone()[0],
             "earliest": None if earliest is None else iso(earliest),
             "latest": None if latest is None else iso(latest),
@@ -64,7 +65,8 @@ def index_stats(index: HeadlineIndex, vectors: VectorFile) -> dict[str, Any]:
             "until": iso(until),
             "state": state,
             "finished_at": finished,
-            **(json.loads(summary) if summary else {}),
+            # Its figures; the changes' headlines (kept for the report) stay out of the stats.
+            **{k: v for k, v in (json.loads(summary) if summary else {}).items() if k not in ("moved", "reported")},
         }
     return info
 
@@ -153,17 +155,49 @@ def reembed(index: HeadlineIndex, dimension: int) -> tuple[int, list[int]]:
 def window_headlines(index: HeadlineIndex, low: float, high: float) -> WindowHeadlines:
     """The stored headlines with time in [low, high), in row order."""
     found = index.db.execute(
-        "SELECT h.row, h.story_id, h.normalized, h.t, h.published_at IS NOT NULL, e.vector FROM headlines h "
-        "JOIN embeddings e ON e.text_key = h.text_key WHERE h.t >= ? AND h.t < ? ORDER BY h.row",
+        "SELECT h.row, h.story_id, h.event_id, h.normalized, h.t, h.published_at IS NOT NULL, e.vector, h.id, "
+        "h.text FROM headlines h JOIN embeddings e ON e.text_key = h.text_key WHERE h.t >= ? AND h.t < ? "
+        "ORDER BY h.row",
         (low, high),
     ).fetchall()
     return WindowHeadlines(
         [r[0] for r in found],
         [r[1] for r in found],
         [r[2] for r in found],
-        as_vectors([r[5] for r in found], index.dimension or 0),
-        [r[3] if r[4] else None for r in found],
+        [r[3] for r in found],
+        as_vectors([r[6] for r in found], index.dimension or 0),
+        [r[4] if r[5] else None for r in found],
+        [r[7] for r in found],
+        [r[8] for r in found],
     )
+
+
+def outside_stories(db: Database, event_ids: Iterable[str], low: float, high: float) -> dict[str, set[str]]:
+    """Story ids of each event's headlines with time outside [low, high)."""
+    found: dict[str, set[str]] = {}
+    for chunk in chunks(sorted(set(event_ids))):
+        for event, story in db.execute(
+            f"SELECT DISTINCT event_id, story_id FROM headlines WHERE event_id IN ({marks(len(chunk))}) "
+            "AND (t < ? OR t >= ?)",
+            (*chunk, low, high),
+        ):
+            found.setdefault(event, set()).add(story)
+    return found
+
+
+def judged_rows(db: Database, run: int, low: float, high: float) -> set[int]:
+    """Rows with time in [low, high) that an earlier nightly run judged: inside its window and added
+    before it started."""
+    return {
+        int(row)
+        for (row,) in db.execute(
+            # Only runs whose window overlaps this one can have judged its headlines.
+            "SELECT DISTINCT h.row FROM headlines h JOIN runs r ON r.kind = 'nightly' AND r.id < ? "
+            "AND r.state != 'running' AND r.until > ? AND r.since < ? AND h.t >= r.since AND h.t < r.until "
+            "AND h.added_at <= r.started_at WHERE h.t >= ? AND h.t < ?",
+            (run, low, high, low, high),
+        )
+    }
 
 
 def start_run(db: Database, low: float, high: float) -> Run:
@@ -201,40 +235,41 @@ def run_changes(db: Database, run: int) -> list[tuple[str, str, str, str]]:
 def apply_regrouping(
     index: HeadlineIndex,
     window: WindowHeadlines,
-    labels: Sequence[str],
-    merged: Mapping[str, str],
+    events: Sequence[str],
+    stories: Sequence[str],
     changes: Sequence[tuple[str, str, str, str]],
-    next_story: int,
+    next_numbers: tuple[int, int],
     run: int,
     summary: Mapping[str, Any],
-) -> int:
-    """Give the window's headlines their new story ids, merge stories, record history: one transaction.
+) -> dict[str, int]:
+    """Give the window's headlines their new event and story ids and record history: one transaction.
 
-    ``labels``: the new story id of each window headline; ``merged``: old id -> the id it went into (its
-    headlines outside the window follow); ``changes``: (kind, old id, new id, reason) to record. The run
-    is marked committed with ``summary`` plus ``changed`` (headlines whose story id changed). Returns
-    ``changed``.
+    Only the window's own headlines change: a merge or split never reaches a headline outside it (one
+    that was not judged with the rest). ``changes``: (kind, old id, new id, reason) to record;
+    ``next_numbers``: the event and story counters after the ids this run minted. The run is marked
+    committed with ``summary`` plus ``changed`` and ``changed_events`` (headlines whose story / event id
+    changed), which are returned.
     """
     db = index.db
     moved = [
-        (label, row)
-        for row, before, label in zip(window.rows, window.story_ids, labels, strict=True)
-        if label != before
+        (story, event, row)
+        for row, old_story, old_event, story, event in zip(
+            window.rows, window.story_ids, window.event_ids, stories, events, strict=True
+        )
+        if story != old_story or event != old_event
     ]
+    counts = {
+        "changed": sum(a != b for a, b in zip(window.story_ids, stories, strict=True)),
+        "changed_events": sum(a != b for a, b in zip(window.event_ids, events, strict=True)),
+    }
     at = utc_now()
     with db.transaction():
-        db.executemany("UPDATE headlines SET story_id = ? WHERE row = ?", moved)
-        merged_outside = 0
-        for story, winner in sorted(merged.items()):
-            merged_outside += db.execute(
-                "UPDATE headlines SET story_id = ? WHERE story_id = ?", (winner, story)
-            ).rowcount
-        index.refresh_stories(set(window.story_ids) | set(labels), created_at=at)
+        db.executemany("UPDATE headlines SET story_id = ?, event_id = ? WHERE row = ?", moved)
+        index.refresh_stories(set(window.story_ids) | set(stories), created_at=at)
         db.executemany(
             "INSERT INTO story_history (old_id, new_id, at, kind, reason, run) VALUES (?, ?, ?, ?, ?, ?)",
             [(old, new, at, kind, reason, run) for kind, old, new, reason in changes],
         )
-        db.set_meta({"next_story": next_story})
-        changed = len(moved) + merged_outside
-        index.set_run(run, "committed", {**summary, "changed": changed})
-    return changed
+        db.set_meta({"next_event": next_numbers[0], "next_story": next_numbers[1]})
+        index.set_run(run, "committed", {**summary, **counts})
+    return counts

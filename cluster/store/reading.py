@@ -76,7 +76,7 @@ def _hits(
     neighbors = sorted((n for n in neighbors if n.id in headlines), key=lambda n: -exact[n.id])
     stories: dict[str, tuple[int, float]] = {}
     if explain:
-        wanted = {h.story_id for h in headlines.values()}
+        wanted = {h.event_id for h in headlines.values()}  # a new headline joins an event (and its story)
         # A query without a publication time (NaN) is compared without one.
         stories = story_means(index.db, index.judgement, vector, normalized, moment, wanted, index.dimension or 0)
     hits = []
@@ -84,7 +84,7 @@ def _hits(
         headline = headlines.get(neighbor.id)
         if headline is None:
             continue
-        size, mean = stories.get(headline.story_id, (None, None))
+        size, mean = stories.get(headline.event_id, (None, None))
         hits.append(QueryHit(headline, exact[neighbor.id], size, mean, index.threshold if explain else None))
     return hits
 

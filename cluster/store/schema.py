@@ -19,7 +19,7 @@ import numpy as np
 
 from ..errors import DiskFullError, IndexDamagedError, InputError, free_bytes, is_disk_full
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: headlines.event_id (events nested in stories); 1 is migrated on open
 DB_FILE = "headlines.sqlite"
 FAISS_FILE = "vectors.faiss"
 LOCK_FILE = "write.lock"
@@ -40,10 +40,12 @@ CREATE TABLE IF NOT EXISTS headlines (
     published_at TEXT,                  -- ISO 8601 UTC as given, NULL when the input had none
     t REAL NOT NULL,                    -- published_at, else added_at, in Unix seconds: what windows use
     added_at TEXT NOT NULL,
-    story_id TEXT NOT NULL
+    story_id TEXT NOT NULL,
+    event_id TEXT                       -- the event (nested in story_id); last, as ALTER TABLE adds it
 );
 CREATE INDEX IF NOT EXISTS headlines_t ON headlines (t);
 CREATE INDEX IF NOT EXISTS headlines_story ON headlines (story_id);
+CREATE INDEX IF NOT EXISTS headlines_event ON headlines (event_id);
 -- A rowid table: with 1.5 KB vectors, WITHOUT ROWID was 3.6x slower to fill and 2.3x larger.
 CREATE TABLE IF NOT EXISTS embeddings (text_key BLOB NOT NULL UNIQUE, vector BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS stories (
@@ -77,7 +79,7 @@ CREATE TABLE IF NOT EXISTS runs (
 );
 """
 
-HEADLINE_COLUMNS = "h.row, h.id, h.text, h.published_at, h.source, h.url, h.story_id, h.added_at, h.t"
+HEADLINE_COLUMNS = "h.row, h.id, h.text, h.published_at, h.source, h.url, h.story_id, h.added_at, h.t, h.event_id"
 
 
 _DAMAGED = ("malformed", "corrupt")
@@ -329,6 +331,26 @@ class Database:
 
     def close(self) -> None:
         self.connection.close()
+
+
+def migrate(db: Database) -> bool:
+    """Bring an index of an older format up to :data:`SCHEMA_VERSION` (caller holds the writer lock);
+    whether anything changed.
+
+    Format 1 had one id per headline (``story_id``, the index's only level). Each of its stories becomes
+    one event of that story (``e`` + the story's number), so every event lies inside one story and the
+    ids a user already saw keep their meaning; event numbers continue from the story counter.
+    """
+    if db.meta("schema_version") != 1:
+        return False
+    with db.transaction():
+        columns = [row[1] for row in db.execute("PRAGMA table_info(headlines)")]
+        if "event_id" not in columns:
+            db.execute("ALTER TABLE headlines ADD COLUMN event_id TEXT")
+        db.execute("UPDATE headlines SET event_id = 'e' || substr(story_id, 2) WHERE event_id IS NULL")
+        db.execute("CREATE INDEX IF NOT EXISTS headlines_event ON headlines (event_id)")
+        db.set_meta({"schema_version": SCHEMA_VERSION, "next_event": db.meta("next_story")})
+    return True
 
 
 def chunks(items: Sequence, size: int = SQL_CHUNK) -> Iterator[Sequence]:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from ..embed import is_default_model
 from ..errors import InputError
 from ..settings import DEFAULT_LEVEL, judgement_for
-from .schema import SCHEMA_VERSION, Database, utc_now
+from .schema import SCHEMA_VERSION, Database, migrate, utc_now
 from .types import DEFAULT_WINDOW
 
 if TYPE_CHECKING:
@@ -42,6 +42,7 @@ def create_settings(
                 "window_seconds": (window or DEFAULT_WINDOW).total_seconds(),
                 "next_row": 1,
                 "next_story": 1,
+                "next_event": 1,
                 "created_at": utc_now(),
                 "faiss_rows": 0,
                 "faiss_max_row": 0,
@@ -61,6 +62,10 @@ def settings_changes(
 ) -> dict[str, Any]:
     """The ``meta`` changes that the asked-for settings make to an empty index; an error for a full one."""
     version = index.db.meta("schema_version")
+    if version == 1 and not index.db.read_only:
+        with index.lock():  # an older index keeps opening: its format is brought up to date once
+            migrate(index.db)
+        version = index.db.meta("schema_version")
     if version != SCHEMA_VERSION:
         raise InputError(
             f"index format {version} is not the one this version reads ({SCHEMA_VERSION})",

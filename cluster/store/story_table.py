@@ -37,18 +37,21 @@ class Members:
         return score(self.normalized, self.vectors, judgement, self.whens)
 
 
-def load_members(db: Database, story_ids: Iterable[str], dimension: int) -> dict[str, Members]:
-    """Members of each story in ``story_ids`` (stories without members are left out)."""
+def load_members(db: Database, story_ids: Iterable[str], dimension: int, *, events: bool = False) -> dict[str, Members]:
+    """Members of each story in ``story_ids`` (stories without members are left out); with ``events``,
+    the ids are event ids and the members those of each event."""
+    column = "event_id" if events else "story_id"
     wanted = sorted(set(story_ids), key=story_order)
     found: dict[str, tuple[list[Headline], list[str], list[bytes]]] = {}
     for chunk in chunks(wanted):
         for *columns, normalized, blob in db.execute(
             f"SELECT {HEADLINE_COLUMNS}, h.normalized, e.vector FROM headlines h JOIN embeddings e "
-            f"ON e.text_key = h.text_key WHERE h.story_id IN ({marks(len(chunk))}) ORDER BY h.row",
+            f"ON e.text_key = h.text_key WHERE h.{column} IN ({marks(len(chunk))}) ORDER BY h.row",
             chunk,
         ):
             headline = Headline(*columns)
-            headlines, texts, blobs = found.setdefault(headline.story_id, ([], [], []))
+            key = headline.event_id if events else headline.story_id
+            headlines, texts, blobs = found.setdefault(key, ([], [], []))
             headlines.append(headline)
             texts.append(normalized)
             blobs.append(blob)

@@ -43,6 +43,7 @@ class AddResult:
     reused: int = 0  # new headlines whose normalized text already had a vector
     new_stories: int = 0
     joined: int = 0  # new headlines that joined an existing story
+    new_events: int = 0
     elapsed: float = 0.0
     headlines: int = 0  # in the index afterwards
     stories: int = 0  # active stories afterwards
@@ -67,6 +68,7 @@ class Headline:
     story_id: str
     added_at: str
     t: float
+    event_id: str = ""  # the event, nested in story_id (every headline of an event has its story id)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -77,6 +79,7 @@ class Headline:
             "url": self.url,
             "story_id": self.story_id,
             "added_at": self.added_at,
+            "event_id": self.event_id,
         }
 
 
@@ -121,6 +124,14 @@ class StoryInfo:
     def size(self) -> int:
         return len(self.members)
 
+    @property
+    def events(self) -> dict[str, list[StoryMember]]:
+        """The story's events (each a list of members in time order), in order of their first headline."""
+        found: dict[str, list[StoryMember]] = {}
+        for member in self.members:
+            found.setdefault(member.headline.event_id, []).append(member)
+        return found
+
     def to_dict(self) -> dict[str, Any]:
         rep = self.representative
         return {
@@ -136,8 +147,13 @@ class StoryInfo:
                     "published_at": m.headline.published_at,
                     "source": m.headline.source,
                     "score": round(m.score, 4),
+                    "event_id": m.headline.event_id,
                 }
                 for m in self.members
+            ],
+            "events": [
+                {"id": event, "size": len(members), "members": [m.headline.id for m in members]}
+                for event, members in self.events.items()
             ],
         }
 
@@ -154,9 +170,12 @@ class WindowHeadlines:
 
     rows: list[int]
     story_ids: list[str]
+    event_ids: list[str]
     normalized: list[str]
     vectors: np.ndarray
     times: list[float | None]  # publication time in Unix seconds, None where the input had none
+    ids: list[str] = field(default_factory=list)  # the headlines' own ids and text: what reports show
+    texts: list[str] = field(default_factory=list)
 
 
 @dataclass

@@ -7,7 +7,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from .assign import Assigner
+from .assign import NestedAssigner
 from .pending import Pending
 from .schema import Database, chunks, marks, utc_now
 from .types import AddResult, Headline
@@ -52,7 +52,7 @@ def commit_chunk(
     chunk: Sequence[tuple[Pending, Headline | None]],
     vectors: np.ndarray,
     new_vectors: Mapping[bytes, np.ndarray],
-    assigner: Assigner,
+    assigner: NestedAssigner,
     result: AddResult,
 ) -> np.ndarray:
     now = time.time()
@@ -67,14 +67,14 @@ def commit_chunk(
         for old in replaced:
             assigner.retire(old)
             db.execute("DELETE FROM headlines WHERE row = ?", (old.row,))
-        stories = assigner.assign(rows, times, whens, vectors, [p.normalized for p, _ in chunk], result)
+        events, stories = assigner.assign(rows, times, whens, vectors, [p.normalized for p, _ in chunk], result)
         db.executemany(
             "INSERT OR IGNORE INTO embeddings (text_key, vector) VALUES (?, ?)",
             [(key, np.asarray(vector, dtype=np.float32).tobytes()) for key, vector in new_vectors.items()],
         )
         db.executemany(
             "INSERT INTO headlines (row, id, text, normalized, text_key, source, url, published_at, t, "
-            "added_at, story_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "added_at, story_id, event_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
                 (
                     int(row),
@@ -88,14 +88,17 @@ def commit_chunk(
                     float(t),
                     added_at,
                     story,
+                    event,
                 )
-                for (p, _), row, t, story in zip(chunk, rows, times, stories, strict=True)
+                for (p, _), row, t, story, event in zip(chunk, rows, times, stories, events, strict=True)
             ],
         )
         if replaced:
             refresh_spans(db, {old.story_id for old in replaced})
         assigner.write_stories()
-        db.set_meta({"next_row": next_row + len(chunk), "next_story": assigner.next_story})
+        db.set_meta(
+            {"next_row": next_row + len(chunk), "next_story": assigner.next_story, "next_event": assigner.next_event}
+        )
     result.added += sum(old is None for _, old in chunk)
     result.updated += len(replaced)
     return rows
