@@ -135,6 +135,8 @@ class CollapseResult:
     # stories made of them, grouped at the story judgement's threshold.
     nested: list[NestedStory] | None = None
     story_threshold: float | None = None
+    # At the story level: the event score and threshold its stories are grouped over (they nest).
+    _events: tuple[PairwiseSimilarity, float] | None = field(repr=False, default=None)
 
     @property
     def scale(self) -> str:
@@ -213,7 +215,10 @@ class CollapseResult:
 
     def rethreshold(self, threshold: float) -> CollapseResult:
         """The same input grouped at another threshold, without embedding again."""
-        return _assemble(self._prepared, self.linkage, self._representative, threshold, self._times, self._ids)
+        result = _assemble(
+            self._prepared, self.linkage, self._representative, threshold, self._times, self._ids, self._events
+        )
+        return result
 
     def to_dict(self, *, explain: bool = False) -> dict:
         """The stable JSON shape of ``headline-cluster collapse --format json``. Nested (events in
@@ -303,7 +308,14 @@ def collapse(
         embedder = get_embedder(resolve_model_name(model))
     judgement = judgement_of(embedder, level, threshold)
     prepared = prepare(texts, embedder=embedder, judgement=judgement, times=times, prefixes=prefixes)
-    result = _assemble(prepared, linkage or judgement.linkage, representative, judgement.threshold, times, ids)
+    events = None
+    if level == "story":
+        # Stories are grouped over whole events (as the index groups them), so an event never spans two.
+        event = judgement_of(embedder, "event")
+        events = (score(prepared.normalized, prepared.vectors, event, prepared.times), event.threshold)
+    result = _assemble(
+        prepared, linkage or judgement.linkage, representative, judgement.threshold, times, ids, events
+    )
     if nested:
         story = judgement if level == "story" else judgement_of(embedder, "story")
         story_similarity = score(prepared.normalized, prepared.vectors, story, prepared.times)
@@ -325,10 +337,16 @@ def _assemble(
     threshold: float,
     times: list | None,
     ids: list | None = None,
+    events: tuple[PairwiseSimilarity, float] | None = None,
 ) -> CollapseResult:
     similarity = prepared.similarity
     texts = prepared.texts
-    grouping = group(similarity, threshold, linkage=linkage)
+    if events is None:
+        grouping = group(similarity, threshold, linkage=linkage)
+    else:
+        event_similarity, event_threshold = events
+        nested = group_nested(event_similarity, similarity, event_threshold, threshold, linkage=linkage)
+        grouping = Grouping(nested.stories, threshold, linkage, similarity.candidates(threshold))
     stories = []
     for members in grouping.groups():
         scores = similarity.block(members, members)
@@ -369,4 +387,5 @@ def _assemble(
         representative,
         times,
         ids,
+        _events=events,
     )

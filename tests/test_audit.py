@@ -83,7 +83,7 @@ def test_learned_breakdown_reads_each_signal_in_words() -> None:
     assert value["cosine"] == "0.970" and value["time gap"] == "3.0 h" and value["numbers"] == "agree"
     assert value["script"] == "Arabic / Arabic" and value["shared words"] == "4 (80% of the shorter)"
     other = {s.name: s.value for s in breakdown(similarity, TEXTS, TIMES, 0, 2).signals}
-    assert other["time gap"].startswith("unknown (taken as ") and other["numbers"] == "clash"
+    assert other["time gap"] == "unknown (no time penalty)" and other["numbers"] == "clash"
     across = {s.name: s.value for s in breakdown(similarity, TEXTS, TIMES, 0, 3).signals}
     assert across["script"] == "Arabic / Latin" and across["time gap"] == "48.0 h"
     lines = breakdown(similarity, TEXTS, TIMES, 0, 4).lines(0.35)

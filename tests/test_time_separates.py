@@ -136,3 +136,54 @@ def test_the_shipped_event_weights_score_an_unknown_time_as_no_gap() -> None:
     table = HeadlineTable(np.eye(2, dtype=np.float32), ["a b c", "a b d"])
     row = pair_features(table, np.array([0]), np.array([1]))
     assert np.isnan(row[0, _TIME])
+
+
+class _DefaultNamed:
+    """Fake vectors under the default model's name, so that its shipped learned judgements score them."""
+
+    name = "multilingual-e5-small"
+    model_id = "fake-under-default-name/1"
+    dimension = 64
+
+    def __init__(self, noise: float):
+        from test_store import FakeEmbedder
+
+        self.fake = FakeEmbedder(noise=noise)
+
+    def encode(self, texts):
+        return self.fake.encode(texts)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    topics=st.lists(st.integers(min_value=0, max_value=5), min_size=2, max_size=24),
+    noise=st.floats(min_value=0.2, max_value=0.9),
+    default_name=st.booleans(),
+    with_times=st.booleans(),
+    strict_story=st.booleans(),
+)
+def test_events_nest_in_stories_on_every_input(
+    topics: list[int], noise: float, default_name: bool, with_times: bool, strict_story: bool
+):
+    """The story level is at least as coarse as the event level: every event lies inside one story, for the
+    shipped learned judgements and for the cosine of a model without calibration, even when a caller asks
+    for a story threshold stricter than the event one (stories are grouped over whole events)."""
+    from test_store import FakeEmbedder
+
+    from cluster import collapse
+
+    embedder = _DefaultNamed(noise) if default_name else FakeEmbedder(noise=noise)
+    t0 = datetime(2024, 5, 1, tzinfo=timezone.utc)
+    items = [
+        {"text": f"topic{t} item {k}", "published_at": t0 + timedelta(hours=7 * k) if with_times else None}
+        for k, t in enumerate(topics)
+    ]
+    events = collapse(items, level="event", embedder=embedder)
+    stories = collapse(items, level="story", embedder=embedder, threshold=0.999 if strict_story else None)
+    story_of = {m.index: s.id for s in stories.stories for m in s.members}
+    for event in events.stories:
+        assert len({story_of[m.index] for m in event.members}) == 1, "an event spans two stories"
+    nested = collapse(items, embedder=embedder, nested=True)
+    assert sorted(len(s.events) for s in nested.nested) and sum(len(s.events) for s in nested.nested) == len(
+        events.stories
+    )
