@@ -381,8 +381,9 @@ def _scale(judgement: object) -> str:
 
 
 def judged(hit: QueryHit, judgement: object) -> str:
-    """``cosine 0.861 · its story: judged different (0.843, below 0.900)``: the search's cosine next to the
-    judgement's verdict on the hit's story, and its probability of the same story where one is known.
+    """``cosine 0.861 · its event: judged different (0.843, below 0.900)``: the search's cosine next to the
+    judgement's verdict on the hit's event (the group a new headline joins), and its probability where one
+    is known.
 
     The probability is read from the hit (``probability``) or the judgement (``probability(score)``),
     whichever provides it, so it shows as soon as the judgement is calibrated.
@@ -393,9 +394,9 @@ def judged(hit: QueryHit, judgement: object) -> str:
         # Named: a learned judgement's score is a probability, and beside a cosine it would read as one.
         scale = f"{_scale(judgement)} " if _scale(judgement) else ""
         if score >= threshold:
-            parts.append(f"its story: judged the same ({scale}{score:.3f}, at or above {threshold:.3f})")
+            parts.append(f"its event: judged the same ({scale}{score:.3f}, at or above {threshold:.3f})")
         else:
-            parts.append(f"its story: judged different ({scale}{score:.3f}, below {threshold:.3f})")
+            parts.append(f"its event: judged different ({scale}{score:.3f}, below {threshold:.3f})")
         probability = getattr(hit, "probability", None)
         to_probability = getattr(judgement, "probability", None)
         if probability is None and callable(to_probability):

@@ -15,7 +15,9 @@ the whole data set. Every grouping figure is computed on held-out rows only:
   headlines grouped with a SaudiNewsNet title (contaminated) and the OG2021 rows' B-cubed F1;
 - UCI stories without times (the story level; its crawl times give the labels away, so it never sees them);
 - the pair files' AUC (event) against plain cosine.
-Plain cosine is scored on the same held-out rows at the threshold its training folds choose, side by side.
+Plain cosine is scored on the same held-out rows at the threshold its training folds choose, side by side,
+grouped exactly as the product groups it (the learned score's linkage leaves out pairs under its gate and
+far under the threshold, which count as 0: they score at most a hundredth, or a quarter of the threshold).
 
 Levels:
 - event: the logistic model over content signals plus a time penalty that never rewards (judgement_pairs.py);
@@ -41,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from judgement_data import FOLDS, Collection, load_clusters, load_stream, read_tsv, saudi_titles, training_stream  # noqa: E402, I001
 from judgement_data import DATA, subset_table  # noqa: E402
-from judgement_eval import ScoredPairs, pair_figures  # noqa: E402
+from judgement_eval import Cosine, ScoredPairs, pair_figures  # noqa: E402
 from judgement_pairs import (  # noqa: E402
     PairSet,
     cluster_pairs,
@@ -53,6 +55,8 @@ from judgement_pairs import (  # noqa: E402
 )
 
 from cluster.candidates import exact_pairs  # noqa: E402
+from cluster.evaluate import cluster_metrics  # noqa: E402
+from cluster.group import group  # noqa: E402
 from cluster.learned import FEATURES, PARAMS_FILE, TIME_FEATURES, LearnedParams, pair_features, probability  # noqa: E402
 
 GATE = 0.80
@@ -126,6 +130,18 @@ def fold_pairs(collection: Collection, members: np.ndarray, bound: float) -> Sco
     return ScoredPairs(collection.labels[members], rows, cols, _drop(features))
 
 
+def exact_cosine(collection: Collection, members: np.ndarray, threshold: float) -> dict:
+    """Plain cosine grouped as the product groups it (every pair's real cosine in the linkage)."""
+    labels = group(Cosine(collection.table.vectors[members]), float(threshold)).labels
+    gold = collection.labels[members]
+    labelled = gold != ""
+    out = {"f1": cluster_metrics(gold[labelled].tolist(), labels[labelled].tolist())["bcubed_f1"]}
+    polluted = np.zeros(int(labels.max()) + 1, dtype=bool)
+    polluted[labels[~labelled]] = True
+    out["contaminated"] = float(polluted[labels[labelled]].mean()) if labelled.any() else 0.0
+    return out
+
+
 def summary(values) -> str:
     values = np.asarray(values, dtype=float)
     return f"{values.mean():.3f} (worst {values.min():.3f})"
@@ -191,7 +207,8 @@ def main() -> None:
     event_folds, story_folds, cos_event, cos_story, pairs = [], [], [], [], {}
     for f in range(FOLDS):
         params = fit(sets, exclude=f)
-        og_pairs = fold_pairs(og, np.flatnonzero(og.fold == f), GATE)
+        og_members = np.flatnonzero(og.fold == f)
+        og_pairs = fold_pairs(og, og_members, GATE)
         mixed = np.flatnonzero(((mix.fold == f) & mix.labelled) | ~mix.labelled)
         mix_pairs = fold_pairs(mix, mixed, GATE)
         uci_pairs = fold_pairs(uci, np.flatnonzero(uci.fold == f), 0.70)
@@ -207,8 +224,8 @@ def main() -> None:
         cos_event.append(
             [
                 {
-                    "og": og_pairs.group_figures(og_pairs.cosines, t)["f1"],
-                    **{k: v for k, v in mix_pairs.group_figures(mix_pairs.cosines, t).items()},
+                    "og": exact_cosine(og, og_members, t)["f1"],
+                    **exact_cosine(mix, mixed, t),
                 }
                 for t in COSINE_EVENT_GRID
             ]
@@ -216,7 +233,8 @@ def main() -> None:
         story = timeless(params)
         story_scores = probability(uci_pairs.features_at(False), story)
         story_folds.append([{"uci": uci_pairs.group_figures(story_scores, t)["f1"]} for t in STORY_GRID])
-        cos_story.append([{"uci": uci_pairs.group_figures(uci_pairs.cosines, t)["f1"]} for t in COSINE_STORY_GRID])
+        uci_members = np.flatnonzero(uci.fold == f)
+        cos_story.append([{"uci": exact_cosine(uci, uci_members, t)["f1"]} for t in COSINE_STORY_GRID])
         for ps in (semeval, slugs, sts):
             idx = np.flatnonzero(ps.fold == f)
             lodo = fit(sets, skip=ps.name)

@@ -295,7 +295,7 @@ def test_query_text_shows_the_judgement_next_to_the_cosine(runner: CliRunner, in
     assert len(same) == 2 and len(different) == 1  # the two topic1 headlines, then the storm
     # The judgement's scale is named (an uncalibrated model's judgement is a cosine).
     assert re.fullmatch(
-        r"cosine -?\d\.\d{3} · its story: judged different \(cosine -?\d\.\d{3}, below 0\.800\)", different[0]
+        r"cosine -?\d\.\d{3} · its event: judged different \(cosine -?\d\.\d{3}, below 0\.800\)", different[0]
     )
 
 
@@ -306,12 +306,12 @@ def test_the_verdict_shows_a_probability_once_the_judgement_has_one() -> None:
 
     hit = SimpleNamespace(score=0.861, story_similarity=0.843, threshold=0.9)
     plain = SimpleNamespace(threshold=0.9)
-    assert judged(hit, plain) == "cosine 0.861 · its story: judged different (0.843, below 0.900)"
+    assert judged(hit, plain) == "cosine 0.861 · its event: judged different (0.843, below 0.900)"
     calibrated = SimpleNamespace(threshold=0.9, probability=lambda score: 0.07 if score < 0.9 else 0.9)
     assert judged(hit, calibrated).endswith("· probability of the same story 7%")
     on_the_hit = SimpleNamespace(score=0.95, story_similarity=0.93, threshold=0.9, probability=0.88)
     assert judged(on_the_hit, plain) == (
-        "cosine 0.950 · its story: judged the same (0.930, at or above 0.900) · probability of the same story 88%"
+        "cosine 0.950 · its event: judged the same (0.930, at or above 0.900) · probability of the same story 88%"
     )
 
 

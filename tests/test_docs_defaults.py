@@ -32,14 +32,14 @@ def found(pattern: str, text: str = README) -> str:
 
 def test_the_level_thresholds_in_the_readme_are_the_built_in_ones() -> None:
     assert float(found(r"a learned probability of the same event, threshold p ≥ ([\d.]+)")) == threshold("event")
-    assert float(found(r"the hybrid score at ([\d.]+) for the default model")) == threshold("story")
+    assert float(found(r"the same evidence cut lower, p ≥ ([\d.]+)")) == threshold("story")
     assert float(found(r"the same headline reworded: learned, p ≥ ([\d.]+)")) == threshold("duplicate")
     assert found(r"`(\w+)` \(the default for\s+`collapse`") == DEFAULT_LEVEL
 
 
 def test_the_readme_examples_show_the_default_threshold() -> None:
     assert float(found(r'"threshold": ([\d.]+)')) == threshold(DEFAULT_LEVEL)
-    assert float(found(r"7 headlines -> 4 stories \(.*threshold ([\d.]+);")) == threshold(DEFAULT_LEVEL)
+    assert float(found(r"7 headlines -> 4 events in 4 stories \(.*threshold ([\d.]+);")) == threshold(DEFAULT_LEVEL)
 
 
 def test_the_default_embedding_variant_is_named_alike_everywhere() -> None:
