@@ -73,12 +73,14 @@ def test_stdin_and_quiet(runner) -> None:
 
 def test_threshold_option_changes_grouping(runner) -> None:
     path = str(REPO / "examples" / "related_en.csv")
-    # The story level's score is a corrected cosine: every headline of the file is above 0.5 of each other.
-    loose = json.loads(run(runner, "collapse", path, "--level", "story", "--format", "json", "-q", "-t", "0.5").stdout)
+    # The story level's score is a probability: every pair of the file's news headlines scores above 0.0001.
+    loose = json.loads(
+        run(runner, "collapse", path, "--level", "story", "--format", "json", "-q", "-t", "0.0001").stdout
+    )
     strict = json.loads(
         run(runner, "collapse", path, "--level", "event", "--format", "json", "-q", "-t", "0.999").stdout
     )
-    assert loose["threshold"] == 0.5 and len(loose["stories"]) == 1
+    assert loose["threshold"] == 0.0001 and len(loose["stories"]) == 1
     assert strict["threshold"] == 0.999 and len(strict["stories"]) == 6
 
 
