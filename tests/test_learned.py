@@ -250,3 +250,25 @@ def test_a_learned_judgement_needs_weights_and_other_kinds_cannot_borrow_them() 
         cosine.with_kind("learned")
     learned = judgement_for("multilingual-e5-small", "event")
     assert replace(learned, kind="cosine").cosine_floor() == learned.threshold
+
+
+@pytest.mark.parametrize("threshold", [0.05, 0.2, 0.5, 0.8])
+@pytest.mark.parametrize("gate_ar", [0.75, 0.9, 0.97])
+def test_an_arabic_gate_keeps_the_candidates_exactly_the_pairs_that_reach_the_threshold(
+    threshold: float, gate_ar: float
+) -> None:
+    """Arabic pairs are searched from their own floor (a scaled cosine), others from theirs: nothing that
+    reaches the threshold is missed, in a list of Arabic, Latin and mixed pairs, with the cell search too."""
+    texts = [normalize(t) for t in TEXTS] * 3
+    base = replace(params(gate=0.7, bias=-30.0, cos=36.0, ar=-3.0, cos_ar=3.0, cross=1.0), gate_ar=gate_ar)
+    sim = LearnedSimilarity(random_unit(len(texts), spread=0.15, seed=11), texts, params=base)
+    idx = np.arange(len(sim))
+    block = sim.block(idx, idx)
+    expected = {(i, j) for i in idx for j in idx if i != j and block[i, j] >= threshold}
+    found = sim.candidates(threshold)
+    assert {(int(i), int(j)) for i, j in zip(*found.nonzero(), strict=True)} == expected
+    from cluster import candidates
+
+    cells = candidates._candidates_from_cells(sim.vectors, *sim._search_bound(threshold))
+    assert sim._search_bound(threshold)[1] is not None or gate_ar <= 0.7 or threshold < 0.1
+    assert {(int(i), int(j)) for i, j in zip(*cells.nonzero(), strict=True)} >= expected
