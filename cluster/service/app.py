@@ -357,7 +357,7 @@ def create_app(
     async def similar_endpoint(
         text: str = Query(min_length=1, description="The text to look up."),
         k: int = Query(10, ge=1, le=limits.max_k, description="How many hits."),
-        explain: bool = Query(False, description="Also say whether the text would join each hit's event (and so its story)."),
+        explain: bool = Query(False, description="Also say whether the text would join each hit's event."),
     ) -> dict[str, Any]:
         check_texts([("text", text)], limits)
         return {"hits": await run_in_threadpool(service.similar, text, k, explain)}
