@@ -62,7 +62,7 @@ def settings_changes(
 ) -> dict[str, Any]:
     """The ``meta`` changes that the asked-for settings make to an empty index; an error for a full one."""
     version = index.db.meta("schema_version")
-    if version == 1 and not index.db.read_only:
+    if version in (1, 2) and not index.db.read_only:
         with index.lock():  # an older index keeps opening: its format is brought up to date once
             migrate(index.db)
         version = index.db.meta("schema_version")

@@ -1,0 +1,110 @@
+"""Editorial corrections stored in the index (issue 23): adding, listing, removing, refusing unknown
+headlines and contradictions, the migration of an index of format 2, and surviving a repair."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+from test_store import headlines, open_index
+
+from cluster.errors import InputError
+from cluster.store import DB_FILE
+from cluster.store.schema import SCHEMA_VERSION
+
+
+@pytest.fixture
+def index(tmp_path: Path):
+    with open_index(tmp_path / "idx") as opened:
+        opened.add(headlines(10, topics=2))
+        yield opened
+
+
+def test_a_correction_is_stored_listed_and_removed(index) -> None:
+    made = index.add_correction("apart", "h4", "h2", level="event", author="desk", reason="different votes")
+    assert (made.kind, made.level, made.a, made.b, made.author, made.reason) == (
+        "apart",
+        "event",
+        "h2",
+        "h4",
+        "desk",
+        "different votes",
+    )
+    together = index.add_correction("together", "h1", "h3", level="story", author="ana")
+    assert [c.id for c in index.corrections()] == [made.id, together.id]
+    assert index.corrections("story") == [together]
+    assert index.add_correction("apart", "h2", "h4", author="someone else") == made  # the same one: kept once
+    assert index.remove_correction(made.id) is True
+    assert index.remove_correction(made.id) is False
+    assert index.corrections() == [together]
+
+
+def test_unknown_headlines_and_bad_values_are_refused(index) -> None:
+    with pytest.raises(InputError, match="'nope'"):
+        index.add_correction("apart", "h1", "nope", author="desk")
+    with pytest.raises(InputError, match="kind"):
+        index.add_correction("split", "h1", "h2", author="desk")
+    with pytest.raises(InputError, match="level"):
+        index.add_correction("apart", "h1", "h2", level="duplicate", author="desk")
+    with pytest.raises(InputError, match="two different"):
+        index.add_correction("apart", "h1", "h1", author="desk")
+    with pytest.raises(InputError, match="author"):
+        index.add_correction("apart", "h1", "h2", author=" ")
+    assert index.corrections() == []
+
+
+def test_apart_and_together_on_the_same_pair_contradict(index) -> None:
+    first = index.add_correction("apart", "h1", "h2", author="desk")
+    with pytest.raises(InputError, match=f"#{first.id} "):
+        index.add_correction("together", "h2", "h1", author="desk")
+    assert index.corrections() == [first]
+
+
+def test_a_together_chain_that_would_join_an_apart_pair_is_refused_naming_both(index) -> None:
+    apart = index.add_correction("apart", "h1", "h5", author="desk")
+    link = index.add_correction("together", "h1", "h3", author="desk")
+    with pytest.raises(InputError) as refused:
+        index.add_correction("together", "h3", "h5", author="desk")
+    assert f"#{apart.id} " in str(refused.value) and f"#{link.id} " in str(refused.value)
+    # and the other way round: an apart pair that together-chains already join
+    with pytest.raises(InputError, match=f"#{link.id} "):
+        index.add_correction("apart", "h3", "h1", author="desk")
+    assert index.corrections() == [apart, link]
+
+
+def test_levels_imply_each_other_as_events_nest_in_stories(index) -> None:
+    # Together as one event means one story: a story-level apart on that pair contradicts it.
+    index.add_correction("together", "h1", "h3", level="event", author="desk")
+    with pytest.raises(InputError, match="contradicts"):
+        index.add_correction("apart", "h1", "h3", level="story", author="desk")
+    # Apart as events but together as a story is consistent: two events of one story.
+    index.add_correction("apart", "h2", "h4", level="event", author="desk")
+    index.add_correction("together", "h2", "h4", level="story", author="desk")
+    assert len(index.corrections()) == 3
+
+
+def test_an_index_of_format_2_gains_the_corrections_table(tmp_path: Path) -> None:
+    with open_index(tmp_path / "idx") as index:
+        index.add(headlines(6, topics=2))
+    with sqlite3.connect(tmp_path / "idx" / DB_FILE) as db:  # what format 2 stored
+        db.execute("DROP TABLE corrections")
+        db.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
+    with open_index(tmp_path / "idx") as index:
+        assert index.db.meta("schema_version") == SCHEMA_VERSION == 3
+        assert index.corrections() == []
+        index.add_correction("apart", "h0", "h2", author="desk")
+    with open_index(tmp_path / "idx") as index:
+        assert [(c.a, c.b) for c in index.corrections()] == [("h0", "h2")]
+
+
+def test_corrections_survive_a_rebuild_of_a_damaged_database(tmp_path: Path) -> None:
+    from cluster.store.integrity import salvage
+
+    with open_index(tmp_path / "idx") as index:
+        index.add(headlines(6, topics=2))
+        made = index.add_correction("together", "h0", "h1", level="story", author="desk", reason="same strike")
+    salvage(tmp_path / "idx")  # what repair does with a damaged database: copy what can be read
+    with open_index(tmp_path / "idx") as index:
+        assert index.corrections() == [made]
+
