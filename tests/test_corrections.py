@@ -3,6 +3,7 @@ headlines and contradictions, the migration of an index of format 2, and survivi
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from pathlib import Path
 
@@ -108,3 +109,55 @@ def test_corrections_survive_a_rebuild_of_a_damaged_database(tmp_path: Path) -> 
     with open_index(tmp_path / "idx") as index:
         assert index.corrections() == [made]
 
+
+# --- the CLI: headline-cluster correct add|list|remove ------------------------------------------------------
+
+
+def run_cli(*args: object):
+    from click.testing import CliRunner
+    from test_store import FakeEmbedder
+
+    from cluster.cli import main
+
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False, obj={"embedder": FakeEmbedder()})
+
+
+def test_the_cli_adds_lists_and_removes_corrections(tmp_path: Path) -> None:
+    with open_index(tmp_path / "idx") as index:
+        index.add(headlines(6, topics=2))
+    where = ("--index", tmp_path / "idx")
+    added = run_cli("correct", "add", "apart", "h0", "h2", *where, "--author", "desk", "--reason", "two votes")
+    assert added.exit_code == 0, added.output
+    assert "#1" in added.stdout
+    made = run_cli(
+        "correct", "add", "together", "h1", "h3", *where, "--level", "story", "--author", "ana", "--format", "json"
+    )
+    assert json.loads(made.stdout)["level"] == "story"
+    listed = json.loads(run_cli("correct", "list", *where, "--format", "json").stdout)["corrections"]
+    assert [(c["id"], c["kind"], c["a"], c["b"], c["reason"]) for c in listed] == [
+        (1, "apart", "h0", "h2", "two votes"),
+        (2, "together", "h1", "h3", None),
+    ]
+    text = run_cli("correct", "list", *where, "--level", "event").stdout
+    assert text.startswith("#1\tapart\tevent\th0\th2\tdesk") and "h3" not in text
+    assert run_cli("correct", "remove", "#1", *where).exit_code == 0
+    assert [
+        c["id"] for c in json.loads(run_cli("correct", "list", *where, "--format", "json").stdout)["corrections"]
+    ] == [2]
+
+
+def test_the_cli_refuses_with_a_message_and_exit_code_2(tmp_path: Path) -> None:
+    with open_index(tmp_path / "idx") as index:
+        index.add(headlines(6, topics=2))
+    where = ("--index", tmp_path / "idx")
+    run_cli("correct", "add", "apart", "h0", "h2", *where, "--author", "desk")
+    unknown = run_cli("correct", "add", "apart", "h0", "zz", *where, "--author", "desk")
+    assert unknown.exit_code == 2 and "'zz'" in unknown.stderr
+    contradicting = run_cli("correct", "add", "together", "h2", "h0", *where, "--author", "desk")
+    assert contradicting.exit_code == 2 and "#1 " in contradicting.stderr
+    assert run_cli("correct", "add", "apart", "h0", "h1", *where).exit_code == 2  # --author is required
+    missing = run_cli("correct", "remove", "7", *where)
+    assert missing.exit_code == 2 and "#7" in missing.stderr
+    assert run_cli("correct", "remove", "x", *where).exit_code == 2
+    nowhere = run_cli("correct", "list", "--index", tmp_path / "none")
+    assert nowhere.exit_code == 2 and "no headline index" in nowhere.stderr
