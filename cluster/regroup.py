@@ -11,6 +11,8 @@ One function decides what a window's headlines become (:func:`regroup_window`):
    headlines link them). Stories are settled the same way over whole events at the story judgement.
    A group whose pairs still hold is left as it is, so a headline's ids change only when the judgement
    of its own pairs (or the set of headlines it is judged with) changed.
+   Editorial corrections binding the window are then made to hold on that partition
+   (:mod:`cluster.constraints`), so their groups get ids by the rules below like any other.
 2. **The ids** (:func:`reconcile`, at each level): an old id *persists into* the group holding the most
    of its settled window headlines (judged by an earlier nightly; when it has none, of all its window
    headlines), when that is at least half of them (ties: more headlines, then the group whose first
