@@ -96,3 +96,41 @@ def remove_command(number: str, index_path: Path) -> None:
         if not index.remove_correction(correction_id):
             raise InputError(f"no correction #{correction_id} in the index", hint="see: headline-cluster correct list")
     click.echo(f"removed correction #{correction_id}")
+
+
+@correct_group.command(name="import", short_help="Add the corrections of a file (index export --corrections).")
+@click.argument("file", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@index_option
+@reports_errors
+def import_command(file: Path, index_path: Path) -> None:
+    """Add the corrections of FILE (JSON lines, as ``index export --corrections`` writes them) to an index
+    that holds their headlines, keeping who made them and when. All or nothing: one refused line (an
+    unknown id, a contradiction) stops the import and adds none."""
+    try:
+        lines = file.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read the corrections file: {exc}", path=str(file)) from None
+    added = 0
+    with _open(index_path) as index, index.lock(), index.transaction():
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                item = json.loads(line)
+                index.add_correction(
+                    item["kind"],
+                    item["a"],
+                    item["b"],
+                    level=item.get("level", "event"),
+                    author=item["author"],
+                    reason=item.get("reason"),
+                    created_at=item.get("created_at"),
+                )
+            except (ValueError, KeyError, TypeError, AttributeError) as exc:
+                raise InputError(
+                    f"not a correction ({type(exc).__name__}: {exc})", path=str(file), line=number
+                ) from None
+            except InputError as exc:
+                raise InputError(exc.reason, path=str(file), line=number, hint=exc.hint) from None
+            added += 1
+    click.echo(f"imported {added} correction(s)", err=True)

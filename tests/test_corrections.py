@@ -161,3 +161,39 @@ def test_the_cli_refuses_with_a_message_and_exit_code_2(tmp_path: Path) -> None:
     assert run_cli("correct", "remove", "x", *where).exit_code == 2
     nowhere = run_cli("correct", "list", "--index", tmp_path / "none")
     assert nowhere.exit_code == 2 and "no headline index" in nowhere.stderr
+
+
+def test_corrections_go_out_with_index_export_and_into_a_new_index(tmp_path: Path) -> None:
+    with open_index(tmp_path / "idx") as index:
+        index.add(headlines(6, topics=2))
+        index.add_correction("apart", "h0", "h2", author="desk", reason="two votes")
+        index.add_correction("together", "h1", "h3", level="story", author="ana")
+        before = [c.as_dict() for c in index.corrections()]
+    out, saved = tmp_path / "headlines.jsonl", tmp_path / "corrections.jsonl"
+    exported = run_cli("index", "export", "--index", tmp_path / "idx", "-o", out, "--corrections", saved)
+    assert exported.exit_code == 0, exported.output
+    assert [json.loads(line) for line in saved.read_text(encoding="utf-8").splitlines()] == before
+    open_index(tmp_path / "new").close()  # the same settings as the first
+    assert run_cli("index", "add", out, "--index", tmp_path / "new").exit_code == 0
+    imported = run_cli("correct", "import", saved, "--index", tmp_path / "new")
+    assert imported.exit_code == 0 and "imported 2 correction(s)" in imported.stderr
+    with open_index(tmp_path / "new") as index:
+        assert [c.as_dict() for c in index.corrections()] == before  # authors, reasons and times kept
+
+
+def test_an_import_with_a_refused_line_adds_nothing(tmp_path: Path) -> None:
+    with open_index(tmp_path / "idx") as index:
+        index.add(headlines(6, topics=2))
+    saved = tmp_path / "corrections.jsonl"
+    rows = [
+        {"kind": "apart", "a": "h0", "b": "h2", "author": "desk"},
+        {"kind": "together", "a": "h2", "b": "h0", "author": "desk"},  # contradicts the first line
+    ]
+    saved.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    refused = run_cli("correct", "import", saved, "--index", tmp_path / "idx")
+    assert refused.exit_code == 2 and f"{saved}:2:" in refused.stderr and "contradicts" in refused.stderr
+    saved.write_text('{"kind": "apart", "a": "h0"}\n', encoding="utf-8")
+    broken = run_cli("correct", "import", saved, "--index", tmp_path / "idx")
+    assert broken.exit_code == 2 and f"{saved}:1:" in broken.stderr
+    with open_index(tmp_path / "idx") as index:
+        assert index.corrections() == []

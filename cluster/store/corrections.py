@@ -8,6 +8,7 @@ set of stored corrections can be satisfied at once.
 
 from __future__ import annotations
 
+import json
 from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
@@ -39,6 +40,11 @@ class Correction:
     def describe(self) -> str:
         verb = "keep apart" if self.kind == "apart" else "keep together"
         return f"correction #{self.id} ({verb} {self.a} and {self.b} at the {self.level} level)"
+
+
+def corrections_jsonl(corrections: Iterable[Correction]) -> str:
+    """One JSON object per line, as ``index export --corrections`` writes and ``correct import`` reads."""
+    return "".join(json.dumps(c.as_dict(), ensure_ascii=False) + "\n" for c in corrections)
 
 
 def _order(a: str, b: str) -> tuple[str, str]:
@@ -109,16 +115,25 @@ def contradiction(corrections: Sequence[Correction], new: Correction) -> list[Co
 
 
 def add_correction(
-    db: Database, kind: str, a: str, b: str, *, level: str, author: str, reason: str | None = None
+    db: Database,
+    kind: str,
+    a: str,
+    b: str,
+    *,
+    level: str,
+    author: str,
+    reason: str | None = None,
+    created_at: str | None = None,
 ) -> Correction:
     """Store a correction (the caller holds the writer lock); the stored one when the same correction is
     already there. Refused (InputError) for an unknown kind, level or headline id, a pair of one
-    headline, or a correction that contradicts stored ones (all of which the message names)."""
+    headline, or a correction that contradicts stored ones (all of which the message names).
+    ``created_at``: when it was made, for one imported from an export (default: now)."""
     if kind not in KINDS:
         raise InputError(f"unknown correction kind {kind!r}", hint=f"use one of {', '.join(KINDS)}")
     if level not in CORRECTION_LEVELS:
         raise InputError(f"corrections apply at the event or story level, not {level!r}")
-    if not author.strip():
+    if not isinstance(author, str) or not author.strip():
         raise InputError("a correction needs an author", hint="say who made it (free text, e.g. a name or a desk)")
     if a == b:
         raise InputError(f"a correction needs two different headlines; both ids are {a!r}")
@@ -137,7 +152,7 @@ def add_correction(
                 if c.kind == kind:
                     return c  # asked twice: one correction, the first one's author and time
                 raise InputError(f"contradicts {c.describe()}", hint="remove that one first if it was wrong")
-        new = Correction(0, kind, level, a, b, author, reason, utc_now())
+        new = Correction(0, kind, level, a, b, author, reason, created_at or utc_now())
         against = contradiction(stored, new)
         if against is not None:
             named = "; ".join(c.describe() for c in against)

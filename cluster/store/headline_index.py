@@ -531,12 +531,22 @@ class HeadlineIndex(NightlyMixin):
     # -- corrections (logic in .corrections) ------------------------------------------------------------
 
     def add_correction(
-        self, kind: str, a: str, b: str, *, level: str = "event", author: str, reason: str | None = None
+        self,
+        kind: str,
+        a: str,
+        b: str,
+        *,
+        level: str = "event",
+        author: str,
+        reason: str | None = None,
+        created_at: str | None = None,
     ) -> Correction:
         """Keep headlines ``a`` and ``b`` apart (``kind`` "apart") or together ("together") at ``level``;
         refused for unknown ids and for a contradiction of stored corrections. Nightly runs honour it."""
         with self.lock():
-            return add_correction(self.db, kind, a, b, level=level, author=author, reason=reason)
+            return add_correction(
+                self.db, kind, a, b, level=level, author=author, reason=reason, created_at=created_at
+            )
 
     def corrections(self, level: str | None = None) -> list[Correction]:
         """The stored corrections, oldest first (only ``level``'s when given)."""
