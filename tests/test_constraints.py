@@ -15,6 +15,7 @@ from cluster.store import HeadlineIndex
 from cluster.store.corrections import Correction
 
 DAY = timedelta(days=1)
+HOUR = timedelta(hours=1)
 
 
 def nested(events: np.ndarray, stories: np.ndarray) -> bool:
@@ -129,3 +130,26 @@ def plain_index(path: Path) -> HeadlineIndex:
     return HeadlineIndex.open(
         path, create=True, embedder_factory=lambda model, **_: FakeEmbedder(), notify=lambda _: None
     )
+
+
+def test_online_assignment_never_joins_a_group_holding_a_kept_apart_headline(tmp_path: Path) -> None:
+    def again(i: int) -> dict:  # headline i once more, its text reworded (an unchanged row is not re-added)
+        return {"id": f"h{i}", "text": f"topic{i % 3} report number {i} updated", "published_at": T0 + i * HOUR}
+
+    with open_index(tmp_path / "plain") as plain:  # without corrections: every update rejoins its topic
+        plain.add(headlines(12, topics=3))
+        plain.add([again(3), again(4)], update=True)
+        assert event_ids(plain)["h3"] == event_ids(plain)["h0"] and story_ids(plain)["h4"] == story_ids(plain)["h1"]
+    with open_index(tmp_path / "idx") as index:
+        index.add(headlines(12, topics=3))
+        index.add_correction("apart", "h0", "h3", author="desk")
+        index.add_correction("apart", "h1", "h4", level="story", author="desk")
+        index.add_correction("apart", "h2", "h5", author="desk")
+        index.remove(["h5"])  # its correction stays, and binds it when it comes back
+        index.add([again(3), again(4)], update=True)
+        index.add([again(5)])
+        events, stories = event_ids(index), story_ids(index)
+        assert events["h3"] != events["h0"] and stories["h3"] == stories["h0"]  # an event-level correction
+        assert stories["h4"] != stories["h1"] and events["h4"] != events["h1"]
+        assert events["h5"] != events["h2"]
+        assert events["h6"] == events["h0"]  # the others are as they were
