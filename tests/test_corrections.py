@@ -197,3 +197,20 @@ def test_an_import_with_a_refused_line_adds_nothing(tmp_path: Path) -> None:
     assert broken.exit_code == 2 and f"{saved}:1:" in broken.stderr
     with open_index(tmp_path / "idx") as index:
         assert index.corrections() == []
+
+
+def test_a_read_only_index_of_format_2_still_reads_with_no_corrections(tmp_path: Path) -> None:
+    from test_corruption import read_only_view
+
+    with open_index(tmp_path / "idx") as index:
+        index.add(headlines(6, topics=2))
+    with sqlite3.connect(tmp_path / "idx" / DB_FILE) as db:  # what format 2 stored
+        db.execute("DROP TABLE corrections")
+        db.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
+    with read_only_view(tmp_path / "idx", tmp_path) as view:
+        listed = run_cli("correct", "list", "--index", view, "--format", "json")
+        assert listed.exit_code == 0, listed.output
+        assert json.loads(listed.stdout) == {"corrections": []}
+        assert run_cli("index", "stats", "--index", view).exit_code == 0
+        refused = run_cli("correct", "add", "apart", "h0", "h2", "--index", view, "--author", "desk")
+        assert refused.exit_code == 2 and "not writable" in refused.stderr

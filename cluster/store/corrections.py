@@ -53,6 +53,8 @@ def _order(a: str, b: str) -> tuple[str, str]:
 
 def list_corrections(db: Database, level: str | None = None) -> list[Correction]:
     """Stored corrections, oldest first; only those of ``level`` when given."""
+    if db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'corrections'").fetchone() is None:
+        return []  # an index of format 2 opened read-only (:func:`.settings_meta.settings_changes`)
     if level is None:
         rows = db.execute("SELECT id, kind, level, a, b, author, reason, created_at FROM corrections ORDER BY id")
     else:
