@@ -342,12 +342,14 @@ def replay_ids(index: HeadlineIndex, table: Embedded, model_id: str) -> Ids:
     48 hours up to that day's end would give, the README's cron path, run in a scratch index beside
     ``index`` with its settings: the same functions (:class:`cluster.store.NestedAssigner`,
     :func:`cluster.nightly.run_nightly`) in the same order over the same windows, so a build and a feed
-    indexed day by day hold the same events, stories and ids. ``table`` is in row order."""
+    indexed day by day hold the same events, stories and ids, the index's corrections honoured as nightly
+    honours them. ``table`` is in row order."""
     scratch = index.path / "build" / "replay"
     shutil.rmtree(scratch, ignore_errors=True)  # a killed build's leftovers
     scratch.parent.mkdir(parents=True, exist_ok=True)
     embedder = _Vectors(index.model, model_id, table)
     days = table.days()
+    corrections = index.corrections()  # the target's: the scratch index holds no corrections of its own
     try:
         with HeadlineIndex.open(
             scratch,
@@ -367,6 +369,7 @@ def replay_ids(index: HeadlineIndex, table: Embedded, model_id: str) -> Ids:
                     replay,
                     datetime.fromtimestamp(end - NIGHTLY_LAST, tz=timezone.utc),
                     datetime.fromtimestamp(end, tz=timezone.utc),
+                    corrections=corrections,
                 )
             stored = {h.id: (h.story_id, h.event_id) for h in replay.headlines()}
             next_story, next_event = replay.next_story_number(), replay.next_event_number()

@@ -25,6 +25,7 @@ from .cli_common import (
     text_field_option,
     time_field_option,
 )
+from .cli_correct import correct_group
 from .cli_eval import calibrate_command, eval_group
 from .cli_index import index_group, nightly_command
 from .cli_review import review_command
@@ -236,7 +237,15 @@ def _headlines(
     return [{"text": r.text, "published_at": r.published_at, "id": r.id} for r in read.records]
 
 
-for command in (eval_group, calibrate_command, index_group, nightly_command, serve_command, review_command):
+for command in (
+    eval_group,
+    calibrate_command,
+    index_group,
+    nightly_command,
+    serve_command,
+    review_command,
+    correct_group,
+):
     main.add_command(command)
 
 if __name__ == "__main__":  # pragma: no cover

@@ -46,6 +46,7 @@ from .store import (
     parse_duration,
     read_input,
 )
+from .store.corrections import corrections_jsonl
 from .wording import plural, rate
 
 _UTC = timezone.utc
@@ -443,10 +444,18 @@ def remove_command(index_path: Path, ids: tuple[str, ...], quiet: bool) -> None:
 @click.option(
     "--output", "-o", type=click.Path(dir_okay=False, path_type=Path), help="Write to this file (default: stdout)."
 )
+@click.option(
+    "--corrections",
+    "corrections_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write the index's corrections to this file, as JSON lines (read back by: correct import).",
+)
 @reports_errors
-def export_command(index_path: Path, output_format: str, output: Path | None) -> None:
+def export_command(index_path: Path, output_format: str, output: Path | None, corrections_file: Path | None) -> None:
     """Every headline with its story id, in the order added; the jsonl output can be added to a new index."""
     with _open(index_path) as index:
+        if corrections_file is not None:
+            atomic_write_text(corrections_file, corrections_jsonl(index.corrections()))
         headlines = index.headlines()
         lines = export_lines(headlines, output_format)
         try:

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .constraints import window_constraints
 from .errors import InputError
 from .fsutil import atomic_write_text
 from .judge import PairwiseSimilarity
@@ -34,6 +35,7 @@ from .regroup import Change, Reconciliation, WindowChange, describe_changes, rec
 from .report import ReportData, render_report
 from .review import least_similar
 from .store import Headline, HeadlineIndex, Run, StoryInfo, iso, story_order
+from .store.corrections import Correction
 
 __all__ = ["Change", "NightlyResult", "Reconciliation", "reconcile", "run_nightly"]
 
@@ -60,6 +62,7 @@ class NightlyResult:
     changed_events: int = 0  # headlines of the window whose event id changed
     moved: list[WindowChange] = field(default_factory=list)  # the changes with their headlines, for the report
     reported_run: int | None = None  # the earlier run whose recorded changes the report shows, if not this one
+    corrected: int = 0  # editorial corrections that changed this run's grouping
 
     @property
     def merges(self) -> int:
@@ -106,6 +109,7 @@ def run_nightly(
     *,
     last: timedelta | None = None,
     progress: Callable[[str], None] | None = None,
+    corrections: Sequence[Correction] | None = None,
 ) -> NightlyResult:
     """Settle headlines with time in [since, until), and write the outputs to ``out``.
 
@@ -114,7 +118,8 @@ def run_nightly(
     (:attr:`HeadlineIndex.story_judgement`), starting from the stored ids (:mod:`cluster.regroup`). A
     run killed after its commit, run again, writes the outputs of the committed regrouping and reports
     its figures. ``progress(step)`` is told each step as it starts (the CLI shows them on a terminal: a
-    large window takes tens of seconds).
+    large window takes tens of seconds). Editorial corrections (default: the index's own; ``index build``
+    passes those of the index it builds) hold in the window's groups (:mod:`cluster.constraints`).
     """
     say = progress or (lambda step: None)
     until = until or datetime.now(tz=timezone.utc)
@@ -150,6 +155,7 @@ def run_nightly(
                 (index.next_event_number(), index.next_story_number()),
                 index.outside_stories(set(window.event_ids), since, until),
                 _fresh(index, run.id, window, since, until),
+                window_constraints(window.ids, index.corrections() if corrections is None else corrections),
             )
             events, labels, changes = plan.events, plan.stories, plan.changes
             moved = describe_changes(changes, window, (plan.events, plan.stories))
@@ -159,6 +165,7 @@ def run_nightly(
                 "new_stories": len(plan.new_stories),
                 "events": len(set(events)),
                 "new_events": len(plan.new_events),
+                "corrected": plan.corrected,
             }
             figures.update(
                 index.apply_regrouping(
@@ -185,6 +192,7 @@ def run_nightly(
             new_events=int(figures.get("new_events", 0)),
             changed_events=int(figures.get("changed_events", 0)),
             moved=list(moved),
+            corrected=int(figures.get("corrected", 0)),
         )
         reported, carried = _recorded_changes(index, run, result, span)
         result.reported_run = carried.get("reported_run")

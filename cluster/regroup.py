@@ -11,6 +11,8 @@ One function decides what a window's headlines become (:func:`regroup_window`):
    headlines link them). Stories are settled the same way over whole events at the story judgement.
    A group whose pairs still hold is left as it is, so a headline's ids change only when the judgement
    of its own pairs (or the set of headlines it is judged with) changed.
+   Editorial corrections binding the window are then made to hold on that partition
+   (:mod:`cluster.constraints`), so their groups get ids by the rules below like any other.
 2. **The ids** (:func:`reconcile`, at each level): an old id *persists into* the group holding the most
    of its settled window headlines (judged by an earlier nightly; when it has none, of all its window
    headlines), when that is at least half of them (ties: more headlines, then the group whose first
@@ -35,6 +37,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .constraints import Constraints, apply_constraints
 from .group import group_nested
 from .judge import Judgement, PairwiseSimilarity
 from .store import WindowHeadlines, mint_event_id, mint_story_id, story_order
@@ -150,6 +153,7 @@ class Regrouping:
     new_stories: list[str]
     next_event: int
     next_story: int
+    corrected: int = 0  # corrections that changed the grouping (:func:`cluster.constraints.apply_constraints`)
 
 
 def clusters_of(labels: np.ndarray) -> list[np.ndarray]:
@@ -169,10 +173,13 @@ def regroup_window(
     next_numbers: tuple[int, int],
     outside: Mapping[str, set[str]],
     fresh: Sequence[bool] | None = None,
+    constraints: Constraints | None = None,
 ) -> Regrouping:
     """The window's new ids (module docstring). ``old_*``: the stored ids of its headlines in row order;
     ``next_numbers``: the event and story counters; ``outside``: the story ids of each stored event's
-    headlines outside the window (:meth:`cluster.store.HeadlineIndex.outside_stories`)."""
+    headlines outside the window (:meth:`cluster.store.HeadlineIndex.outside_stories`); ``constraints``:
+    the editorial corrections binding the window, made to hold on the partition before ids are given
+    (:mod:`cluster.constraints`), so their groups get ids by the usual rules."""
     next_event, next_story = next_numbers
     if not len(old_events):
         return Regrouping([], [], [], [], [], next_event, next_story)
@@ -186,9 +193,13 @@ def regroup_window(
         stories=np.unique(np.array(old_stories), return_inverse=True)[1],
         fresh=None if fresh is None else np.asarray(fresh, dtype=bool),
     )
+    event_labels, story_labels, corrected = nested.events, nested.stories, 0
+    if constraints:
+        held = apply_constraints(event_labels, story_labels, constraints)
+        event_labels, story_labels, corrected = held.events, held.stories, held.acted
     settled = None if fresh is None else [not f for f in fresh]
-    at_events = reconcile(old_events, clusters_of(nested.events), next_event, mint=mint_event_id, settled=settled)
-    at_stories = reconcile(old_stories, clusters_of(nested.stories), next_story, settled=settled)
+    at_events = reconcile(old_events, clusters_of(event_labels), next_event, mint=mint_event_id, settled=settled)
+    at_stories = reconcile(old_stories, clusters_of(story_labels), next_story, settled=settled)
     events = list(at_events.labels)
     next_event = at_events.next_story
     new_events = list(at_events.new_ids)
@@ -221,6 +232,7 @@ def regroup_window(
         list(at_stories.new_ids),
         next_event,
         at_stories.next_story,
+        corrected,
     )
 
 

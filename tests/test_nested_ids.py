@@ -18,6 +18,7 @@ from cluster.group import group, group_nested, settle
 from cluster.judge import CosineSimilarity
 from cluster.nightly import run_nightly
 from cluster.store import DB_FILE, HeadlineIndex
+from cluster.store.schema import SCHEMA_VERSION
 
 DAY = timedelta(days=1)
 
@@ -124,7 +125,8 @@ def test_an_index_of_format_1_opens_with_one_event_per_story(tmp_path: Path) -> 
     with open_index(tmp_path / "idx") as index:
         assert story_ids(index) == before
         assert event_ids(index) == {h: "e" + s[1:] for h, s in before.items()}
-        assert index.db.meta("schema_version") == 2 and index.next_event_number() == index.next_story_number()
+        assert index.db.meta("schema_version") == SCHEMA_VERSION
+        assert index.next_event_number() == index.next_story_number()
         result = index.add(headlines(25, topics=5)[20:])  # topic 4 is new: a new event and story
         assert result.new_events == 1 and nested(index)
 

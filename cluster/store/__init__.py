@@ -2,7 +2,8 @@
 
 An index is a folder::
 
-    headlines.sqlite   WAL-mode SQLite: meta, headlines, embeddings, stories, story_history, runs
+    headlines.sqlite   WAL-mode SQLite: meta, headlines, embeddings, stories, story_history, runs,
+                       corrections
     segments/          immutable FAISS files, each the vectors of a range of headline rows (derived
                        data; the manifest naming them is in meta)
     write.lock         flock()ed by the one process that may write; readers never take it
@@ -11,8 +12,8 @@ The package, by module: ``schema`` (the database, its connection and transaction
 ``vectors`` and ``ann`` (the segment files, keeping them in step, and search), ``fixtures`` (benchmark fixtures of
 headlines with decided stories), ``pending`` (headlines on their way in), ``assign`` (online
 story assignment), ``story_table`` (story records and reading stories back), ``maintenance`` (stats,
-repair, nightly bookkeeping), ``bulk`` (``index build``'s one-transaction insert), ``types`` (the results)
-and ``headline_index`` (the facade).
+repair, nightly bookkeeping), ``bulk`` (``index build``'s one-transaction insert), ``corrections``
+(editorial keep-apart and keep-together, stored), ``types`` (the results) and ``headline_index`` (the facade).
 """
 
 from __future__ import annotations

@@ -18,6 +18,7 @@ import numpy as np
 from ..judge import Judgement
 from ..pipeline import score
 from .ids import mint_event_id, mint_story_id, story_order
+from .kept_apart import KeptApart
 from .schema import Database, as_vectors, chunks, marks, utc_now
 from .story_table import load_members
 from .types import AddResult, Headline
@@ -197,11 +198,13 @@ class Assigner:
         *,
         forced: Callable[[int], str | None] | None = None,
         decided: Callable[[int, str], None] | None = None,
+        barred: Callable[[int, list[str]], Callable[[str], bool]] | None = None,
     ) -> list[str]:
         """Story ids for a batch of new headlines, in order; each one sees those before it.
 
         ``forced(i)``, when it gives an id, is the group headline i must join (the story of the event it
-        joined: events nest in stories); ``decided(i, id)`` is told each headline's group as it is decided.
+        joined: events nest in stories); ``decided(i, id)`` is told each headline's group as it is decided;
+        ``barred(i, ids so far)`` says which groups headline i may not join (keep-apart corrections).
         """
         floor = self.judgement.cosine_floor() - 1e-6
         self._cover(float(times.min()) - self.window, float(times.max()) + self.window)
@@ -228,7 +231,10 @@ class Assigner:
                 candidates = candidates[np.abs(self.times[candidates] - times[i]) <= self.window]
                 story_id = forced(i) if forced is not None else None
                 if story_id is None:
-                    story_id = self._place(candidates, vectors[i], texts[i], float(whens[i]), float(times[i]), result)
+                    bar = barred(i, assigned) if barred is not None else None
+                    story_id = self._place(
+                        candidates, vectors[i], texts[i], float(whens[i]), float(times[i]), result, bar
+                    )
                 else:
                     self._load_stories([story_id])
                     result.joined += 1
@@ -241,13 +247,25 @@ class Assigner:
                 assigned.append(story_id)
         return assigned
 
-    def _place(self, hits: np.ndarray, vector: np.ndarray, text: str, when: float, t: float, result: AddResult) -> str:
-        """The story the headline joins (an existing one, or a new one that it starts).
+    def _place(
+        self,
+        hits: np.ndarray,
+        vector: np.ndarray,
+        text: str,
+        when: float,
+        t: float,
+        result: AddResult,
+        bar: Callable[[str], bool] | None = None,
+    ) -> str:
+        """The story the headline joins (an existing one, or a new one that it starts), never one that
+        ``bar`` names.
 
         A story is judged by its members within the window of the headline's time, as ``nightly`` judges
         a window's headlines: members days older than the window do not hold a continuing story back.
         """
         best: str | None = None
+        if bar is not None:
+            hits = np.array([p for p in hits.tolist() if not bar(self.story_of[p])], dtype=np.int64)
         if len(hits):
             stories = sorted({self.story_of[p] for p in hits}, key=story_order)
             near = {s: [p for p in self.stories[s].members if abs(self.times[p] - t) <= self.window] for s in stories}
@@ -362,11 +380,18 @@ class NestedAssigner:
         vectors: np.ndarray,
         texts: Sequence[str],
         result: AddResult,
+        apart: KeptApart | None = None,
     ) -> tuple[list[str], list[str]]:
-        """(event ids, story ids) of a batch of new headlines, in order."""
+        """(event ids, story ids) of a batch of new headlines, in order; ``apart``: the keep-apart
+        corrections naming them (a headline never joins a group holding one it is kept apart from)."""
         counts = AddResult()
-        events = self.events.assign(rows, times, whens, vectors, texts, counts)
+        event_bar = story_bar = None
+        if apart is not None:
+            event_bar = apart.event_bar(self._stored_story)
+        events = self.events.assign(rows, times, whens, vectors, texts, counts, barred=event_bar)
         result.new_events += counts.new_stories
+        if apart is not None:
+            story_bar = apart.story_bar()
 
         def forced(i: int) -> str | None:
             event = events[i]
@@ -379,7 +404,9 @@ class NestedAssigner:
         def decided(i: int, story: str) -> None:
             self.story_of_event.setdefault(events[i], story)
 
-        stories = self.stories.assign(rows, times, whens, vectors, texts, result, forced=forced, decided=decided)
+        stories = self.stories.assign(
+            rows, times, whens, vectors, texts, result, forced=forced, decided=decided, barred=story_bar
+        )
         return events, stories
 
     def write_stories(self) -> None:

@@ -36,6 +36,7 @@ from ..records import Record
 from ..settings import LEVELS, judgement_for
 from .assign import NestedAssigner
 from .bulk import BuiltHeadlines, insert_built, last_build
+from .corrections import Correction, add_correction, list_corrections, remove_correction
 from .ids import story_order
 from .integrity import CheckReport
 from .maintenance import check_index, index_stats, repair_index
@@ -526,6 +527,35 @@ class HeadlineIndex(NightlyMixin):
                     self.refresh_stories({h.story_id for h in found.values()})
                 self._vectors.current()
         return RemoveResult([i for i in wanted if i in found], [i for i in wanted if i not in found])
+
+    # -- corrections (logic in .corrections) ------------------------------------------------------------
+
+    def add_correction(
+        self,
+        kind: str,
+        a: str,
+        b: str,
+        *,
+        level: str = "event",
+        author: str,
+        reason: str | None = None,
+        created_at: str | None = None,
+    ) -> Correction:
+        """Keep headlines ``a`` and ``b`` apart (``kind`` "apart") or together ("together") at ``level``;
+        refused for unknown ids and for a contradiction of stored corrections. Nightly runs honour it."""
+        with self.lock():
+            return add_correction(
+                self.db, kind, a, b, level=level, author=author, reason=reason, created_at=created_at
+            )
+
+    def corrections(self, level: str | None = None) -> list[Correction]:
+        """The stored corrections, oldest first (only ``level``'s when given)."""
+        return list_corrections(self.db, level)
+
+    def remove_correction(self, correction_id: int) -> bool:
+        """Remove a stored correction by number; whether there was one."""
+        with self.lock():
+            return remove_correction(self.db, correction_id)
 
     def refresh_stories(self, story_ids: Iterable[str], created_at: str | None = None) -> None:
         """Recompute the records of stories from their members (inside :meth:`transaction`)."""

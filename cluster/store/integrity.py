@@ -28,7 +28,7 @@ import numpy as np
 from .schema import DB_FILE, SCHEMA, Database
 
 UNIT_TOLERANCE = 1e-3
-_TABLES = ("meta", "headlines", "embeddings", "stories", "story_history", "runs")
+_TABLES = ("meta", "headlines", "embeddings", "stories", "story_history", "runs", "corrections")
 _CHUNK = 512
 
 

@@ -19,7 +19,7 @@ import numpy as np
 
 from ..errors import DiskFullError, IndexDamagedError, InputError, free_bytes, is_disk_full
 
-SCHEMA_VERSION = 2  # 2: headlines.event_id (events nested in stories); 1 is migrated on open
+SCHEMA_VERSION = 3  # 2: headlines.event_id (events nested in stories); 3: corrections; older ones migrate on open
 DB_FILE = "headlines.sqlite"
 FAISS_FILE = "vectors.faiss"
 LOCK_FILE = "write.lock"
@@ -77,7 +77,20 @@ CREATE TABLE IF NOT EXISTS runs (
     state TEXT NOT NULL,                -- running | committed | done
     summary TEXT
 );
+CREATE TABLE IF NOT EXISTS corrections (
+    id INTEGER PRIMARY KEY,             -- never reused, so a removed correction's number stays unique
+    kind TEXT NOT NULL,                 -- apart | together
+    level TEXT NOT NULL,                -- event | story
+    a TEXT NOT NULL,                    -- headline ids, a < b: a pair is stored one way only
+    b TEXT NOT NULL,
+    author TEXT NOT NULL,
+    reason TEXT,
+    created_at TEXT NOT NULL,
+    UNIQUE (level, a, b)
+);
 """
+
+CORRECTIONS_TABLE = SCHEMA[SCHEMA.index("CREATE TABLE IF NOT EXISTS corrections") :]
 
 HEADLINE_COLUMNS = "h.row, h.id, h.text, h.published_at, h.source, h.url, h.story_id, h.added_at, h.t, h.event_id"
 
@@ -339,17 +352,22 @@ def migrate(db: Database) -> bool:
 
     Format 1 had one id per headline (``story_id``, the index's only level). Each of its stories becomes
     one event of that story (``e`` + the story's number), so every event lies inside one story and the
-    ids a user already saw keep their meaning; event numbers continue from the story counter.
+    ids a user already saw keep their meaning; event numbers continue from the story counter. Format 2
+    had no corrections: the empty table is added.
     """
-    if db.meta("schema_version") != 1:
+    version = db.meta("schema_version")
+    if version not in (1, 2):
         return False
     with db.transaction():
-        columns = [row[1] for row in db.execute("PRAGMA table_info(headlines)")]
-        if "event_id" not in columns:
-            db.execute("ALTER TABLE headlines ADD COLUMN event_id TEXT")
-        db.execute("UPDATE headlines SET event_id = 'e' || substr(story_id, 2) WHERE event_id IS NULL")
-        db.execute("CREATE INDEX IF NOT EXISTS headlines_event ON headlines (event_id)")
-        db.set_meta({"schema_version": SCHEMA_VERSION, "next_event": db.meta("next_story")})
+        if version == 1:
+            columns = [row[1] for row in db.execute("PRAGMA table_info(headlines)")]
+            if "event_id" not in columns:
+                db.execute("ALTER TABLE headlines ADD COLUMN event_id TEXT")
+            db.execute("UPDATE headlines SET event_id = 'e' || substr(story_id, 2) WHERE event_id IS NULL")
+            db.execute("CREATE INDEX IF NOT EXISTS headlines_event ON headlines (event_id)")
+            db.set_meta({"next_event": db.meta("next_story")})
+        db.execute(CORRECTIONS_TABLE)
+        db.set_meta({"schema_version": SCHEMA_VERSION})
     return True
 
 

@@ -62,11 +62,19 @@ def settings_changes(
 ) -> dict[str, Any]:
     """The ``meta`` changes that the asked-for settings make to an empty index; an error for a full one."""
     version = index.db.meta("schema_version")
-    if version == 1 and not index.db.read_only:
-        with index.lock():  # an older index keeps opening: its format is brought up to date once
-            migrate(index.db)
+    unwritable = index.db.read_only
+    if version in (1, 2) and not unwritable:
+        try:
+            with index.lock():  # an older index keeps opening: its format is brought up to date once
+                migrate(index.db)
+        except InputError:
+            if version != 2:
+                raise
+            unwritable = True  # a folder this process cannot write (a mounted backup): see below
         version = index.db.meta("schema_version")
-    if version != SCHEMA_VERSION:
+    # Format 2 differs only by the corrections table, which an index that cannot be written cannot gain:
+    # it reads as an index without corrections, and writing to it fails as for any read-only index.
+    if version != SCHEMA_VERSION and not (version == 2 and unwritable):
         raise InputError(
             f"index format {version} is not the one this version reads ({SCHEMA_VERSION})",
             path=str(index.path),

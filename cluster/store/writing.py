@@ -8,6 +8,7 @@ from collections.abc import Iterable, Mapping, Sequence
 import numpy as np
 
 from .assign import NestedAssigner
+from .kept_apart import KeptApart
 from .pending import Pending
 from .schema import Database, chunks, marks, utc_now
 from .types import AddResult, Headline
@@ -67,7 +68,11 @@ def commit_chunk(
         for old in replaced:
             assigner.retire(old)
             db.execute("DELETE FROM headlines WHERE row = ?", (old.row,))
-        events, stories = assigner.assign(rows, times, whens, vectors, [p.normalized for p, _ in chunk], result)
+        # Partners in this chunk (a replaced one too) are placed by their position in it, others as stored.
+        apart = KeptApart.of(db, [p.id for p, _ in chunk])
+        events, stories = assigner.assign(
+            rows, times, whens, vectors, [p.normalized for p, _ in chunk], result, apart=apart
+        )
         db.executemany(
             "INSERT OR IGNORE INTO embeddings (text_key, vector) VALUES (?, ?)",
             [(key, np.asarray(vector, dtype=np.float32).tobytes()) for key, vector in new_vectors.items()],
