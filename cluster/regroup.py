@@ -11,6 +11,9 @@ One function decides what a window's headlines become (:func:`regroup_window`):
    headlines link them). Stories are settled the same way over whole events at the story judgement.
    A group whose pairs still hold is left as it is, so a headline's ids change only when the judgement
    of its own pairs (or the set of headlines it is judged with) changed.
+   The result is settled again as the next nightly over the same window would settle it (nothing new,
+   so groups only leave) until nothing moves: a nightly leaves a fixed point, and running the same
+   window twice changes nothing.
    Editorial corrections binding the window are then made to hold on that partition
    (:mod:`cluster.constraints`), so their groups get ids by the rules below like any other.
 2. **The ids** (:func:`reconcile`, at each level): an old id *persists into* the group holding the most
@@ -163,6 +166,9 @@ def clusters_of(labels: np.ndarray) -> list[np.ndarray]:
     return [order[bounds[k] : bounds[k + 1]] for k in range(len(bounds) - 1)]
 
 
+_SETTLE_PASSES = 8  # each pass only splits, so this bounds the work; a real window settled in 1 or 2
+
+
 def regroup_window(
     old_events: Sequence[str],
     old_stories: Sequence[str],
@@ -193,6 +199,23 @@ def regroup_window(
         stories=np.unique(np.array(old_stories), return_inverse=True)[1],
         fresh=None if fresh is None else np.asarray(fresh, dtype=bool),
     )
+    # The partition must be one the next nightly over the same window keeps: settle it again as that run
+    # would (nothing is new then, so groups only leave) until nothing moves. One pass is not always enough:
+    # a merge of this run can leave a group that average linkage no longer forms on its own.
+    for _ in range(_SETTLE_PASSES):
+        again = group_nested(
+            event_similarity,
+            story_similarity,
+            event_judgement.threshold,
+            story_judgement.threshold,
+            linkage=event_judgement.linkage,
+            events=nested.events,
+            stories=nested.stories,
+            fresh=np.zeros(len(old_events), dtype=bool),
+        )
+        if np.array_equal(again.events, nested.events) and np.array_equal(again.stories, nested.stories):
+            break
+        nested = again
     event_labels, story_labels, corrected = nested.events, nested.stories, 0
     if constraints:
         held = apply_constraints(event_labels, story_labels, constraints)
