@@ -215,10 +215,9 @@ class CollapseResult:
 
     def rethreshold(self, threshold: float) -> CollapseResult:
         """The same input grouped at another threshold, without embedding again."""
-        result = _assemble(
+        return _assemble(
             self._prepared, self.linkage, self._representative, threshold, self._times, self._ids, self._events
         )
-        return result
 
     def to_dict(self, *, explain: bool = False) -> dict:
         """The stable JSON shape of ``headline-cluster collapse --format json``. Nested (events in

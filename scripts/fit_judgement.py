@@ -23,7 +23,8 @@ Levels:
 - event: the logistic model over content signals plus a time penalty that never rewards (judgement_pairs.py);
   threshold chosen on the training folds: the best mean of OG2021 F1 with and without times among thresholds
   whose stream contamination stays under CONTAMINATION_CAP with and without times.
-- story: the event level's content weights without the time penalty, cut lower (threshold by UCI F1 without
+- story: the event level's weights, time penalty included (a story does not span weeks either), cut lower
+  (threshold by UCI F1 without
   times); stories are grouped over whole events (cluster.group), so they nest.
 - duplicate: kept as shipped (a regression on the STS 0-5 scale; docs/quality.md).
 """
@@ -43,7 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from judgement_data import FOLDS, Collection, load_clusters, load_stream, read_tsv, saudi_titles, training_stream  # noqa: E402, I001
 from judgement_data import DATA, subset_table  # noqa: E402
-from judgement_eval import Cosine, ScoredPairs, pair_figures  # noqa: E402
+from judgement_eval import ScoredPairs, pair_figures  # noqa: E402
 from judgement_pairs import (  # noqa: E402
     PairSet,
     cluster_pairs,
@@ -57,7 +58,8 @@ from judgement_pairs import (  # noqa: E402
 from cluster.candidates import exact_pairs  # noqa: E402
 from cluster.evaluate import cluster_metrics  # noqa: E402
 from cluster.group import group  # noqa: E402
-from cluster.learned import FEATURES, PARAMS_FILE, TIME_FEATURES, LearnedParams, pair_features, probability  # noqa: E402
+from cluster.judge import CosineSimilarity  # noqa: E402
+from cluster.learned import FEATURES, PARAMS_FILE, LearnedParams, pair_features, probability  # noqa: E402
 
 GATE = 0.80
 GATE_AR = 0.84
@@ -109,14 +111,6 @@ def fit(sets: list[PairSet], exclude: int | None = None, skip: str | None = None
     return dataclasses.replace(params_of(theta, GATE), gate_ar=GATE_AR)
 
 
-def timeless(params: LearnedParams) -> LearnedParams:
-    """The same content weights without the time penalty (the story level's score)."""
-    weights = list(params.weights)
-    for name in TIME_FEATURES:
-        weights[FEATURES.index(name)] = 0.0
-    return dataclasses.replace(params, weights=tuple(weights))
-
-
 def fold_pairs(collection: Collection, members: np.ndarray, bound: float) -> ScoredPairs:
     """Every pair of ``members`` whose cosine reaches ``bound`` (Arabic pairs: the Arabic gate), with features."""
     table = subset_table(collection.table, members)
@@ -132,7 +126,7 @@ def fold_pairs(collection: Collection, members: np.ndarray, bound: float) -> Sco
 
 def exact_cosine(collection: Collection, members: np.ndarray, threshold: float) -> dict:
     """Plain cosine grouped as the product groups it (every pair's real cosine in the linkage)."""
-    labels = group(Cosine(collection.table.vectors[members]), float(threshold)).labels
+    labels = group(CosineSimilarity(collection.table.vectors[members]), float(threshold)).labels
     gold = collection.labels[members]
     labelled = gold != ""
     out = {"f1": cluster_metrics(gold[labelled].tolist(), labels[labelled].tolist())["bcubed_f1"]}
@@ -230,8 +224,8 @@ def main() -> None:
                 for t in COSINE_EVENT_GRID
             ]
         )
-        story = timeless(params)
-        story_scores = probability(uci_pairs.features_at(False), story)
+        # UCI is scored without its times (they give its labels away): the penalty never applies there.
+        story_scores = probability(uci_pairs.features_at(False), params)
         story_folds.append([{"uci": uci_pairs.group_figures(story_scores, t)["f1"]} for t in STORY_GRID])
         uci_members = np.flatnonzero(uci.fold == f)
         cos_story.append([{"uci": exact_cosine(uci, uci_members, t)["f1"]} for t in COSINE_STORY_GRID])
@@ -297,7 +291,7 @@ def main() -> None:
         "fitted_by": "scripts/fit_judgement.py on ../shared/data (docs/quality.md)",
         "levels": {
             "event": {**final.to_dict(), "threshold": event_t},
-            "story": {**timeless(final).to_dict(), "threshold": story_t},
+            "story": {**final.to_dict(), "threshold": story_t},
             "duplicate": shipped["levels"]["duplicate"],
         },
     }

@@ -158,14 +158,6 @@ def training_stream() -> Collection:
     return _collection("training_stream", texts, times, labels, sources, folds)
 
 
-def timeless(collection: Collection) -> Collection:
-    """The same collection with every publication time removed."""
-    table = HeadlineTable.__new__(HeadlineTable)
-    table.__dict__.update(collection.table.__dict__)
-    table.hours = np.full(len(collection), np.nan)
-    return Collection(collection.name, collection.texts, table, collection.labels, collection.sources, collection.fold)
-
-
 def subset_table(table: HeadlineTable, members: np.ndarray) -> HeadlineTable:
     sub = HeadlineTable.__new__(HeadlineTable)
     for name in ("vectors", "n_stems", "n_numbers", "n_words", "script", "hours", "stems", "grams", "numbers"):
@@ -173,19 +165,10 @@ def subset_table(table: HeadlineTable, members: np.ndarray) -> HeadlineTable:
     return sub
 
 
-def day_windows(collection: Collection, days: int = 1) -> list[np.ndarray]:
-    """Positions of each run of ``days`` whole UTC days (a nightly job's window), in time order."""
-    hours = collection.table.hours
-    start = np.floor(np.nanmin(hours) / 24.0) * 24.0
-    block = ((hours - start) // (24.0 * days)).astype(np.int64)
-    return [np.flatnonzero(block == b) for b in np.unique(block)]
-
-
 __all__ = [
     "DATA",
     "FOLDS",
     "Collection",
-    "day_windows",
     "embed_all",
     "fold_of",
     "load_clusters",
@@ -194,6 +177,5 @@ __all__ = [
     "read_tsv",
     "saudi_titles",
     "subset_table",
-    "timeless",
     "training_stream",
 ]

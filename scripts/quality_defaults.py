@@ -26,12 +26,12 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
 from judgement_data import DATA, FOLDS, load_clusters, read_tsv  # noqa: E402
-from judgement_eval import Cosine  # noqa: E402
 
 from cluster import collapse  # noqa: E402
 from cluster.embed import get_embedder  # noqa: E402
 from cluster.evaluate import cluster_metrics  # noqa: E402
 from cluster.group import group  # noqa: E402
+from cluster.judge import CosineSimilarity  # noqa: E402
 
 COSINE_GRID = np.round(np.arange(0.78, 0.921, 0.01), 2)
 STREAM_COSINE = 0.87  # the event level's cosine threshold chosen by scripts/fit_judgement.py
@@ -72,7 +72,7 @@ def main() -> None:
         for fold in range(FOLDS):
             members = np.flatnonzero(cs.fold == fold)
             gold = cs.labels[members].tolist()
-            similarity = Cosine(cs.table.vectors[members])
+            similarity = CosineSimilarity(cs.table.vectors[members])
             grouped = [group(similarity, t).labels.tolist() for t in COSINE_GRID]
             cosine.append([cluster_metrics(gold, labels)["bcubed_f1"] for labels in grouped])
             timed = [{"text": rows[i]["text"].strip(), "published_at": rows[i].get("published_at")} for i in members]
@@ -100,7 +100,7 @@ def main() -> None:
         items = timed if with_times else [r["text"] for r in rows]
         cells.append(stream_figures(gold, labels_of(collapse(items, level="event", embedder=embedder), len(rows))))
     vectors = embedder.encode([item["text"] for item in timed])
-    cosine_labels = group(Cosine(np.asarray(vectors)), STREAM_COSINE).labels
+    cosine_labels = group(CosineSimilarity(np.asarray(vectors)), STREAM_COSINE).labels
     baseline = f"{stream_figures(gold, cosine_labels)} at cos >= {STREAM_COSINE}"
     print(f"| mixed stream (whole) | {baseline} | event | {cells[0]} | {cells[1]} |")
 

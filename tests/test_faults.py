@@ -23,6 +23,7 @@ from pathlib import Path
 import httpx
 import pytest
 from click.testing import CliRunner
+from test_kill import BOOT, REPO
 from test_store import FakeEmbedder
 
 from cluster.cli import main
@@ -172,14 +173,6 @@ def test_a_full_disk_by_fault_injection(tmp_path: Path, monkeypatch: pytest.Monk
 
 # --- the -shm file removed under a running serve ------------------------------------------------------------
 
-REPO = Path(__file__).resolve().parents[1]
-TESTS = Path(__file__).resolve().parent
-BOOT = (
-    "import sys\n"
-    f"sys.path[:0] = [{str(TESTS)!r}, {str(REPO)!r}]\n"
-    "import cluster.cli, test_store\n"
-    "cluster.cli.main(sys.argv[1:], prog_name='headline-cluster', obj={'embedder': test_store.FakeEmbedder()})\n"
-)
 STARTUP_S = 60  # a bound for a start with the fake embedder on a busy machine, not a measurement
 
 
